@@ -1,0 +1,243 @@
+"""The ``lienthong`` command: the composition root for people at a terminal.
+
+Exit codes: 0 all good; 1 at least one package refused or invalid; 2 the command itself
+was used wrongly or its configuration is broken (a message says which file and key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from adapters import pki_files, render
+from exchange.admission import Admission, admit
+from exchange.directory import Binder, SubjectBinding
+from exchange.errors import ConfigurationError, LienthongError
+from exchange.inspection import inspect_package
+from exchange.policy import PRESETS, policy_named
+from exchange.signing import SigningKey, sign
+from exchange.trust import TrustStore
+from exchange.validation import validate
+from exchange.xmlsafe import INLINE_CAP_BYTES, ParseLimits
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _limits(args: argparse.Namespace) -> ParseLimits:
+    return ParseLimits(max_bytes=args.max_bytes)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    results = []
+    failed = False
+    for path in args.files:
+        report = validate(_read(path), strict=args.strict, parse_limits=_limits(args))
+        failed |= not report.ok
+        if args.json:
+            results.append(
+                {"file": path, "valid": report.ok, "kind": report.kind, "problems": report.problems}
+            )
+        else:
+            for problem in report.problems:
+                print(render.problem_line(path, problem))
+    if args.json:
+        print(render.to_json(results))
+    elif not failed:
+        print(f"{len(args.files)} file(s) valid")
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    key = SigningKey.from_pem(_read(args.key), _read(args.cert))
+    signed = sign(_read(args.input), key, _limits(args))
+    if args.output and args.output != "-":
+        Path(args.output).write_bytes(signed)
+    else:
+        sys.stdout.buffer.write(signed)
+    return EXIT_OK
+
+
+def _trust(args: argparse.Namespace) -> tuple[TrustStore, Binder]:
+    trust = TrustStore.from_pem(_read(args.ca), tuple(_read(p) for p in args.crl or ()))
+    binder: Binder = (
+        pki_files.load_directory(args.directory) if args.directory else SubjectBinding()
+    )
+    return trust, binder
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    trust, binder = _trust(args)
+    ctx = Admission(trust=trust, binder=binder, parse_limits=_limits(args))
+    policy = policy_named(args.policy)
+    results = []
+    failed = False
+    for path in args.files:
+        try:
+            admitted = admit(_read(path), policy, ctx)
+        except LienthongError as exc:
+            failed = True
+            results.append(
+                {"file": path, "admitted": False, "code": exc.code, "error": exc.message}
+            )
+            if not args.json:
+                print(f"{path}: refused [{exc.code}] {exc.message}")
+                for problem in getattr(exc, "problems", ()):
+                    print("  " + render.problem_line(path, problem))
+            continue
+        package = admitted.package
+        results.append({"file": path, "admitted": True, "level": package.level, "package": package})
+        if not args.json:
+            signer = package.signer
+            who = (
+                f"signed by {signer.subject}, bound by {signer.bound_by}" if signer else "no signer"
+            )
+            print(f"{path}: {package.level.value}: from {package.sender.organ_id}, {who}")
+            for note in package.notes:
+                print(f"  note: {note}")
+    if args.json:
+        print(render.to_json(results))
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    trust_args = {}
+    if args.ca:
+        trust, binder = _trust(args)
+        trust_args = {
+            "trust": trust,
+            "binder": binder,
+            "policy": policy_named(args.policy),
+            "when": datetime.now(UTC),
+        }
+    reports = []
+    for path in args.files:
+        try:
+            report = inspect_package(_read(path), limits=_limits(args), **trust_args)  # type: ignore[arg-type]
+        except LienthongError as exc:
+            print(f"{path}: cannot be read [{exc.code}] {exc.message}")
+            reports.append({"file": path, "error": exc.code, "message": exc.message})
+            continue
+        if args.json:
+            reports.append({"file": path, "inspection": report})
+        else:
+            print(render.inspection_text(path, report))
+            print()
+    if args.json:
+        print(render.to_json(reports))
+    return EXIT_OK if all("error" not in r for r in reports) else EXIT_REFUSED
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    written = pki_files.init_pki(
+        Path(args.dir), args.agency, args.node or [], key_type=args.key_type
+    )
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"{args.dir}: nothing to do, every certificate exists")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from adapters import sandbox
+
+    return sandbox.run(Path(args.dir))
+
+
+def _add_trust_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument(
+        "--ca", required=required, help="PEM bundle of the CAs to trust (never the system store)"
+    )
+    p.add_argument("--crl", action="append", help="a CRL (PEM or DER); may repeat")
+    p.add_argument(
+        "--directory", help="agency directory (TOML); without it, dev binding by subject CN"
+    )
+    p.add_argument(
+        "--policy", default="strict", choices=sorted(PRESETS), help="verification policy"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lienthong", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=int,
+        default=INLINE_CAP_BYTES,
+        help="size cap for one package (default 8 MiB)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "validate", help="check packages against the contract (XSD + rules + attachments)"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--strict", action="store_true", help="also require the exact layout lienthong emits"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sign", help="sign a package (enveloped XML-DSig, exclusive c14n, SHA-256)")
+    p.add_argument("--key", required=True, help="PEM private key (RSA or ECDSA)")
+    p.add_argument("--cert", required=True, help="PEM certificate (then any intermediates)")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", metavar="OUT")
+    p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("verify", help="admit packages: contract, signature, signer = sender")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _add_trust_options(p, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("inspect", help="a human summary of any edXML file, real traffic included")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _add_trust_options(p, required=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    certs = sub.add_parser("certs", help="development PKI").add_subparsers(
+        dest="certs_command", required=True
+    )
+    p = certs.add_parser(
+        "init", help="create a dev CA, agency and node certificates, and a directory"
+    )
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--agency", action="append", required=True, metavar="ORGANID")
+    p.add_argument("--node", action="append", metavar="NODEID")
+    p.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
+    p.set_defaults(func=cmd_certs_init)
+
+    p = sub.add_parser("sandbox", help="a development playground on this machine")
+    p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")
+    p.set_defaults(func=cmd_sandbox)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigurationError as exc:
+        print(f"lienthong: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except LienthongError as exc:
+        print(f"lienthong: refused [{exc.code}] {exc.message}", file=sys.stderr)
+        return EXIT_REFUSED
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

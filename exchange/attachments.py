@@ -1,0 +1,107 @@
+"""Attachment decoding (reference/edxml.md §2.4): base64, then a one-entry ZIP or raw.
+
+The official library wraps every attachment in a one-entry ZIP, whatever the manifest's
+content type says. We unpack such a ZIP to describe the file inside (name, size,
+SHA-256); anything else is described as it is. The bytes are streamed through the
+digest, so memory does not grow with the attachment, and a ZIP bomb is stopped by the
+bytes actually inflated, not by the sizes the archive claims.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+
+from exchange.errors import AttachmentBomb, AttachmentInvalid
+
+ZIP_MAGIC = b"PK\x03\x04"
+_WHITESPACE = re.compile(rb"\s+")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AttachmentLimits:
+    max_inflated_bytes: int = 256 * 1024 * 1024
+    """The most one attachment may inflate to."""
+    max_ratio: int = 200
+    """The most an entry may inflate relative to its compressed size, past 1 MiB."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    size: int
+    sha256: str
+    packing: str  # "zip" or "raw"
+    inner_name: str | None
+
+
+def decode_base64(encoded: str | bytes, label: str) -> bytes:
+    raw = encoded.encode("ascii", "replace") if isinstance(encoded, str) else encoded
+    try:
+        return base64.b64decode(_WHITESPACE.sub(b"", raw), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise AttachmentInvalid(
+            f"attachment {label}: ContentTransferEncoded is not base64"
+        ) from exc
+
+
+def _describe_raw(data: bytes) -> Decoded:
+    return Decoded(len(data), hashlib.sha256(data).hexdigest(), "raw", None)
+
+
+def _inflate(
+    archive: zipfile.ZipFile, entry: zipfile.ZipInfo, label: str, limits: AttachmentLimits
+) -> Decoded:
+    if entry.flag_bits & 0x1:
+        raise AttachmentInvalid(f"attachment {label}: the ZIP entry is encrypted")
+    if entry.file_size > limits.max_inflated_bytes:
+        raise AttachmentBomb(
+            f"attachment {label}: the ZIP entry claims {entry.file_size} bytes; "
+            f"the limit is {limits.max_inflated_bytes}"
+        )
+    ceiling = min(
+        limits.max_inflated_bytes,
+        max(1024 * 1024, max(entry.compress_size, 1) * limits.max_ratio),
+    )
+    digest = hashlib.sha256()
+    total = 0
+    with archive.open(entry) as stream:
+        while chunk := stream.read(_CHUNK):
+            total += len(chunk)
+            if total > ceiling:
+                raise AttachmentBomb(
+                    f"attachment {label}: the ZIP entry inflates past {ceiling} bytes "
+                    f"from {entry.compress_size} compressed bytes; refused as a ZIP bomb"
+                )
+            digest.update(chunk)
+    return Decoded(total, digest.hexdigest(), "zip", entry.filename)
+
+
+def describe(data: bytes, label: str, limits: AttachmentLimits | None = None) -> Decoded:
+    """Size and digest of an attachment's decoded bytes, unpacking a one-entry ZIP."""
+    limits = limits or AttachmentLimits()
+    if not data.startswith(ZIP_MAGIC):
+        return _describe_raw(data)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            files = [e for e in archive.infolist() if not e.is_dir()]
+            if len(files) != 1:
+                return _describe_raw(data)  # a real ZIP file sent as such, not a wrapper
+            return _inflate(archive, files[0], label, limits)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+        raise AttachmentInvalid(f"attachment {label}: the ZIP wrapper is damaged ({exc})") from exc
+    except (OSError, ValueError, RuntimeError) as exc:  # zlib errors surface as these
+        raise AttachmentInvalid(f"attachment {label}: the ZIP wrapper is damaged ({exc})") from exc
+
+
+def pack_zip(name: str, content: bytes) -> bytes:
+    """Wrap content the way the official library does: a one-entry deflated ZIP."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, content)
+    return buffer.getvalue()

@@ -1,0 +1,112 @@
+"""The published contract: structural XSD plus the rule pass, reported as one list.
+
+The XSDs are loaded from our own package (never from a document's schemaLocation) and
+compiled once. ``check`` returns every problem it finds; ``enforce`` raises
+``ContractViolation`` when any of them is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from lxml import etree
+
+from exchange.edxml import NS, header, kid, line_of, local
+from exchange.errors import ContractViolation, Problem
+from exchange.model import Kind
+from exchange.rules import rule_pass
+
+_SCHEMA_FILES = {
+    (Kind.EDOC, False): "edxml.xsd",
+    (Kind.STATUS, False): "edxml-status.xsd",
+    (Kind.EDOC, True): "edxml-strict.xsd",
+    (Kind.STATUS, True): "edxml-status-strict.xsd",
+}
+
+
+def schema_dir() -> Path:
+    """Where the XSDs live: inside an installed wheel, or schemas/ in a checkout."""
+    packaged = resources.files("exchange").joinpath("_schemas")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@cache
+def _schema(kind: Kind, strict: bool) -> etree.XMLSchema:
+    path = schema_dir() / _SCHEMA_FILES[(kind, strict)]
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.XMLSchema(etree.parse(str(path), parser=parser))
+
+
+def detect_kind(root: etree._Element) -> Kind:
+    """A status package has a Status block, or a MessageHeader with a StatusCode."""
+    head = header(root)
+    if head is not None:
+        if kid(head, "Status") is not None:
+            return Kind.STATUS
+        if kid(kid(head, "MessageHeader"), "StatusCode") is not None:
+            return Kind.STATUS
+    return Kind.EDOC
+
+
+_CLARK = re.compile(r"\{[^}]*\}")
+_PREFIX = re.compile(r"(?<=/)[A-Za-z_][\w.-]*:")
+
+
+def _xsd_path(raw: str | None) -> str:
+    if not raw:
+        return "/"
+    path = _PREFIX.sub("", raw)
+    if path.startswith("/*"):
+        path = "/edXML" + path[2:]
+    return path
+
+
+def _xsd_message(message: str) -> str:
+    return _CLARK.sub("", message).replace("( ", "(").replace(" )", ")")
+
+
+def xsd_problems(root: etree._Element, kind: Kind, *, strict: bool = False) -> list[Problem]:
+    schema = _schema(kind, strict)
+    if schema.validate(root):
+        return []
+    return [
+        Problem(
+            line=entry.line or None,
+            path=_xsd_path(entry.path),
+            message=_xsd_message(entry.message),
+            code="contract.schema",
+        )
+        for entry in schema.error_log  # type: ignore[attr-defined]
+    ]
+
+
+def check(root: etree._Element, *, strict: bool = False) -> tuple[Kind, list[Problem]]:
+    """Every problem with the package against the contract, in document order."""
+    if etree.QName(root).namespace != NS or local(root) != "edXML":
+        return Kind.EDOC, [
+            Problem(
+                line=line_of(root),
+                path="/" + local(root),
+                message=f"the root element must be edXML in namespace {NS}, found {root.tag}",
+                code="contract.schema",
+            )
+        ]
+    kind = detect_kind(root)
+    problems = xsd_problems(root, kind, strict=strict)
+    problems.extend(rule_pass(root, kind))
+    problems.sort(key=lambda p: (p.line or 0, p.path))
+    return kind, problems
+
+
+def enforce(root: etree._Element, *, strict: bool = False) -> tuple[Kind, list[Problem]]:
+    """Like ``check``, but raise ContractViolation on any error; returns the warnings."""
+    kind, problems = check(root, strict=strict)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ContractViolation(errors)
+    return kind, problems

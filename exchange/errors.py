@@ -1,0 +1,184 @@
+"""One exception tree for the whole node.
+
+The branches say what the caller does next:
+
+- ``SenderFault``: the input is wrong. Never retry; answer 4xx or a failed receipt.
+- ``TransientFault``: something around us is down or slow. Retry with backoff.
+- ``PermanentFault``: retrying will not help and it is not the sender's doing.
+  Dead-letter the work and alert a person.
+
+Every concrete error has a stable ``code`` (dotted, lowercase) that adapters map to
+HTTP responses, SDK error codes and receipts. Codes never change meaning once published;
+docs/errors.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a package, placed as precisely as we can."""
+
+    line: int | None
+    path: str
+    message: str
+    code: str = "contract.invalid"
+    severity: str = "error"  # "error" refuses the package, "warning" only informs
+
+    def render(self, source: str = "") -> str:
+        where = f"{source}:" if source else ""
+        line = self.line if self.line is not None else "-"
+        return f"{where}{line}: {self.path}: {self.message}"
+
+
+class LienthongError(Exception):
+    """Root of every error the node raises on purpose."""
+
+    code = "lienthong.error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class SenderFault(LienthongError):
+    """The input is at fault. Do not retry; tell the sender exactly why."""
+
+    code = "sender.fault"
+
+
+class TransientFault(LienthongError):
+    """A dependency is unavailable for now. Retry with backoff."""
+
+    code = "transient.fault"
+
+
+class PermanentFault(LienthongError):
+    """Retrying cannot help and the sender is not to blame: dead-letter and alert."""
+
+    code = "permanent.fault"
+
+
+# --- the sender's faults: size and XML ------------------------------------------------
+
+
+class PackageTooLarge(SenderFault):
+    code = "package.too_large"
+
+
+class EmptyPackage(SenderFault):
+    code = "package.empty"
+
+
+class MalformedXml(SenderFault):
+    code = "xml.malformed"
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class DoctypeForbidden(SenderFault):
+    code = "xml.doctype_forbidden"
+
+
+class ContractViolation(SenderFault):
+    """The package breaks the published contract (structural XSD or rule pass)."""
+
+    code = "contract.invalid"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0] if self.problems else None
+        summary = (
+            f"{len(self.problems)} problem(s); first at line {first.line}, {first.path}: "
+            f"{first.message}"
+            if first
+            else "invalid"
+        )
+        super().__init__(summary)
+
+
+# --- the sender's faults: attachments -------------------------------------------------
+
+
+class AttachmentInvalid(SenderFault):
+    code = "attachment.invalid"
+
+
+class AttachmentBomb(SenderFault):
+    code = "attachment.bomb"
+
+
+# --- the sender's faults: signatures and certificates ---------------------------------
+
+
+class SignatureMissing(SenderFault):
+    code = "signature.missing"
+
+
+class SignatureNotXmlDsig(SenderFault):
+    code = "signature.not_xmldsig"
+
+
+class SignatureMultiple(SenderFault):
+    code = "signature.multiple"
+
+
+class SignaturePlacement(SenderFault):
+    code = "signature.placement"
+
+
+class SignatureReference(SenderFault):
+    code = "signature.reference"
+
+
+class SignatureAlgorithm(SenderFault):
+    code = "signature.algorithm"
+
+
+class SignatureInvalid(SenderFault):
+    code = "signature.invalid"
+
+
+class CertificateMissing(SenderFault):
+    code = "certificate.missing"
+
+
+class CertificateUntrusted(SenderFault):
+    code = "certificate.untrusted"
+
+
+class CertificateExpired(SenderFault):
+    code = "certificate.expired"
+
+
+class CertificateNotYetValid(SenderFault):
+    code = "certificate.not_yet_valid"
+
+
+class CertificateRevoked(SenderFault):
+    code = "certificate.revoked"
+
+
+class SignerNotSender(SenderFault):
+    """The certificate is valid but is not bound to the agency in From/OrganId."""
+
+    code = "signer.not_sender"
+
+
+class UnknownAgency(SenderFault):
+    code = "agency.unknown"
+
+
+# --- configuration: a person must fix it ----------------------------------------------
+
+
+class ConfigurationError(PermanentFault):
+    code = "config.invalid"

@@ -1,0 +1,62 @@
+# Shared set-up for scripts/run and scripts/test: install what is missing, start what is stopped.
+# Sourced, not run. Every step says what it does; nothing is downloaded but registry packages.
+
+log() { printf 'lienthong setup: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; return 1; fi
+}
+
+apt_updated=0
+apt_install() {
+  command -v apt-get >/dev/null || { log "no apt-get here: install $* yourself"; return 1; }
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {  # wait_port PORT SECONDS NAME
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do port_open "$1" && return 0; sleep 0.2; done
+  log "$3 did not open port $1 within $2 s"; return 1
+}
+
+ensure_python() {
+  PYTHON=${PYTHON:-python3}
+  if ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    log "Python >= 3.11 is required (found: $("$PYTHON" --version 2>&1 || echo none))"; return 1
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
+  fi
+  local stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+  if [ ! -f "$stamp" ]; then
+    log "installing lienthong and its dev extra into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    rm -f .venv/.installed-*; touch "$stamp"
+  fi
+}
+
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  log "starting RabbitMQ"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_port 5672 90 RabbitMQ
+}
+
+ensure_postgres() {
+  port_open 5432 && return 0
+  ls /etc/postgresql/*/main >/dev/null 2>&1 || apt_install postgresql
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_port 5432 60 PostgreSQL
+  # the tests connect as postgres over TCP with trust auth, to database "test"
+  as_root su postgres -c "psql -tAc \"select 1 from pg_database where datname='test'\" | grep -q 1 || createdb test" || true
+}
