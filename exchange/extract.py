@@ -92,10 +92,9 @@ def business_of(root: etree._Element) -> Business:
 
 def attachments_of(root: etree._Element, limits: att.AttachmentLimits) -> tuple[Attachment, ...]:
     manifest = walk(root, "edXMLEnvelope", "edXMLBody", "edXMLManifest")
-    described: dict[str, etree._Element | None] = {}
-    if manifest is not None:
-        for ref in kids(manifest, "Reference"):
-            described[(text(ref, "ContentId") or "").removeprefix("cid:")] = ref
+    described: dict[str, etree._Element] = {
+        (text(r, "ContentId") or "").removeprefix("cid:"): r for r in kids(manifest, "Reference")
+    }
     result: list[Attachment] = []
     holder = kid(root, "AttachmentEncoded")
     for item in kids(holder, "Attachment"):
