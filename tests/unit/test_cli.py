@@ -1,0 +1,145 @@
+"""The ``lienthong`` command end to end, as an integrator runs it (separate processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+
+VALID = sorted((EXAMPLES / "valid").glob("*.edxml"))
+
+
+def lienthong(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def sender(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    start = text.index("<edXML:OrganId>") + len("<edXML:OrganId>")
+    return text[start : text.index("<", start)]
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    agencies = sorted({sender(p) for p in VALID})
+    args = [arg for organ in agencies for arg in ("--agency", organ)]
+    result = lienthong("certs", "init", folder, *args, "--node", "central", "--key-type", "ec")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "ca.pem").exists()
+    assert (folder / "nodes" / "central.pem").exists()
+    assert (folder / "directory.toml").read_text().count("[[agency]]") == len(agencies)
+    return folder
+
+
+def test_certs_sign_validate_verify_round_trip_every_valid_example(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    signed = []
+    for path in VALID:
+        organ = sender(path)
+        out = tmp_path / path.name
+        result = lienthong(
+            "sign",
+            "--key", pki_dir / "agencies" / f"{organ}.key",
+            "--cert", pki_dir / "agencies" / f"{organ}.pem",
+            path, "-o", out,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        signed.append(out)
+    result = lienthong("validate", *signed)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip() == f"{len(signed)} file(s) valid"
+    result = lienthong(
+        "verify", "--ca", pki_dir / "ca.pem", "--directory", pki_dir / "directory.toml", *signed
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(signed)
+    for line, path in zip(lines, signed, strict=True):
+        assert line.startswith(f"{path}: strict: from {sender(path)}, signed by CN={sender(path)}")
+        assert "directory v1: certificate fingerprint" in line
+
+
+def test_verify_refuses_a_tampered_package_with_its_code(pki_dir: Path, tmp_path: Path) -> None:
+    original = EXAMPLES / "valid" / "document-new.edxml"
+    signed = tmp_path / "signed.edxml"
+    organ = sender(original)
+    lienthong(
+        "sign",
+        "--key", pki_dir / "agencies" / f"{organ}.key",
+        "--cert", pki_dir / "agencies" / f"{organ}.pem",
+        original, "-o", signed,
+    )  # fmt: skip
+    tampered = tmp_path / "tampered.edxml"
+    tampered.write_bytes(
+        signed.read_bytes().replace("Nguyễn Văn An".encode(), "Nguyễn Văn Ba".encode())
+    )
+    result = lienthong("verify", "--ca", pki_dir / "ca.pem", "--json", signed, tampered)
+    assert result.returncode == 1
+    verdicts = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
+    assert verdicts["signed.edxml"]["admitted"] is True
+    assert verdicts["signed.edxml"]["level"] == "strict"
+    assert verdicts["tampered.edxml"]["admitted"] is False
+    assert verdicts["tampered.edxml"]["code"] == "signature.invalid"
+
+
+def test_validate_prints_one_line_per_problem_and_fails() -> None:
+    bad = EXAMPLES / "invalid" / "contract.format@PromulgationDate--iso-date.edxml"
+    result = lienthong("validate", bad)
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        f"{bad}:33: /edXML/edXMLEnvelope/edXMLHeader/MessageHeader/PromulgationInfo/"
+        "PromulgationDate: PromulgationDate is '2026-11-20'; expected yyyy/MM/dd [contract.format]"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_every_invalid_example_fails_without_a_traceback() -> None:
+    invalid = sorted((EXAMPLES / "invalid").glob("*.edxml"))
+    result = lienthong("validate", "--json", *invalid)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    reports = json.loads(result.stdout)
+    assert [r["valid"] for r in reports] == [False] * len(invalid)
+
+
+def test_inspect_json_describes_the_package() -> None:
+    result = lienthong("inspect", "--json", EXAMPLES / "valid" / "document-update.edxml")
+    assert result.returncode == 0, result.stderr
+    (report,) = json.loads(result.stdout)
+    package = report["inspection"]["package"]
+    assert package["sender"]["organ_id"] == "000.00.00.G22"
+    assert package["business"]["type"] == 2
+    assert package["business"]["receivers_changed"] == [
+        {"organ_id": "000.21.31.H53", "added": False},
+        {"organ_id": "000.00.00.H41", "added": True},
+    ]
+    assert report["inspection"]["signature"]["present"] is False
+
+
+def test_a_broken_directory_file_names_the_key(pki_dir: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "directory.toml"
+    directory.write_text(
+        'version = 1\n[[agency]]\norgan_id = "000.00.00.G22"\nfingerprints = "ab"\n'
+    )
+    result = lienthong("verify", "--ca", pki_dir / "ca.pem", "--directory", directory, VALID[0])
+    assert result.returncode == 2
+    assert "agency[0].fingerprints: expected a list" in result.stderr
+
+
+def test_a_missing_file_is_a_clear_error() -> None:
+    result = lienthong("validate", "/nonexistent/package.edxml")
+    assert result.returncode == 2
+    assert "/nonexistent/package.edxml: cannot read" in result.stderr
