@@ -7,6 +7,7 @@ and the namespace is spelled in one place.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 from lxml import etree
 
@@ -15,6 +16,7 @@ DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 XLINK_NS = "http://www.w3.org/1999/xlink"
 
 
+@cache
 def q(name: str) -> str:
     """The Clark name of an edXML element."""
     return f"{{{NS}}}{name}"
@@ -43,7 +45,7 @@ def kids(el: etree._Element | None, name: str) -> list[etree._Element]:
 def kid(el: etree._Element | None, name: str) -> etree._Element | None:
     if el is None:
         return None
-    return el.find(q(name))
+    return next(el.iterchildren(q(name)), None)
 
 
 def text(el: etree._Element | None, name: str | None = None) -> str | None:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from exchange.edxml import kid, kids, line_of, local, path_of, text, walk
+from exchange.edxml import kid, kids, line_of, local, path_of, q, text, walk
 from exchange.errors import Problem
 from exchange.model import STATUS_CODES, Kind
 
@@ -49,6 +49,19 @@ _STATUS_ONLY = ("StatusCode", "Timestamp", "Description", "StaffInfo")
 class _Report:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self._groups: dict[etree._Element, dict[str, list[etree._Element]]] = {}
+
+    def children(self, parent: etree._Element, name: str) -> list[etree._Element]:
+        """Children of ``parent`` called ``name``; each parent is scanned once."""
+        groups = self._groups.get(parent)
+        if groups is None:
+            groups = {}
+            for child in parent.iterchildren():
+                tag = child.tag
+                if isinstance(tag, str):
+                    groups.setdefault(tag, []).append(child)
+            self._groups[parent] = groups
+        return groups.get(q(name), [])
 
     def add(self, el: etree._Element, message: str, code: str, severity: str = "error") -> None:
         self.problems.append(
@@ -64,7 +77,7 @@ class _Report:
     def cardinality(
         self, parent: etree._Element, name: str, *, low: int = 0, high: int | None = 1
     ) -> list[etree._Element]:
-        found = kids(parent, name)
+        found = self.children(parent, name)
         if len(found) < low:
             need = "is required" if low == 1 else f"is required at least {low} times"
             self.add(parent, f"element {name} {need} in {local(parent)}", "contract.cardinality")

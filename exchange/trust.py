@@ -40,11 +40,15 @@ class TrustStore:
     roots: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     _store: xv.Store = field(init=False, repr=False, compare=False)
+    _verifiers: list[tuple[datetime, xv.ClientVerifier]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.roots:
             raise ConfigurationError("the CA bundle holds no certificate")
         object.__setattr__(self, "_store", xv.Store(list(self.roots)))
+        object.__setattr__(self, "_verifiers", [])
 
     @classmethod
     def from_pem(cls, bundle: bytes, crls: tuple[bytes, ...] = ()) -> TrustStore:
@@ -65,6 +69,17 @@ class TrustStore:
         return cls(roots, tuple(loaded))
 
     def _verifier(self, when: datetime) -> xv.ClientVerifier:
+        """A chain verifier at ``when``, kept while the minute lasts (building one costs
+        about as much as using it). The leaf's own validity is checked to the second in
+        ``validate``; intermediates and roots are judged to the minute."""
+        for built_at, verifier in self._verifiers:
+            if built_at == when:
+                return verifier
+        verifier = self._build_verifier(when)
+        self._verifiers[:] = [(when, verifier)]
+        return verifier
+
+    def _build_verifier(self, when: datetime) -> xv.ClientVerifier:
         ee_policy = xv.ExtensionPolicy.permit_all().require_present(
             x509.KeyUsage, xv.Criticality.AGNOSTIC, _digital_signature_allowed
         )
@@ -83,22 +98,23 @@ class TrustStore:
     ) -> list[x509.Certificate]:
         """The chain from leaf to a configured root, or a specific certificate error."""
         when = when.astimezone(UTC)
-        subject = leaf.subject.rfc4514_string()
         if when < leaf.not_valid_before_utc:
             raise CertificateNotYetValid(
-                f"the signing certificate ({subject}) is valid only from "
+                f"the signing certificate ({leaf.subject.rfc4514_string()}) is valid only from "
                 f"{leaf.not_valid_before_utc.isoformat()}"
             )
         if when > leaf.not_valid_after_utc:
             raise CertificateExpired(
-                f"the signing certificate ({subject}) expired on "
+                f"the signing certificate ({leaf.subject.rfc4514_string()}) expired on "
                 f"{leaf.not_valid_after_utc.isoformat()}"
             )
         try:
-            verified = self._verifier(when).verify(leaf, intermediates)
+            verified = self._verifier(when.replace(second=0, microsecond=0)).verify(
+                leaf, intermediates
+            )
         except xv.VerificationError as exc:
             raise CertificateUntrusted(
-                f"the signing certificate ({subject}, issued by "
+                f"the signing certificate ({leaf.subject.rfc4514_string()}, issued by "
                 f"{leaf.issuer.rfc4514_string()}) does not chain to a configured CA: {exc}"
             ) from exc
         chain = list(verified.chain)

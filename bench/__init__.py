@@ -1,0 +1,1 @@
+"""lienthong's benchmark harness: each scenario beside its baseline, in the same run."""
