@@ -20,7 +20,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from exchange import contract
 from exchange.attachments import AttachmentLimits
 from exchange.directory import Binder
-from exchange.errors import LienthongError, MalformedXml, Problem, SenderFault
+from exchange.errors import ContractViolation, LienthongError, MalformedXml, Problem, SenderFault
 from exchange.extract import build_package
 from exchange.model import Kind, Level, Package
 from exchange.policy import VerificationPolicy
@@ -75,13 +75,14 @@ def _read(data: bytes, limits: ParseLimits) -> tuple[etree._Element, list[str]]:
         parser = etree.XMLParser(
             recover=True, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
         )
-        root = etree.fromstring(data, parser=parser)
+        try:
+            root = etree.fromstring(data, parser=parser)
+        except etree.XMLSyntaxError:
+            root = None
         if root is None:
-            raise
+            raise strict_error from None
         notes.append(
-            f"read in recovery mode after: {strict_error.message}"
-            + (f" (line {strict_error.line})" if strict_error.line else "")
-            + "; admission refuses such a file"
+            f"read in recovery mode after: {strict_error.message}; admission refuses such a file"
         )
         return root, notes
 
@@ -169,6 +170,8 @@ def inspect_package(
             signer=None,
             limits=AttachmentLimits(),
         )
+    except ContractViolation:
+        pass  # the contract's problems above already say what is missing
     except LienthongError as exc:
         problems.append(Problem(None, "/edXML/AttachmentEncoded", exc.message, exc.code))
     return Inspection(

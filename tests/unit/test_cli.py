@@ -143,3 +143,31 @@ def test_a_missing_file_is_a_clear_error() -> None:
     result = lienthong("validate", "/nonexistent/package.edxml")
     assert result.returncode == 2
     assert "/nonexistent/package.edxml: cannot read" in result.stderr
+
+
+HOSTILE = {
+    "xxe.edxml": b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]><e>&x;</e>',
+    "laughs.edxml": b'<!DOCTYPE l [<!ENTITY a "aa"><!ENTITY b "&a;&a;&a;&a;">]><l>&b;</l>',
+    "deep.edxml": b"<a>" * 50_000 + b"</a>" * 50_000,
+    "binary.edxml": bytes(range(256)) * 8,
+    "utf16-bom-garbage.edxml": b"\xff\xfe<\x00x\x00",
+}
+
+
+def test_hostile_files_are_refused_by_code_without_a_traceback(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    files = []
+    for name, data in HOSTILE.items():
+        (tmp_path / name).write_bytes(data)
+        files.append(tmp_path / name)
+    result = lienthong("verify", "--ca", pki_dir / "ca.pem", "--json", *files)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    codes = {Path(r["file"]).name: r["code"] for r in json.loads(result.stdout)}
+    assert codes["xxe.edxml"] == "xml.doctype_forbidden"
+    assert codes["laughs.edxml"] == "xml.doctype_forbidden"
+    assert codes["deep.edxml"] == "xml.malformed"
+    assert codes["binary.edxml"] == "xml.malformed"
+    inspected = lienthong("inspect", *files)
+    assert "Traceback" not in inspected.stderr + inspected.stdout
