@@ -110,19 +110,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    trust_args = {}
-    if args.ca:
-        trust, binder = _trust(args)
-        trust_args = {
-            "trust": trust,
-            "binder": binder,
-            "policy": policy_named(args.policy),
-            "when": datetime.now(UTC),
-        }
+    trust, binder = _trust(args) if args.ca else (None, None)
+    policy = policy_named(args.policy)
     reports = []
     for path in args.files:
         try:
-            report = inspect_package(_read(path), limits=_limits(args), **trust_args)  # type: ignore[arg-type]
+            report = inspect_package(
+                _read(path),
+                policy=policy,
+                trust=trust,
+                binder=binder,
+                when=datetime.now(UTC),
+                limits=_limits(args),
+            )
         except LienthongError as exc:
             print(f"{path}: cannot be read [{exc.code}] {exc.message}")
             reports.append({"file": path, "error": exc.code, "message": exc.message})

@@ -14,11 +14,13 @@ from pathlib import Path
 from adapters.pki_files import init_pki, load_directory
 from exchange.admission import Admission, admit
 from exchange.contract import schema_dir
+from exchange.edxml import header, kid, text
 from exchange.errors import LienthongError
 from exchange.policy import STRICT
 from exchange.signing import SigningKey, sign
 from exchange.trust import TrustStore
 from exchange.validation import validate
+from exchange.xmlsafe import parse
 
 AGENCIES = [
     "000.00.00.G22",  # Văn phòng Chính phủ, on the central node
@@ -72,9 +74,6 @@ def run(folder: Path) -> int:
 
 
 def _sender(data: bytes) -> str:
-    from exchange.edxml import header, kid, text
-    from exchange.xmlsafe import parse
-
     head = header(parse(data).getroot())
     block = kid(head, "MessageHeader")
     return text(kid(block, "From"), "OrganId") or ""

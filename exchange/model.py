@@ -141,7 +141,7 @@ class Package:
 
     @property
     def number(self) -> str | None:
-        """ "Số/ký hiệu" as printed on the document, e.g. 7816/VPCP-TTĐT."""
+        """The number and symbol (số/ký hiệu) as printed, e.g. 7816/VPCP-TTĐT."""
         if self.code_number and self.code_notation:
             return f"{self.code_number}/{self.code_notation}"
         return self.code_number or self.code_notation

@@ -38,21 +38,14 @@ class OrganCode:
         return self.levels[: other.depth] == other.levels
 
     def parent(self) -> OrganCode | None:
-        if self.depth <= 1 or not _LEVEL1.fullmatch(self.top):
+        """The agency one level up, written in this code's layout (None at the top)."""
+        if self.depth <= 1:
             return None
-        groups = list(self.levels[:-1])
-        return OrganCode(
-            self.raw if not groups else _render(groups, self), tuple(groups), self.standard
-        )
-
-
-def _render(levels: list[str], like: OrganCode) -> str:
-    widths = [len(g) for g in reversed(like.raw.split("."))]
-    groups = [
-        levels[i] if i < len(levels) else "0" * (widths[i] if i < len(widths) else 2)
-        for i in range(len(widths))
-    ]
-    return ".".join(reversed(groups))
+        levels = self.levels[:-1]
+        # keep the width of every group: 000.21.31.H53 -> 000.00.31.H53
+        widths = [len(group) for group in reversed(self.raw.split("."))]
+        groups = [levels[i] if i < len(levels) else "0" * widths[i] for i in range(len(widths))]
+        return OrganCode(".".join(reversed(groups)), levels, self.standard)
 
 
 def _is_zero(group: str) -> bool:
