@@ -1,7 +1,8 @@
 """The ``lienthong`` command: the composition root for people at a terminal.
 
-Exit codes: 0 all good; 1 at least one package refused or invalid; 2 the command itself
-was used wrongly or its configuration is broken (a message says which file and key).
+Exit codes: 0 all good; 1 at least one package refused, invalid or held (quarantined);
+2 the command itself was used wrongly, a file could not be read, or its configuration is
+broken (a message says which file and key).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 from adapters import pki_files, render
 from exchange.admission import Admission, admit
 from exchange.directory import Binder, SubjectBinding
-from exchange.errors import ConfigurationError, LienthongError
+from exchange.errors import ConfigurationError, LienthongError, SenderFault
 from exchange.inspection import inspect_package
+from exchange.model import Level
 from exchange.policy import PRESETS, policy_named
 from exchange.signing import SigningKey, sign
 from exchange.trust import TrustStore
@@ -82,9 +84,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     results = []
     failed = False
     for path in args.files:
+        data = _read(path)
         try:
-            admitted = admit(_read(path), policy, ctx)
-        except LienthongError as exc:
+            admitted = admit(data, policy, ctx)
+        except SenderFault as exc:
             failed = True
             results.append(
                 {"file": path, "admitted": False, "code": exc.code, "error": exc.message}
@@ -95,7 +98,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     print("  " + render.problem_line(path, problem))
             continue
         package = admitted.package
-        results.append({"file": path, "admitted": True, "level": package.level, "package": package})
+        held = package.level is Level.QUARANTINED
+        failed |= held
+        results.append(
+            {"file": path, "admitted": not held, "level": package.level, "package": package}
+        )
         if not args.json:
             signer = package.signer
             who = (
@@ -114,9 +121,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     policy = policy_named(args.policy)
     reports = []
     for path in args.files:
+        data = _read(path)
         try:
             report = inspect_package(
-                _read(path),
+                data,
                 policy=policy,
                 trust=trust,
                 binder=binder,

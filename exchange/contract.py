@@ -43,13 +43,18 @@ def _schema(kind: Kind, strict: bool) -> etree.XMLSchema:
 
 
 def detect_kind(root: etree._Element) -> Kind:
-    """A status package has a Status block, or a MessageHeader with a StatusCode."""
+    """A status package has a Status block, or a MessageHeader with a StatusCode, or one
+    that answers a document (ResponseFor) without addressing anyone (no To)."""
     head = header(root)
-    if head is not None:
-        if kid(head, "Status") is not None:
-            return Kind.STATUS
-        if kid(kid(head, "MessageHeader"), "StatusCode") is not None:
-            return Kind.STATUS
+    if head is None:
+        return Kind.EDOC
+    if kid(head, "Status") is not None:
+        return Kind.STATUS
+    block = kid(head, "MessageHeader")
+    if kid(block, "StatusCode") is not None:
+        return Kind.STATUS
+    if kid(block, "ResponseFor") is not None and kid(block, "To") is None:
+        return Kind.STATUS
     return Kind.EDOC
 
 
