@@ -14,7 +14,7 @@ from pathlib import Path
 from adapters.pki_files import init_pki, load_directory
 from exchange.admission import Admission, admit
 from exchange.contract import schema_dir
-from exchange.edxml import header, kid, text
+from exchange.edxml import sender_id
 from exchange.errors import LienthongError
 from exchange.policy import STRICT
 from exchange.signing import SigningKey, sign
@@ -48,7 +48,7 @@ def run(folder: Path) -> int:
     for example in sorted((schema_dir() / "examples" / "valid").glob("*.edxml")):
         data = example.read_bytes()
         report = validate(data)
-        sender = _sender(data)
+        sender = sender_id(parse(data).getroot()) or ""
         try:
             key = SigningKey.from_pem(
                 (pki / "agencies" / f"{sender}.key").read_bytes(),
@@ -71,9 +71,3 @@ def run(folder: Path) -> int:
         "The node topology over RabbitMQ (serve, send, fetch) comes with the node service."
     )
     return 1 if failures else 0
-
-
-def _sender(data: bytes) -> str:
-    head = header(parse(data).getroot())
-    block = kid(head, "MessageHeader")
-    return text(kid(block, "From"), "OrganId") or ""

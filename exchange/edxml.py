@@ -88,3 +88,15 @@ def elements(el: etree._Element) -> Iterator[etree._Element]:
 
 def header(root: etree._Element) -> etree._Element | None:
     return walk(root, "edXMLEnvelope", "edXMLHeader")
+
+
+def message_block(root: etree._Element) -> etree._Element | None:
+    """The header's MessageHeader, or the Status block some producers send instead."""
+    head = header(root)
+    block = kid(head, "MessageHeader")
+    return block if block is not None else kid(head, "Status")
+
+
+def sender_id(root: etree._Element) -> str | None:
+    """From/OrganId, as the document states it (trusted only on a verified tree)."""
+    return text(kid(message_block(root), "From"), "OrganId")

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from lxml import etree
 
 from exchange import attachments as att
-from exchange.edxml import header, kid, kids, text, walk
+from exchange.edxml import header, kid, kids, message_block, text, walk
 from exchange.errors import ContractViolation, Problem
 from exchange.model import (
     Attachment,
@@ -149,9 +149,7 @@ def build_package(
 ) -> Package:
     head = header(root)
     if kind is Kind.STATUS:
-        block = kid(head, "MessageHeader")
-        if block is None:
-            block = kid(head, "Status")
+        block = message_block(root)
         if block is None:
             raise _missing("MessageHeader or Status")
         status = status_of(block)

@@ -26,7 +26,7 @@ from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, Si
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from exchange.directory import Binder
-from exchange.edxml import DSIG_NS, NS, header, kid, local, text
+from exchange.edxml import DSIG_NS, NS, header, kid, local, sender_id
 from exchange.errors import (
     CertificateMissing,
     SignatureAlgorithm,
@@ -239,11 +239,7 @@ def _verify_crypto(
 
 
 def _sender_of(root: etree._Element) -> str:
-    head = header(root)
-    block = kid(head, "MessageHeader")
-    if block is None:
-        block = kid(head, "Status")
-    organ = text(kid(block, "From"), "OrganId")
+    organ = sender_id(root)
     if organ is None:
         raise SignerNotSender("the verified document names no From/OrganId to bind the signer to")
     return organ

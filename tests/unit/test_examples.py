@@ -1,5 +1,9 @@
 """The contract's examples as data: each valid file is admitted, each invalid one fails
-with the error its name promises (``<code>[@<element>]--<what>.edxml``)."""
+with the error its name promises (``<code>[@<element>]--<what>.edxml``).
+
+Valid files named ``input-*`` are accepted on input but are not the layout lienthong
+emits (a dd/MM/yyyy date, a Bkav-style Status block, ...); the others follow the strict XSD.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from exchange.admission import Admission, admit
+from exchange.edxml import sender_id
 from exchange.model import Kind, Level
 from exchange.policy import STRICT
 from exchange.signing import sign
 from exchange.validation import validate
+from exchange.xmlsafe import parse
 from tests.conftest import EXAMPLES
 from tests.pki import DevPki
 
@@ -26,11 +32,7 @@ def promise(path: Path) -> tuple[str, str | None]:
 
 
 def sender_of(data: bytes) -> str:
-    from exchange.edxml import header, kid, text
-    from exchange.xmlsafe import parse
-
-    block = kid(header(parse(data).getroot()), "MessageHeader")
-    return text(kid(block, "From"), "OrganId") or ""
+    return sender_id(parse(data).getroot()) or ""
 
 
 def test_the_examples_cover_every_business_type_and_status_code() -> None:
@@ -47,12 +49,13 @@ def test_valid_example_is_admitted_once_signed(
 ) -> None:
     data = path.read_bytes()
     assert validate(data).ok, validate(data).problems
-    assert validate(data, strict=True).ok, "examples follow the layout we emit"
+    if not path.name.startswith("input-"):
+        assert validate(data, strict=True).ok, "examples follow the layout we emit"
     signed = sign(data, pki.key(sender_of(data)))
     admitted = admit(signed, STRICT, admission).package
     assert admitted.level is Level.STRICT
     assert admitted.sender.organ_id == sender_of(data)
-    assert admitted.kind is (Kind.STATUS if path.name.startswith("status-") else Kind.EDOC)
+    assert admitted.kind is (Kind.STATUS if "status" in path.name else Kind.EDOC)
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
