@@ -60,7 +60,7 @@ def _timestamp(value: str | None) -> datetime | None:
 
 
 def _int(value: str | None, default: int) -> int:
-    return int(value) if value is not None and value.isdigit() else default
+    return int(value) if value is not None and value.isascii() and value.isdigit() else default
 
 
 def business_of(root: etree._Element) -> Business:

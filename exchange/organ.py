@@ -42,6 +42,8 @@ class OrganCode:
         if self.depth <= 1:
             return None
         levels = self.levels[:-1]
+        while len(levels) > 1 and _is_zero(levels[-1]):  # 000.21.00.H53 -> 000.00.00.H53
+            levels = levels[:-1]
         # keep the width of every group: 000.21.31.H53 -> 000.00.31.H53
         widths = [len(group) for group in reversed(self.raw.split("."))]
         groups = [levels[i] if i < len(levels) else "0" * widths[i] for i in range(len(widths))]

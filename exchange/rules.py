@@ -195,7 +195,7 @@ def check_integer_in(
     if el is None:
         return
     value = text(el)
-    if value is None or not value.isdigit() or int(value) not in allowed:
+    if value is None or not (value.isascii() and value.isdigit()) or int(value) not in allowed:
         report.add(
             el,
             f"{local(el)} is {value!r}; expected {meaning}",
