@@ -9,6 +9,8 @@ of nodes over RabbitMQ arrives with the node service (issues 3 and 4).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from adapters.pki_files import init_pki, load_directory
@@ -63,11 +65,21 @@ def run(folder: Path) -> int:
         except (LienthongError, OSError) as exc:
             failures += 1
             print(f"  {example.name}: FAILED {exc}")
+    me = _command()
     print(
         "\nTry next:\n"
-        f"  lienthong inspect {out}/document-new.edxml\n"
-        f"  lienthong verify --ca {pki}/ca.pem --directory {pki}/directory.toml {out}/*.edxml\n"
-        f"  lienthong validate {schema_dir()}/examples/invalid/*.edxml\n"
+        f"  {me} inspect {out}/document-new.edxml\n"
+        f"  {me} verify --ca {pki}/ca.pem --directory {pki}/directory.toml {out}/*.edxml\n"
+        f"  {me} validate {schema_dir()}/examples/invalid/*.edxml\n"
         "The node topology over RabbitMQ (serve, send, fetch) comes with the node service."
     )
     return 1 if failures else 0
+
+
+def _command() -> str:
+    """How the person at the terminal runs lienthong (e.g. .venv/bin/lienthong)."""
+    invoked = Path(sys.argv[0])
+    if invoked.name == "lienthong" and invoked.exists():
+        relative = os.path.relpath(invoked)
+        return relative if "/" in relative else f"./{relative}"
+    return "lienthong"
