@@ -1,0 +1,361 @@
+"""The shared store: PostgreSQL, for nodes that run several service instances.
+
+Package bytes live in the ``blobs`` table, so every instance reaches them. Intake is one
+transaction; two instances racing on one dedup key are ordered by the key's unique
+index (the loser waits, then sees the winner's row). Migrations run under an advisory
+lock so that instances starting together do not race either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from exchange.errors import ConfigurationError, TransientFault
+from exchange.store import (
+    DeadLetter,
+    Destination,
+    Intake,
+    IntakeResult,
+    MailboxEntry,
+    OutboxRow,
+    Outcome,
+    dedup_key,
+)
+
+_MIGRATION_LOCK = 0x6C69656E  # "lien"
+
+MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE blobs (
+        digest TEXT PRIMARY KEY,
+        data   BYTEA NOT NULL
+    );
+    CREATE TABLE packages (
+        message_id  TEXT PRIMARY KEY,
+        digest      TEXT NOT NULL UNIQUE REFERENCES blobs (digest),
+        size        BIGINT NOT NULL,
+        kind        TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        document_id TEXT,
+        level       TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL,
+        envelope    BYTEA NOT NULL
+    );
+    CREATE TABLE dedup (
+        key        TEXT PRIMARY KEY,
+        digest     TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX dedup_created ON dedup (created_at);
+    CREATE TABLE outbox (
+        id          BIGSERIAL PRIMARY KEY,
+        message_id  TEXT NOT NULL REFERENCES packages (message_id),
+        destination TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        created_at  TIMESTAMPTZ NOT NULL,
+        done_at     TIMESTAMPTZ,
+        UNIQUE (message_id, destination, target)
+    );
+    CREATE INDEX outbox_pending ON outbox (id) WHERE done_at IS NULL;
+    CREATE TABLE mailbox (
+        organ_id     TEXT NOT NULL,
+        message_id   TEXT NOT NULL REFERENCES packages (message_id),
+        delivered_at TIMESTAMPTZ NOT NULL,
+        fetched_at   TIMESTAMPTZ,
+        PRIMARY KEY (organ_id, message_id)
+    );
+    CREATE TABLE attempts (
+        digest     TEXT PRIMARY KEY,
+        count      INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id          BIGSERIAL PRIMARY KEY,
+        digest      TEXT NOT NULL REFERENCES blobs (digest),
+        source      TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        dead_at     TIMESTAMPTZ NOT NULL,
+        replayed_at TIMESTAMPTZ
+    );
+    """,
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "lienthong",
+        pool_size: int = 4,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if not schema.isidentifier():
+            raise ConfigurationError(f"store.schema: {schema!r} is not a plain identifier")
+        self.schema = schema
+        self._timeout = timeout_s
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout_s,
+            open=False,
+            kwargs={"options": f"-c search_path={schema}", "autocommit": True},
+        )
+
+    async def _open(self) -> None:
+        if self._pool.closed:
+            try:
+                await self._pool.open(wait=True, timeout=self._timeout)
+            except Exception as exc:
+                raise TransientFault(f"PostgreSQL store unreachable: {exc}") from exc
+
+    async def _execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(query.encode(), params)
+                return await cursor.fetchall() if cursor.description else []
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def migrate(self) -> int:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+                )
+                cursor = await conn.execute("SELECT max(version) FROM schema_version")
+                row = await cursor.fetchone()
+                current = (row[0] if row else None) or 0
+                for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                    await conn.execute(script.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_version (version) VALUES (%s)", (version,)
+                    )
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+        return len(MIGRATIONS)
+
+    async def find_digest(self, digest: str) -> IntakeResult | None:
+        rows = await self._execute(
+            "SELECT message_id, level FROM packages WHERE digest = %s", (digest,)
+        )
+        return IntakeResult(Outcome.DUPLICATE, rows[0][0], rows[0][1]) if rows else None
+
+    async def record_attempt(self, digest: str, reason: str | None = None) -> int:
+        rows = await self._execute(
+            "INSERT INTO attempts (digest, count, last_error, updated_at) VALUES (%s, 1, %s, %s) "
+            "ON CONFLICT (digest) DO UPDATE SET count = attempts.count + 1, "
+            "last_error = coalesce(excluded.last_error, attempts.last_error), "
+            "updated_at = excluded.updated_at RETURNING count",
+            (digest, reason, _now()),
+        )
+        return int(rows[0][0])
+
+    async def clear_attempts(self, digest: str) -> None:
+        await self._execute("DELETE FROM attempts WHERE digest = %s", (digest,))
+
+    async def commit_intake(self, intake: Intake) -> IntakeResult:
+        package = intake.package
+        key = dedup_key(package)
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (package.digest, intake.data),
+                )
+                claimed = await (
+                    await conn.execute(
+                        "INSERT INTO dedup (key, digest, message_id, created_at) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING key",
+                        (key, package.digest, intake.message_id, intake.received_at),
+                    )
+                ).fetchone()
+                if claimed is None:
+                    earlier = await (
+                        await conn.execute(
+                            "SELECT d.digest, d.message_id, p.level FROM dedup d "
+                            "JOIN packages p ON p.message_id = d.message_id WHERE d.key = %s",
+                            (key,),
+                        )
+                    ).fetchone()
+                    assert earlier is not None, "a claimed key always has its package"
+                    same = earlier[0] == package.digest
+                    return IntakeResult(
+                        Outcome.DUPLICATE if same else Outcome.CONFLICT, earlier[1], earlier[2]
+                    )
+                same_bytes = await (
+                    await conn.execute(
+                        "SELECT message_id, level FROM packages WHERE digest = %s",
+                        (package.digest,),
+                    )
+                ).fetchone()
+                if same_bytes is not None:  # known bytes whose dedup key had expired
+                    await conn.execute(
+                        "UPDATE dedup SET message_id = %s WHERE key = %s", (same_bytes[0], key)
+                    )
+                    return IntakeResult(Outcome.DUPLICATE, same_bytes[0], same_bytes[1])
+                await conn.execute(
+                    "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, "
+                    "level, source, received_at, envelope) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        intake.message_id,
+                        package.digest,
+                        package.size,
+                        package.kind.value,
+                        package.sender.organ_id,
+                        package.document_id,
+                        package.level.value,
+                        intake.source,
+                        intake.received_at,
+                        intake.envelope,
+                    ),
+                )
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO outbox (message_id, destination, target, created_at) "
+                        "VALUES (%s, %s, %s, %s)",
+                        [
+                            (
+                                intake.message_id,
+                                item.destination.value,
+                                item.target,
+                                intake.received_at,
+                            )
+                            for item in intake.outbox
+                        ],
+                    )
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+        return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
+
+    async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
+        rows = await self._execute(
+            "SELECT o.id, o.message_id, p.digest, o.destination, o.target FROM outbox o "
+            "JOIN packages p ON p.message_id = o.message_id "
+            "WHERE o.done_at IS NULL ORDER BY o.id LIMIT %s",
+            (limit,),
+        )
+        return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4]) for r in rows]
+
+    async def mark_outbox_done(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._execute(
+                "UPDATE outbox SET done_at = %s WHERE id = ANY(%s) AND done_at IS NULL",
+                (_now(), list(ids)),
+            )
+
+    async def deliver(self, organ_id: str, message_id: str) -> bool:
+        rows = await self._execute(
+            "INSERT INTO mailbox (organ_id, message_id, delivered_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (organ_id, message_id) DO NOTHING RETURNING organ_id",
+            (organ_id, message_id, _now()),
+        )
+        return bool(rows)
+
+    async def mailbox(
+        self, organ_id: str, *, unfetched_only: bool, limit: int
+    ) -> Sequence[MailboxEntry]:
+        rows = await self._execute(
+            "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
+            "m.delivered_at, m.fetched_at FROM mailbox m "
+            "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
+            "AND (NOT %s OR m.fetched_at IS NULL) "
+            "ORDER BY m.delivered_at, m.message_id LIMIT %s",
+            (organ_id, unfetched_only, limit),
+        )
+        return [MailboxEntry(*r) for r in rows]
+
+    async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int:
+        rows = await self._execute(
+            "UPDATE mailbox SET fetched_at = %s WHERE organ_id = %s AND message_id = ANY(%s) "
+            "AND fetched_at IS NULL RETURNING message_id",
+            (_now(), organ_id, list(message_ids)),
+        )
+        return len(rows)
+
+    async def package_bytes(self, digest: str) -> bytes:
+        rows = await self._execute("SELECT data FROM blobs WHERE digest = %s", (digest,))
+        if not rows:
+            raise KeyError(digest)
+        return bytes(rows[0][0])
+
+    async def envelope(self, message_id: str) -> bytes:
+        rows = await self._execute(
+            "SELECT envelope FROM packages WHERE message_id = %s", (message_id,)
+        )
+        if not rows:
+            raise KeyError(message_id)
+        return bytes(rows[0][0])
+
+    async def add_dead_letter(self, data: bytes, source: str, reason: str, attempts: int) -> int:
+        digest = hashlib.sha256(data).hexdigest()
+        await self._execute(
+            "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (digest, data),
+        )
+        rows = await self._execute(
+            "INSERT INTO dead_letters (digest, source, reason, attempts, dead_at) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (digest, source, reason, attempts, _now()),
+        )
+        return int(rows[0][0])
+
+    async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]:
+        rows = await self._execute(
+            "SELECT id, digest, source, reason, attempts, dead_at, replayed_at FROM dead_letters "
+            "WHERE %s OR replayed_at IS NULL ORDER BY id",
+            (include_replayed,),
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    async def dead_letter_bytes(self, dead_letter_id: int) -> bytes:
+        rows = await self._execute(
+            "SELECT digest FROM dead_letters WHERE id = %s", (dead_letter_id,)
+        )
+        if not rows:
+            raise KeyError(dead_letter_id)
+        return await self.package_bytes(rows[0][0])
+
+    async def mark_replayed(self, dead_letter_id: int) -> None:
+        await self._execute(
+            "UPDATE dead_letters SET replayed_at = %s WHERE id = %s", (_now(), dead_letter_id)
+        )
+
+    async def prune_dedup(self, older_than: datetime) -> int:
+        rows = await self._execute(
+            "DELETE FROM dedup WHERE created_at < %s RETURNING key", (older_than,)
+        )
+        return len(rows)
+
+    async def collect_garbage(self, grace_seconds: float = 3600) -> int:
+        """Blobs live in the intake transaction, so none is orphaned; nothing to collect."""
+        del grace_seconds
+        return 0

@@ -1,0 +1,471 @@
+"""The embedded store: SQLite (WAL, synchronous=FULL) plus a content-addressed blob folder.
+
+Package bytes live in ``blobs/<ab>/<cd>/<sha256>``; a blob is written to a temporary
+file, fsynced, renamed into place and its folder fsynced before any row names it, so a
+row never points at bytes that a crash could lose. Blobs no row names any more (an
+intake that died between the blob and its row) are collected by ``collect_garbage``.
+
+All SQL runs on one connection in one worker thread, so the event loop never blocks on
+the disk. Several processes may share the file: writers take the lock with
+``BEGIN IMMEDIATE`` and wait for each other up to ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from exchange.errors import TransientFault
+from exchange.store import (
+    DeadLetter,
+    Destination,
+    Intake,
+    IntakeResult,
+    MailboxEntry,
+    OutboxRow,
+    Outcome,
+    dedup_key,
+)
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE packages (
+        message_id  TEXT PRIMARY KEY,
+        digest      TEXT NOT NULL UNIQUE,
+        size        INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        document_id TEXT,
+        level       TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        envelope    BLOB NOT NULL
+    );
+    CREATE TABLE dedup (
+        key        TEXT PRIMARY KEY,
+        digest     TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX dedup_created ON dedup (created_at);
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id  TEXT NOT NULL REFERENCES packages (message_id),
+        destination TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        done_at     TEXT,
+        UNIQUE (message_id, destination, target)
+    );
+    CREATE INDEX outbox_pending ON outbox (id) WHERE done_at IS NULL;
+    CREATE TABLE mailbox (
+        organ_id     TEXT NOT NULL,
+        message_id   TEXT NOT NULL REFERENCES packages (message_id),
+        delivered_at TEXT NOT NULL,
+        fetched_at   TEXT,
+        PRIMARY KEY (organ_id, message_id)
+    );
+    CREATE TABLE attempts (
+        digest     TEXT PRIMARY KEY,
+        count      INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest      TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        dead_at     TEXT NOT NULL,
+        replayed_at TEXT
+    );
+    """,
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class BlobFolder:
+    """Content-addressed files, durable before anyone refers to them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def put(self, digest: str, data: bytes) -> None:
+        target = self.path(digest)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def get(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()
+
+    def all_digests(self) -> list[tuple[str, float]]:
+        return [
+            (p.name, p.stat().st_mtime)
+            for p in self.root.glob("*/*/*")
+            if p.is_file() and not p.name.startswith(".")
+        ]
+
+    def remove(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+
+class SqliteStore:
+    def __init__(self, folder: Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobFolder(folder / "blobs")
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(
+                self.folder / "lienthong.db", isolation_level=None, check_same_thread=False
+            )
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._db = db
+        return self._db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            db = self._connect()
+            try:
+                return work(db)
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise TransientFault(f"SQLite store: {exc}") from exc
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        def shut(db: sqlite3.Connection) -> None:
+            db.close()
+            self._db = None
+
+        if self._db is not None:
+            await self._run(shut)
+        self._executor.shutdown(wait=True)
+
+    # --- schema -------------------------------------------------------------------
+
+    async def migrate(self) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            db.execute("COMMIT")
+            return len(MIGRATIONS)
+
+        return await self._run(work)
+
+    # --- intake -------------------------------------------------------------------
+
+    async def find_digest(self, digest: str) -> IntakeResult | None:
+        def work(db: sqlite3.Connection) -> IntakeResult | None:
+            row = db.execute(
+                "SELECT message_id, level FROM packages WHERE digest = ?", (digest,)
+            ).fetchone()
+            return IntakeResult(Outcome.DUPLICATE, row[0], row[1]) if row else None
+
+        return await self._run(work)
+
+    async def record_attempt(self, digest: str, reason: str | None = None) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "INSERT INTO attempts (digest, count, last_error, updated_at) VALUES (?, 1, ?, ?) "
+                "ON CONFLICT (digest) DO UPDATE SET count = count + 1, "
+                "last_error = coalesce(excluded.last_error, last_error), "
+                "updated_at = excluded.updated_at "
+                "RETURNING count",
+                (digest, reason, _now()),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(work)
+
+    async def clear_attempts(self, digest: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM attempts WHERE digest = ?", (digest,)))
+
+    async def commit_intake(self, intake: Intake) -> IntakeResult:
+        package = intake.package
+        key = dedup_key(package)
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.blobs.put, package.digest, intake.data
+        )
+
+        def work(db: sqlite3.Connection) -> IntakeResult:
+            db.execute("BEGIN IMMEDIATE")
+            same = db.execute(
+                "SELECT message_id, level FROM packages WHERE digest = ?", (package.digest,)
+            ).fetchone()
+            if same:
+                db.execute("COMMIT")
+                return IntakeResult(Outcome.DUPLICATE, same[0], same[1])
+            earlier = db.execute(
+                "SELECT d.digest, d.message_id, p.level FROM dedup d "
+                "JOIN packages p ON p.message_id = d.message_id WHERE d.key = ?",
+                (key,),
+            ).fetchone()
+            if earlier:
+                db.execute("COMMIT")
+                outcome = Outcome.DUPLICATE if earlier[0] == package.digest else Outcome.CONFLICT
+                return IntakeResult(outcome, earlier[1], earlier[2])
+            now = intake.received_at.isoformat()
+            db.execute(
+                "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "
+                "source, received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    intake.message_id,
+                    package.digest,
+                    package.size,
+                    package.kind.value,
+                    package.sender.organ_id,
+                    package.document_id,
+                    package.level.value,
+                    intake.source,
+                    now,
+                    intake.envelope,
+                ),
+            )
+            db.execute(
+                "INSERT INTO dedup (key, digest, message_id, created_at) VALUES (?, ?, ?, ?)",
+                (key, package.digest, intake.message_id, now),
+            )
+            db.executemany(
+                "INSERT INTO outbox (message_id, destination, target, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (intake.message_id, item.destination.value, item.target, now)
+                    for item in intake.outbox
+                ],
+            )
+            db.execute("COMMIT")
+            return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
+
+        return await self._run(work)
+
+    # --- outbox and mailboxes -------------------------------------------------------
+
+    async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
+        def work(db: sqlite3.Connection) -> list[OutboxRow]:
+            rows = db.execute(
+                "SELECT o.id, o.message_id, p.digest, o.destination, o.target FROM outbox o "
+                "JOIN packages p ON p.message_id = o.message_id "
+                "WHERE o.done_at IS NULL ORDER BY o.id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4]) for r in rows]
+
+        return await self._run(work)
+
+    async def mark_outbox_done(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        now = _now()
+        await self._run(
+            lambda db: db.executemany(
+                "UPDATE outbox SET done_at = ? WHERE id = ? AND done_at IS NULL",
+                [(now, i) for i in ids],
+            )
+        )
+
+    async def deliver(self, organ_id: str, message_id: str) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT INTO mailbox (organ_id, message_id, delivered_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (organ_id, message_id) DO NOTHING",
+                (organ_id, message_id, _now()),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def mailbox(
+        self, organ_id: str, *, unfetched_only: bool, limit: int
+    ) -> Sequence[MailboxEntry]:
+        def work(db: sqlite3.Connection) -> list[MailboxEntry]:
+            rows = db.execute(
+                "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
+                "m.delivered_at, m.fetched_at FROM mailbox m "
+                "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
+                "AND (NOT ? OR m.fetched_at IS NULL) "
+                "ORDER BY m.delivered_at, m.message_id LIMIT ?",
+                (organ_id, unfetched_only, limit),
+            ).fetchall()
+            return [_mailbox_entry(r) for r in rows]
+
+        return await self._run(work)
+
+    async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int:
+        now = _now()
+
+        def work(db: sqlite3.Connection) -> int:
+            cursor = db.executemany(
+                "UPDATE mailbox SET fetched_at = ? WHERE organ_id = ? AND message_id = ? "
+                "AND fetched_at IS NULL",
+                [(now, organ_id, m) for m in message_ids],
+            )
+            return cursor.rowcount
+
+        return await self._run(work)
+
+    async def package_bytes(self, digest: str) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.blobs.get, digest
+        )
+
+    async def envelope(self, message_id: str) -> bytes:
+        def work(db: sqlite3.Connection) -> bytes:
+            row = db.execute(
+                "SELECT envelope FROM packages WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(message_id)
+            return bytes(row[0])
+
+        return await self._run(work)
+
+    # --- dead letters ---------------------------------------------------------------
+
+    async def add_dead_letter(self, data: bytes, source: str, reason: str, attempts: int) -> int:
+        digest = hashlib.sha256(data).hexdigest()
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.blobs.put, digest, data
+        )
+
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "INSERT INTO dead_letters (digest, source, reason, attempts, dead_at) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (digest, source, reason, attempts, _now()),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(work)
+
+    async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]:
+        def work(db: sqlite3.Connection) -> list[DeadLetter]:
+            rows = db.execute(
+                "SELECT id, digest, source, reason, attempts, dead_at, replayed_at "
+                "FROM dead_letters WHERE ? OR replayed_at IS NULL ORDER BY id",
+                (include_replayed,),
+            ).fetchall()
+            return [
+                DeadLetter(
+                    r[0], r[1], r[2], r[3], r[4], _time(r[5]) or datetime.now(UTC), _time(r[6])
+                )
+                for r in rows
+            ]
+
+        return await self._run(work)
+
+    async def dead_letter_bytes(self, dead_letter_id: int) -> bytes:
+        def work(db: sqlite3.Connection) -> str:
+            row = db.execute(
+                "SELECT digest FROM dead_letters WHERE id = ?", (dead_letter_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(dead_letter_id)
+            return str(row[0])
+
+        return await self.package_bytes(await self._run(work))
+
+    async def mark_replayed(self, dead_letter_id: int) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (_now(), dead_letter_id)
+            )
+        )
+
+    # --- housekeeping ---------------------------------------------------------------
+
+    async def prune_dedup(self, older_than: datetime) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "DELETE FROM dedup WHERE created_at < ?", (older_than.isoformat(),)
+            ).rowcount
+
+        return await self._run(work)
+
+    async def collect_garbage(self, grace_seconds: float = 3600) -> int:
+        """Delete blobs that no row names and that are older than ``grace_seconds``."""
+
+        def referenced(db: sqlite3.Connection) -> set[str]:
+            rows = db.execute(
+                "SELECT digest FROM packages UNION SELECT digest FROM dead_letters"
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        loop = asyncio.get_running_loop()
+        candidates = await loop.run_in_executor(self._executor, self.blobs.all_digests)
+        keep = await self._run(referenced)
+        cutoff = time.time() - grace_seconds
+        removed = 0
+        for digest, mtime in candidates:
+            if digest not in keep and mtime < cutoff:
+                await loop.run_in_executor(self._executor, self.blobs.remove, digest)
+                removed += 1
+        return removed
+
+
+def _mailbox_entry(row: Any) -> MailboxEntry:
+    return MailboxEntry(
+        organ_id=row[0],
+        message_id=row[1],
+        digest=row[2],
+        kind=row[3],
+        sender=row[4],
+        document_id=row[5],
+        delivered_at=_time(row[6]) or datetime.now(UTC),
+        fetched_at=_time(row[7]),
+    )

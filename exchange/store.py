@@ -1,0 +1,145 @@
+"""The store port: what a node keeps, and the one transaction that makes intake durable.
+
+Two backends implement it (adapters/store_sqlite.py, adapters/store_postgres.py) and one
+contract suite (tests/contract/test_store_contract.py) runs against both. The store is
+the one source of truth for packages, the dedup index, the outbox, mailboxes, attempts
+and dead letters (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from exchange.model import BusinessType, Kind, Package
+
+
+class Destination(enum.StrEnum):
+    MAILBOX = "mailbox"  # an agency hosted on this node
+    LINK = "link"  # a lane of a link to another node
+
+
+def dedup_key(package: Package) -> str:
+    """DESIGN §4: a new document is keyed by (sender, DocumentId); everything else by digest."""
+    if (
+        package.kind is Kind.EDOC
+        and package.document_id
+        and (package.business is None or package.business.type is BusinessType.NEW)
+    ):
+        return f"doc:{package.sender.organ_id}|{package.document_id}"
+    return f"sha256:{package.digest}"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    destination: Destination
+    target: str  # an OrganId for a mailbox; "<link>/<lane>" for a link
+
+
+@dataclass(frozen=True)
+class Intake:
+    """Everything one intake transaction writes."""
+
+    message_id: str
+    package: Package
+    data: bytes
+    source: str  # the credential, link or upstream that submitted it
+    envelope: bytes  # the signed transport envelope (exchange/envelope.py)
+    outbox: tuple[OutboxItem, ...]
+    received_at: datetime
+
+
+class Outcome(enum.StrEnum):
+    COMMITTED = "committed"  # new: written now
+    DUPLICATE = "duplicate"  # same key, same bytes: the original answer
+    CONFLICT = "conflict"  # same key, other bytes: refused, naming the original
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: Outcome
+    message_id: str  # ours when committed; the original otherwise
+    level: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    message_id: str
+    digest: str
+    destination: Destination
+    target: str
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    organ_id: str
+    message_id: str
+    digest: str
+    kind: str
+    sender: str
+    document_id: str | None
+    delivered_at: datetime
+    fetched_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    digest: str
+    source: str
+    reason: str
+    attempts: int
+    dead_at: datetime
+    replayed_at: datetime | None
+
+
+class Store(Protocol):
+    async def migrate(self) -> int:
+        """Bring the schema to the current version; returns it."""
+
+    async def close(self) -> None: ...
+
+    async def find_digest(self, digest: str) -> IntakeResult | None:
+        """The fast dedup look-up: was exactly these bytes committed before?"""
+
+    async def record_attempt(self, digest: str, reason: str | None = None) -> int:
+        """Count one more processing attempt of these bytes (before the heavy work)."""
+
+    async def clear_attempts(self, digest: str) -> None: ...
+
+    async def commit_intake(self, intake: Intake) -> IntakeResult:
+        """One transaction: bytes, dedup key, package row, outbox rows; or the dedup answer."""
+
+    async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]: ...
+
+    async def mark_outbox_done(self, ids: Sequence[int]) -> None: ...
+
+    async def deliver(self, organ_id: str, message_id: str) -> bool:
+        """Put a package in a mailbox; False when it was already there (exactly once)."""
+
+    async def mailbox(
+        self, organ_id: str, *, unfetched_only: bool, limit: int
+    ) -> Sequence[MailboxEntry]: ...
+
+    async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int: ...
+
+    async def package_bytes(self, digest: str) -> bytes: ...
+
+    async def envelope(self, message_id: str) -> bytes: ...
+
+    async def add_dead_letter(
+        self, data: bytes, source: str, reason: str, attempts: int
+    ) -> int: ...
+
+    async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]: ...
+
+    async def dead_letter_bytes(self, dead_letter_id: int) -> bytes: ...
+
+    async def mark_replayed(self, dead_letter_id: int) -> None: ...
+
+    async def prune_dedup(self, older_than: datetime) -> int:
+        """Forget dedup keys older than the retention; returns how many."""

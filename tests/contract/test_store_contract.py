@@ -1,0 +1,181 @@
+"""One contract, two stores: SQLite (embedded) and PostgreSQL (shared), over real files
+and a real server. Each test runs against both."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.store_postgres import PostgresStore
+from adapters.store_sqlite import SqliteStore
+from exchange.model import BusinessType
+from exchange.store import Destination, Outcome
+from tests.contract.stores import BACKENDS, drop_location, intake, new_location, open_store
+
+pytestmark = pytest.mark.integration
+
+Store = SqliteStore | PostgresStore
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    backend: str = request.param
+    where = new_location(backend, tmp_path)
+    opened = open_store(backend, where)
+    await opened.migrate()
+    yield opened
+    await opened.close()
+    drop_location(backend, where)
+
+
+async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
+    assert await store.migrate() == 1
+    assert await store.migrate() == 1
+
+
+async def test_a_committed_package_comes_back_byte_identical(store: Store) -> None:
+    data = "<edXML>Trích yếu: V/v triển khai</edXML>".encode()
+    result = await store.commit_intake(intake(data, message_id="m-1"))
+    assert (result.outcome, result.message_id, result.level) == (Outcome.COMMITTED, "m-1", "strict")
+    digest = await store.find_digest(result_digest(data))
+    assert digest is not None
+    assert digest.message_id == "m-1"
+    assert await store.package_bytes(result_digest(data)) == data
+    assert await store.envelope("m-1") == b"envelope:" + data[:16]
+
+
+def result_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def test_the_same_bytes_again_get_the_original_answer(store: Store) -> None:
+    first = await store.commit_intake(intake(b"<a/>", message_id="m-1"))
+    again = await store.commit_intake(intake(b"<a/>", message_id="m-2"))
+    assert first.outcome is Outcome.COMMITTED
+    assert (again.outcome, again.message_id) == (Outcome.DUPLICATE, "m-1")
+    assert [row.message_id for row in await store.pending_outbox(10)] == ["m-1"]
+
+
+async def test_a_new_document_resent_with_other_bytes_is_a_conflict(store: Store) -> None:
+    await store.commit_intake(intake(b"<a>first</a>", message_id="m-1"))
+    other = await store.commit_intake(intake(b"<a>second</a>", message_id="m-2"))
+    assert (other.outcome, other.message_id) == (Outcome.CONFLICT, "m-1")
+    assert await store.find_digest(result_digest(b"<a>second</a>")) is None
+
+
+async def test_revocations_are_keyed_by_digest_not_document_id(store: Store) -> None:
+    one = await store.commit_intake(intake(b"<r>1</r>", business=BusinessType.REVOKE))
+    two = await store.commit_intake(intake(b"<r>2</r>", business=BusinessType.REVOKE))
+    assert one.outcome is two.outcome is Outcome.COMMITTED
+
+
+async def test_dedup_keys_expire_after_the_retention(store: Store) -> None:
+    await store.commit_intake(intake(b"<a>first</a>", message_id="m-1"))
+    assert await store.prune_dedup(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    again = await store.commit_intake(intake(b"<a>second</a>", message_id="m-2"))
+    assert (again.outcome, again.message_id) == (Outcome.COMMITTED, "m-2")
+
+
+async def test_the_outbox_lists_each_destination_until_done(store: Store) -> None:
+    await store.commit_intake(
+        intake(b"<a/>", message_id="m-1", mailboxes=("A", "B"), links=("parent/normal",))
+    )
+    pending = await store.pending_outbox(10)
+    assert {(r.destination, r.target) for r in pending} == {
+        (Destination.MAILBOX, "A"),
+        (Destination.MAILBOX, "B"),
+        (Destination.LINK, "parent/normal"),
+    }
+    await store.mark_outbox_done([pending[0].id])
+    await store.mark_outbox_done([pending[0].id])  # a repeated confirm changes nothing
+    assert [r.id for r in await store.pending_outbox(10)] == [r.id for r in pending[1:]]
+    assert len(await store.pending_outbox(1)) == 1
+
+
+async def test_a_mailbox_holds_a_package_exactly_once(store: Store) -> None:
+    await store.commit_intake(intake(b"<a/>", message_id="m-1"))
+    assert await store.deliver("000.00.00.H53", "m-1") is True
+    assert await store.deliver("000.00.00.H53", "m-1") is False
+    (entry,) = await store.mailbox("000.00.00.H53", unfetched_only=True, limit=10)
+    assert (entry.message_id, entry.sender, entry.kind) == ("m-1", "000.00.00.G22", "edoc")
+    assert await store.mark_fetched("000.00.00.H53", ["m-1"]) == 1
+    assert await store.mark_fetched("000.00.00.H53", ["m-1"]) == 0
+    assert await store.mailbox("000.00.00.H53", unfetched_only=True, limit=10) == []
+    (fetched,) = await store.mailbox("000.00.00.H53", unfetched_only=False, limit=10)
+    assert fetched.fetched_at is not None
+
+
+async def test_attempts_are_counted_until_cleared(store: Store) -> None:
+    assert await store.record_attempt("d1") == 1
+    assert await store.record_attempt("d1", "parse failed") == 2
+    await store.clear_attempts("d1")
+    assert await store.record_attempt("d1") == 1
+
+
+async def test_dead_letters_keep_bytes_and_reason_until_replayed(store: Store) -> None:
+    data = b"\x00 not xml"
+    dead = await store.add_dead_letter(data, "agency-amqp", "worker crashed 5 times", 5)
+    (listed,) = await store.dead_letters()
+    assert (listed.id, listed.reason, listed.attempts, listed.source) == (
+        dead,
+        "worker crashed 5 times",
+        5,
+        "agency-amqp",
+    )
+    assert await store.dead_letter_bytes(dead) == data
+    await store.mark_replayed(dead)
+    assert await store.dead_letters() == []
+    (kept,) = await store.dead_letters(include_replayed=True)
+    assert kept.replayed_at is not None
+
+
+# --- two processes racing on one key --------------------------------------------------
+
+
+def _racer(
+    backend: str, where: str, data: bytes, message_id: str, barrier: object, out: object
+) -> None:
+    async def go() -> None:
+        store = open_store(backend, where)
+        barrier.wait()  # type: ignore[attr-defined]
+        result = await store.commit_intake(intake(data, message_id=message_id))
+        out.put((message_id, result.outcome.value, result.message_id))  # type: ignore[attr-defined]
+        await store.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("same_bytes", [True, False], ids=["same-bytes", "other-bytes"])
+async def test_two_processes_racing_on_one_key_commit_once(
+    backend: str, same_bytes: bool, tmp_path: Path
+) -> None:
+    where = new_location(backend, tmp_path)
+    first = open_store(backend, where)
+    await first.migrate()
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(2), context.Queue()
+    payloads = [b"<a>same</a>", b"<a>same</a>" if same_bytes else b"<a>other</a>"]
+    racers = [
+        context.Process(target=_racer, args=(backend, where, payloads[i], f"m-{i}", barrier, out))
+        for i in range(2)
+    ]
+    for racer in racers:
+        racer.start()
+    results = [out.get(timeout=30) for _ in racers]
+    for racer in racers:
+        racer.join(timeout=30)
+        assert racer.exitcode == 0
+    outcomes = sorted(outcome for _, outcome, _ in results)
+    winner = next(mine for mine, outcome, _ in results if outcome == "committed")
+    assert outcomes == sorted(["committed", "duplicate" if same_bytes else "conflict"])
+    assert all(answer == winner for _, _, answer in results), "the loser is told the winner's id"
+    assert [r.message_id for r in await first.pending_outbox(10)] == [winner]
+    await first.close()
+    drop_location(backend, where)
