@@ -72,8 +72,9 @@ def init_pki(
         )
         written += new
     for node in nodes:
+        # node keys sign transport envelopes: always ECDSA P-256 (docs/wire.md)
         _, new = _ensure(
-            root / "nodes", node, lambda n=node: issue(ca, n, role="node", key_type=key_type)
+            root / "nodes", node, lambda n=node: issue(ca, n, role="node", key_type="ec")
         )
         written += new
     if written:

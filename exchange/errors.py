@@ -177,6 +177,21 @@ class UnknownAgency(SenderFault):
     code = "agency.unknown"
 
 
+# --- between nodes --------------------------------------------------------------------
+
+
+class EnvelopeInvalid(SenderFault):
+    """The transport envelope or its hop trail does not check out."""
+
+    code = "envelope.invalid"
+
+
+class HopLimitExceeded(PermanentFault):
+    """The package went round too often: the nodes' directories disagree."""
+
+    code = "envelope.hop_limit"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 

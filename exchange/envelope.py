@@ -1,0 +1,230 @@
+"""The transport envelope: what the entry node vouches for, and the trail of hops.
+
+The entry node signs a small record with its node key (ECDSA P-256 with SHA-256, or
+Ed25519): message id, SHA-256 and size of the package bytes, sender, recipients,
+verification level, origin node, time and hop limit. Every node that handles the package
+appends a hop record, signed with its own key, that names the SHA-256 of the record
+before it, so the trail cannot be reordered or cut in the middle. Intermediate and
+destination nodes check the envelope instead of re-judging the package's certificate
+(DESIGN §3.4). docs/wire.md is the specification.
+
+Wire form: UTF-8 JSON, keys sorted, no insignificant whitespace. The signature covers the
+canonical JSON of the record without its ``sig`` member.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from exchange.errors import EnvelopeInvalid, HopLimitExceeded, PermanentFault
+
+VERSION = 1
+DEFAULT_HOP_LIMIT = 8
+
+NodePrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+NodePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    node_id: str
+    key: NodePrivateKey
+
+    @classmethod
+    def from_pem(cls, node_id: str, pem: bytes) -> NodeKey:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise PermanentFault(f"node {node_id}: the node key must be ECDSA or Ed25519")
+        return cls(node_id, key)
+
+    @property
+    def algorithm(self) -> str:
+        return "Ed25519" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "ES256"
+
+    def sign(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        payload = canonical(record)
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            value = self.key.sign(payload)
+        else:
+            value = self.key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        return {
+            **record,
+            "sig": {"alg": self.algorithm, "node": self.node_id, "value": _b64(value)},
+        }
+
+
+def _verify(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], what: str) -> str:
+    sig = record.get("sig")
+    if not isinstance(sig, dict):
+        raise EnvelopeInvalid(f"{what} is not signed")
+    node = sig.get("node")
+    key = keys.get(node) if isinstance(node, str) else None
+    if key is None:
+        raise EnvelopeInvalid(f"{what} is signed by node {node!r}, which this node does not know")
+    payload = canonical({k: v for k, v in record.items() if k != "sig"})
+    try:
+        value = base64.b64decode(sig.get("value", ""), validate=True)
+        if isinstance(key, ed25519.Ed25519PublicKey) and sig.get("alg") == "Ed25519":
+            key.verify(value, payload)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and sig.get("alg") == "ES256":
+            key.verify(value, payload, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise EnvelopeInvalid(
+                f"{what}: algorithm {sig.get('alg')!r} does not match node {node}'s key"
+            )
+    except (InvalidSignature, ValueError) as exc:
+        raise EnvelopeInvalid(f"{what}: the signature of node {node} does not verify") from exc
+    return str(node)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    message_id: str
+    sha256: str
+    size: int
+    kind: str
+    sender: str
+    recipients: tuple[str, ...]
+    document_id: str | None
+    level: str
+    origin: str
+    issued_at: str
+    hop_limit: int
+    hops: tuple[str, ...]  # node ids, entry node first
+
+    @property
+    def last_node(self) -> str:
+        return self.hops[-1]
+
+
+def seal(
+    key: NodeKey,
+    *,
+    message_id: str,
+    data: bytes,
+    kind: str,
+    sender: str,
+    recipients: Sequence[str],
+    document_id: str | None,
+    level: str,
+    when: datetime | None = None,
+    hop_limit: int = DEFAULT_HOP_LIMIT,
+) -> bytes:
+    """The entry node's signed envelope, with its own first hop."""
+    issued = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+    body = key.sign(
+        {
+            "v": VERSION,
+            "message_id": message_id,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "kind": kind,
+            "sender": sender,
+            "recipients": list(recipients),
+            "document_id": document_id,
+            "level": level,
+            "origin": key.node_id,
+            "issued_at": issued,
+            "hop_limit": hop_limit,
+        }
+    )
+    return append_hop(canonical({"envelope": body, "hops": []}), key, when=when)
+
+
+def append_hop(wire: bytes, key: NodeKey, *, when: datetime | None = None) -> bytes:
+    """Add this node's signed hop record to the trail."""
+    document = _load(wire)
+    hops = document["hops"]
+    previous = hops[-1] if hops else document["envelope"]
+    limit = int(document["envelope"].get("hop_limit", DEFAULT_HOP_LIMIT))
+    if len(hops) >= limit:
+        raise HopLimitExceeded(
+            f"message {document['envelope'].get('message_id')} has crossed {len(hops)} nodes, "
+            f"its hop limit; the nodes' directories disagree about where it belongs"
+        )
+    at = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+    hops.append(
+        key.sign(
+            {"node": key.node_id, "at": at, "prev": hashlib.sha256(canonical(previous)).hexdigest()}
+        )
+    )
+    return canonical(document)
+
+
+def _load(wire: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(wire)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeInvalid(f"the envelope is not JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("envelope"), dict):
+        raise EnvelopeInvalid("the envelope has no 'envelope' record")
+    if not isinstance(document.get("hops"), list):
+        raise EnvelopeInvalid("the envelope has no 'hops' list")
+    return document
+
+
+def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -> Envelope:
+    """Check the entry node's signature, the bytes' digest and every hop, in order."""
+    document = _load(wire)
+    body = document["envelope"]
+    if body.get("v") != VERSION:
+        raise EnvelopeInvalid(
+            f"envelope version {body.get('v')!r} is not understood (expected {VERSION})"
+        )
+    signer = _verify(body, keys, "the envelope")
+    if signer != body.get("origin"):
+        raise EnvelopeInvalid(
+            f"the envelope names origin {body.get('origin')!r} but node {signer} signed it"
+        )
+    if hashlib.sha256(data).hexdigest() != body.get("sha256") or len(data) != body.get("size"):
+        raise EnvelopeInvalid("the package bytes do not match the envelope's SHA-256 and size")
+    previous: Mapping[str, Any] = body
+    trail = []
+    for index, hop in enumerate(document["hops"]):
+        if not isinstance(hop, dict):
+            raise EnvelopeInvalid(f"hop {index + 1} is not a record")
+        node = _verify(hop, keys, f"hop {index + 1}")
+        if hop.get("node") != node:
+            raise EnvelopeInvalid(
+                f"hop {index + 1} names node {hop.get('node')!r} but {node} signed it"
+            )
+        if hop.get("prev") != hashlib.sha256(canonical(previous)).hexdigest():
+            raise EnvelopeInvalid(f"hop {index + 1} does not follow the record before it")
+        trail.append(node)
+        previous = hop
+    if not trail or trail[0] != signer:
+        raise EnvelopeInvalid("the first hop must be the entry node's")
+    if len(trail) > int(body.get("hop_limit", DEFAULT_HOP_LIMIT)):
+        raise HopLimitExceeded(f"message {body.get('message_id')} is past its hop limit")
+    return Envelope(
+        message_id=str(body["message_id"]),
+        sha256=str(body["sha256"]),
+        size=int(body["size"]),
+        kind=str(body["kind"]),
+        sender=str(body["sender"]),
+        recipients=tuple(str(r) for r in body.get("recipients", [])),
+        document_id=body.get("document_id"),
+        level=str(body["level"]),
+        origin=signer,
+        issued_at=str(body["issued_at"]),
+        hop_limit=int(body["hop_limit"]),
+        hops=tuple(trail),
+    )

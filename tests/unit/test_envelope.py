@@ -1,0 +1,123 @@
+"""The transport envelope: sealed by the entry node, extended by each hop, checked by all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from exchange.envelope import (
+    NodeKey,
+    NodePublicKey,
+    append_hop,
+    canonical,
+    open_envelope,
+    seal,
+)
+from exchange.errors import EnvelopeInvalid, HopLimitExceeded
+
+DATA = "<edXML>Trích yếu</edXML>".encode()
+
+
+@pytest.fixture(scope="module")
+def nodes() -> dict[str, NodeKey]:
+    return {
+        "commune": NodeKey("commune", ec.generate_private_key(ec.SECP256R1())),
+        "district": NodeKey("district", ed25519.Ed25519PrivateKey.generate()),
+        "province": NodeKey("province", ec.generate_private_key(ec.SECP256R1())),
+    }
+
+
+@pytest.fixture(scope="module")
+def keys(nodes: dict[str, NodeKey]) -> dict[str, NodePublicKey]:
+    return {name: node.key.public_key() for name, node in nodes.items()}
+
+
+def sealed(nodes: dict[str, NodeKey], **overrides: object) -> bytes:
+    args: dict[str, object] = {
+        "message_id": "m-1",
+        "data": DATA,
+        "kind": "edoc",
+        "sender": "000.21.31.H53",
+        "recipients": ["000.00.00.G22"],
+        "document_id": "000.21.31.H53,2026/11/20,1/UBND",
+        "level": "strict",
+    }
+    args.update(overrides)
+    return seal(nodes["commune"], **args)  # type: ignore[arg-type]
+
+
+def test_an_envelope_crosses_three_nodes_and_says_so(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    wire = append_hop(append_hop(sealed(nodes), nodes["district"]), nodes["province"])
+    envelope = open_envelope(wire, DATA, keys)
+    assert envelope.hops == ("commune", "district", "province")
+    assert (envelope.origin, envelope.level, envelope.sender) == (
+        "commune",
+        "strict",
+        "000.21.31.H53",
+    )
+    assert envelope.recipients == ("000.00.00.G22",)
+    assert json.loads(wire)["envelope"]["v"] == 1
+
+
+def test_other_bytes_than_the_sealed_ones_are_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    with pytest.raises(EnvelopeInvalid, match="SHA-256"):
+        open_envelope(sealed(nodes), DATA + b" ", keys)
+
+
+def test_a_raised_verification_level_is_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    document = json.loads(sealed(nodes, level="legacy"))
+    document["envelope"]["level"] = "strict"
+    with pytest.raises(EnvelopeInvalid, match="does not verify"):
+        open_envelope(canonical(document), DATA, keys)
+
+
+def test_a_hop_cut_out_of_the_middle_is_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    wire = append_hop(append_hop(sealed(nodes), nodes["district"]), nodes["province"])
+    document = json.loads(wire)
+    del document["hops"][1]
+    with pytest.raises(EnvelopeInvalid, match="does not follow"):
+        open_envelope(canonical(document), DATA, keys)
+
+
+def test_an_unknown_node_is_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    stranger = NodeKey("stranger", ec.generate_private_key(ec.SECP256R1()))
+    wire = append_hop(sealed(nodes), stranger)
+    with pytest.raises(EnvelopeInvalid, match="stranger"):
+        open_envelope(wire, DATA, keys)
+
+
+def test_a_node_cannot_sign_in_another_nodes_name(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    impostor = NodeKey("district", nodes["province"].key)  # province's key, district's name
+    with pytest.raises(EnvelopeInvalid, match="does not"):
+        open_envelope(append_hop(sealed(nodes), impostor), DATA, keys)
+
+
+def test_the_hop_limit_stops_a_loop(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    wire = sealed(nodes, hop_limit=3)
+    wire = append_hop(wire, nodes["district"])
+    wire = append_hop(wire, nodes["province"])
+    with pytest.raises(HopLimitExceeded, match="hop limit"):
+        append_hop(wire, nodes["district"])
+    assert open_envelope(wire, DATA, keys).hops == ("commune", "district", "province")
+
+
+def test_garbage_is_refused_with_a_reason(keys: dict[str, NodePublicKey]) -> None:
+    for wire in (b"", b"[]", b'{"envelope": 1}', b"\xff"):
+        with pytest.raises(EnvelopeInvalid):
+            open_envelope(wire, DATA, keys)
