@@ -1,0 +1,187 @@
+"""The transport over RabbitMQ, with aio-pika.
+
+- one robust connection, which reconnects and re-declares by itself;
+- publishes go through the default exchange to a named queue, persistent, ``mandatory``
+  (a message no queue takes raises ``Unroutable``), and wait for the publisher confirm
+  under a deadline (a broker that is slow, nacks or is blocked by a resource alarm
+  raises ``PublishFailed``, never hangs);
+- each consumer has its own channel with a bounded prefetch and manual acks;
+- queues are durable; quorum queues take a delivery limit; bounded queues refuse
+  publishes past ``x-max-length-bytes`` instead of dropping old messages.
+
+aio-pika and aiormq errors are translated here, at the seam, into the node's own tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+
+from exchange.errors import TransientFault
+from exchange.transport import Message, PublishFailed, QueueSpec, Unroutable
+
+log = structlog.get_logger("lienthong.transport")
+
+
+class AmqpDelivery:
+    def __init__(self, incoming: AbstractIncomingMessage) -> None:
+        self._incoming = incoming
+        headers = {
+            str(k): v if isinstance(v, int) else str(v.decode() if isinstance(v, bytes) else v)
+            for k, v in (incoming.headers or {}).items()
+            if v is not None
+        }
+        self._message = Message(
+            body=incoming.body,
+            message_id=incoming.message_id,
+            headers=headers,
+            reply_to=incoming.reply_to,
+            correlation_id=incoming.correlation_id,
+            priority=incoming.priority or 0,
+        )
+
+    @property
+    def message(self) -> Message:
+        return self._message
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._incoming.redelivered)
+
+    async def ack(self) -> None:
+        await self._incoming.ack()
+
+    async def reject(self, *, requeue: bool) -> None:
+        await self._incoming.reject(requeue=requeue)
+
+
+class AmqpTransport:
+    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        async with self._lock:
+            if self._connection is not None:
+                return
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self._url,
+                    timeout=self._connect_timeout,
+                    client_properties={"connection_name": "lienthong"},
+                )
+                self._publisher = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                raise TransientFault(f"RabbitMQ unreachable at {_safe(self._url)}: {exc}") from exc
+            self._connection.close_callbacks.add(_closed)
+
+    async def _channel(self) -> AbstractRobustChannel:
+        if self._publisher is None:
+            await self.connect()
+        assert self._publisher is not None
+        return self._publisher
+
+    async def declare(self, spec: QueueSpec) -> None:
+        arguments: dict[str, Any] = {}
+        if spec.quorum:
+            arguments["x-queue-type"] = "quorum"
+            if spec.delivery_limit is not None:
+                arguments["x-delivery-limit"] = spec.delivery_limit
+        if spec.max_length_bytes is not None:
+            arguments["x-max-length-bytes"] = spec.max_length_bytes
+            arguments["x-overflow"] = "reject-publish"
+        channel = await self._channel()
+        try:
+            await channel.declare_queue(
+                spec.name,
+                durable=not spec.exclusive,
+                exclusive=spec.exclusive,
+                auto_delete=spec.exclusive,
+                arguments=arguments,
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TransientFault(
+                f"queue {spec.name} exists with other settings than configured: {exc}"
+            ) from exc
+
+    async def publish(self, queue: str, message: Message, *, timeout: float) -> None:
+        channel = await self._channel()
+        outgoing = aio_pika.Message(
+            body=message.body,
+            message_id=message.message_id,
+            headers=dict(message.headers),
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            priority=message.priority or None,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            confirmation = await channel.default_exchange.publish(
+                outgoing, routing_key=queue, mandatory=True, timeout=timeout
+            )
+        except aiormq.exceptions.PublishError as exc:
+            raise Unroutable(f"no queue {queue!r} took the message: {exc}") from exc
+        except aiormq.exceptions.DeliveryError as exc:
+            raise PublishFailed(f"RabbitMQ refused the message for {queue!r}: {exc}") from exc
+        except TimeoutError as exc:
+            raise PublishFailed(
+                f"RabbitMQ did not confirm the publish to {queue!r} within {timeout} s "
+                "(is it blocked by a memory or disk alarm?)"
+            ) from exc
+        except (
+            aiormq.exceptions.AMQPError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+        ) as exc:
+            raise PublishFailed(f"publish to {queue!r} failed: {exc}") from exc
+        if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+            raise PublishFailed(
+                f"RabbitMQ did not acknowledge the publish to {queue!r}: {confirmation!r}"
+            )
+
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[AmqpDelivery]:
+        if self._connection is None:
+            await self.connect()
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        declared = await channel.get_queue(queue, ensure=True)
+        try:
+            async with declared.iterator() as messages:
+                async for incoming in messages:
+                    yield AmqpDelivery(incoming)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+            self._publisher = None
+
+
+def _closed(_connection: object, exc: BaseException | None = None) -> None:
+    if exc is not None:
+        log.warning("rabbitmq.connection_lost", error=str(exc))
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
