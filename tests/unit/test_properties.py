@@ -464,7 +464,9 @@ def test_admit_refuses_damaged_unsigned_examples(admission: Admission, data: byt
     assert_refused_by_sender_fault(refusal)
 
 
-@settings(max_examples=200, deadline=None)
+# Signed examples differ from session to session (fresh keys), so examples saved by an
+# earlier session cannot be replayed: these two properties keep no example database.
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
 @given(st.data())
 def test_admit_on_damaged_signed_examples_refuses_or_reads_the_same_package(
     signed_examples: list[tuple[bytes, Package]], admission: Admission, data: st.DataObject
@@ -482,7 +484,7 @@ def test_admit_on_damaged_signed_examples_refuses_or_reads_the_same_package(
     assert without_transport(admitted.package) == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(st.data())
 def test_admit_on_reshaped_then_signed_examples_binds_the_signer(
     pki: DevPki, admission: Admission, data: st.DataObject
