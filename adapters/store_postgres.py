@@ -9,6 +9,7 @@ lock so that instances starting together do not race either.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from exchange.store import (
     Destination,
     Intake,
     IntakeResult,
+    KnownDocument,
     MailboxEntry,
     OutboxRow,
     Outcome,
@@ -89,6 +91,11 @@ MIGRATIONS: list[str] = [
         dead_at     TIMESTAMPTZ NOT NULL,
         replayed_at TIMESTAMPTZ
     );
+    """,
+    # version 2: the DocumentId index that routes statuses
+    """
+    ALTER TABLE packages ADD COLUMN recipients TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX packages_document ON packages (document_id, kind);
     """,
 ]
 
@@ -223,8 +230,8 @@ class PostgresStore:
                     return IntakeResult(Outcome.DUPLICATE, same_bytes[0], same_bytes[1])
                 await conn.execute(
                     "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, "
-                    "level, source, received_at, envelope) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "level, source, received_at, envelope, recipients) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         intake.message_id,
                         package.digest,
@@ -236,6 +243,7 @@ class PostgresStore:
                         intake.source,
                         intake.received_at,
                         intake.envelope,
+                        json.dumps([organ.organ_id for organ in package.recipients]),
                     ),
                 )
                 async with conn.cursor() as cursor:
@@ -255,6 +263,16 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise TransientFault(f"PostgreSQL store: {exc}") from exc
         return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
+
+    async def document(self, document_id: str) -> KnownDocument | None:
+        rows = await self._execute(
+            "SELECT message_id, sender, recipients FROM packages "
+            "WHERE document_id = %s AND kind = 'edoc' ORDER BY received_at DESC LIMIT 1",
+            (document_id,),
+        )
+        if not rows:
+            return None
+        return KnownDocument(rows[0][0], rows[0][1], tuple(json.loads(rows[0][2])))
 
     async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
         rows = await self._execute(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -29,6 +30,7 @@ from exchange.store import (
     Destination,
     Intake,
     IntakeResult,
+    KnownDocument,
     MailboxEntry,
     OutboxRow,
     Outcome,
@@ -91,6 +93,11 @@ MIGRATIONS: list[str] = [
         dead_at     TEXT NOT NULL,
         replayed_at TEXT
     );
+    """,
+    # version 2: the DocumentId index that routes statuses
+    """
+    ALTER TABLE packages ADD COLUMN recipients TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX packages_document ON packages (document_id, kind);
     """,
 ]
 
@@ -263,7 +270,8 @@ class SqliteStore:
             now = intake.received_at.isoformat()
             db.execute(
                 "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "
-                "source, received_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "source, received_at, envelope, recipients) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     intake.message_id,
                     package.digest,
@@ -275,6 +283,7 @@ class SqliteStore:
                     intake.source,
                     now,
                     intake.envelope,
+                    json.dumps([organ.organ_id for organ in package.recipients]),
                 ),
             )
             db.execute(
@@ -291,6 +300,17 @@ class SqliteStore:
             )
             db.execute("COMMIT")
             return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
+
+        return await self._run(work)
+
+    async def document(self, document_id: str) -> KnownDocument | None:
+        def work(db: sqlite3.Connection) -> KnownDocument | None:
+            row = db.execute(
+                "SELECT message_id, sender, recipients FROM packages "
+                "WHERE document_id = ? AND kind = 'edoc' ORDER BY received_at DESC LIMIT 1",
+                (document_id,),
+            ).fetchone()
+            return KnownDocument(row[0], row[1], tuple(json.loads(row[2]))) if row else None
 
         return await self._run(work)
 

@@ -177,6 +177,27 @@ class UnknownAgency(SenderFault):
     code = "agency.unknown"
 
 
+# --- routing --------------------------------------------------------------------------
+
+
+class RecipientUnreachable(SenderFault):
+    """A recipient is neither hosted here nor reachable through a link."""
+
+    code = "route.unreachable"
+
+
+class StatusUnroutable(SenderFault):
+    """A status names a document this node has not carried and cannot pass on."""
+
+    code = "status.unknown_document"
+
+
+class StatusNotAllowed(SenderFault):
+    """The agency may not send this status about that document (DESIGN §3)."""
+
+    code = "status.not_allowed"
+
+
 # --- between nodes --------------------------------------------------------------------
 
 

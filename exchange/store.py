@@ -66,6 +66,15 @@ class IntakeResult:
 
 
 @dataclass(frozen=True)
+class KnownDocument:
+    """What the DocumentId index says about a document this node carried."""
+
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     id: int
     message_id: str
@@ -113,6 +122,9 @@ class Store(Protocol):
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
         """One transaction: bytes, dedup key, package row, outbox rows; or the dedup answer."""
+
+    async def document(self, document_id: str) -> KnownDocument | None:
+        """The DocumentId index: the latest document with that id this node carried."""
 
     async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]: ...
 

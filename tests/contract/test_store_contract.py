@@ -35,8 +35,20 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
-    assert await store.migrate() == 1
-    assert await store.migrate() == 1
+    assert await store.migrate() == 2
+    assert await store.migrate() == 2
+
+
+async def test_the_document_index_finds_sender_and_recipients(store: Store) -> None:
+    await store.commit_intake(intake(b"<d/>", message_id="m-1"))
+    known = await store.document("000.00.00.G22,2026/11/20,125/UBND-VP")
+    assert known is not None
+    assert (known.message_id, known.sender, known.recipients) == (
+        "m-1",
+        "000.00.00.G22",
+        ("000.00.00.H53",),
+    )
+    assert await store.document("unknown") is None
 
 
 async def test_a_committed_package_comes_back_byte_identical(store: Store) -> None:

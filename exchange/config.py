@@ -1,0 +1,197 @@
+"""Node configuration: data, read once at the entry point, checked with one clear message
+per mistake (file, key, what was expected), then passed in. Reading the file is the
+caller's business (adapters/config_files.py); this module only judges its content.
+
+A node file, in TOML::
+
+    [node]
+    id = "province-h53"            # letters, digits, '-', '_', '.'
+    parent = "central"             # the node this one links to (optional)
+
+    [rabbitmq]
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    prefetch = 32
+    publish_timeout_s = 10.0
+    quorum = false                 # quorum queues (with a delivery limit) when true
+
+    [store]
+    kind = "sqlite"                # or "postgres"
+    path = "var/province-h53"      # sqlite: a folder
+    # dsn = "postgresql://postgres@127.0.0.1/lienthong"; schema = "lienthong"
+    dedup_retention_days = 90
+
+    [trust]
+    ca = "pki/ca.pem"              # the CA bundle agencies' certificates must chain to
+    crls = []
+    directory = "pki/directory.toml"
+    node_key = "pki/nodes/province-h53.key"
+    node_certs = "pki/nodes"       # peers' node certificates, <node id>.pem
+
+    [limits]
+    max_package_bytes = 8388608
+    max_attempts = 5
+    admission_workers = 2
+
+    [sources.amqp]                 # one table per source: which policy it is judged by
+    policy = "strict"
+
+Relative paths are read from the folder of the node file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exchange.errors import ConfigurationError
+from exchange.policy import PRESETS, VerificationPolicy
+
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    kind: str
+    path: Path | None = None
+    dsn: str | None = None
+    schema: str = "lienthong"
+    pool_size: int = 4
+    dedup_retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    ca: Path
+    directory: Path
+    node_key: Path
+    node_certs: Path
+    crls: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    parent: str | None
+    amqp_url: str
+    prefetch: int
+    publish_timeout_s: float
+    quorum: bool
+    store: StoreSettings
+    trust: TrustSettings
+    max_package_bytes: int
+    max_attempts: int
+    admission_workers: int
+    sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
+    source_file: Path | None = None
+
+    def policy_for(self, source: str) -> VerificationPolicy:
+        """The policy of a source; unknown sources get ``strict``."""
+        return self.sources.get(source, PRESETS["strict"])
+
+
+class _Reader:
+    def __init__(self, data: Mapping[str, Any], source: str, base: Path) -> None:
+        self.data = data
+        self.source = source
+        self.base = base
+
+    def _fail(self, key: str, expected: str, found: object) -> ConfigurationError:
+        shown = "nothing" if found is None else f"{type(found).__name__} {found!r}"
+        return ConfigurationError(f"{self.source}: key '{key}': expected {expected}, found {shown}")
+
+    def table(self, key: str, *, required: bool = True) -> Mapping[str, Any]:
+        value = self.data.get(key)
+        if value is None and not required:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self._fail(key, "a table", value)
+        return value
+
+    def get(self, table: str, key: str, kind: type, expected: str, default: Any = ...) -> Any:
+        section = self.table(table, required=default is not ...)
+        value = section.get(key, default)
+        if value is ...:
+            raise self._fail(f"{table}.{key}", expected, None)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self._fail(f"{table}.{key}", expected, value)
+        return value
+
+    def positive(self, table: str, key: str, default: Any = ...) -> int:
+        value: int = self.get(table, key, int, "a positive whole number", default)
+        if value <= 0:
+            raise self._fail(f"{table}.{key}", "a positive whole number", value)
+        return value
+
+    def path(self, table: str, key: str) -> Path:
+        value: str = self.get(table, key, str, "a file or folder path")
+        path = Path(value)
+        return path if path.is_absolute() else self.base / path
+
+
+def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
+    r = _Reader(data, source, base)
+    known = {"node", "rabbitmq", "store", "trust", "limits", "sources"}
+    for key in data:
+        if key not in known:
+            raise ConfigurationError(
+                f"{source}: unknown table '{key}'; expected one of {', '.join(sorted(known))}"
+            )
+    node_id: str = r.get("node", "id", str, "a node id of letters, digits, '-', '_' and '.'")
+    if not _NODE_ID.fullmatch(node_id):
+        raise ConfigurationError(
+            f"{source}: key 'node.id': expected letters, digits, '-', '_' and '.', "
+            f"found {node_id!r}"
+        )
+    parent = r.get("node", "parent", str, "a node id", None)
+    store_kind: str = r.get("store", "kind", str, "'sqlite' or 'postgres'")
+    if store_kind not in ("sqlite", "postgres"):
+        raise ConfigurationError(
+            f"{source}: key 'store.kind': expected 'sqlite' or 'postgres', found {store_kind!r}"
+        )
+    store = StoreSettings(
+        kind=store_kind,
+        path=r.path("store", "path") if store_kind == "sqlite" else None,
+        dsn=r.get("store", "dsn", str, "a PostgreSQL connection string")
+        if store_kind == "postgres"
+        else None,
+        schema=r.get("store", "schema", str, "a schema name", "lienthong"),
+        pool_size=r.positive("store", "pool_size", 4),
+        dedup_retention_days=r.positive("store", "dedup_retention_days", 90),
+    )
+    crls = r.get("trust", "crls", list, "a list of CRL file paths", [])
+    trust = TrustSettings(
+        ca=r.path("trust", "ca"),
+        directory=r.path("trust", "directory"),
+        node_key=r.path("trust", "node_key"),
+        node_certs=r.path("trust", "node_certs"),
+        crls=tuple(Path(c) if Path(c).is_absolute() else base / c for c in crls),
+    )
+    sources: dict[str, VerificationPolicy] = {}
+    for name, table in r.table("sources", required=False).items():
+        policy = table.get("policy") if isinstance(table, Mapping) else None
+        if policy not in PRESETS:
+            raise ConfigurationError(
+                f"{source}: key 'sources.{name}.policy': expected one of "
+                f"{', '.join(sorted(PRESETS))}, found {policy!r}"
+            )
+        sources[name] = PRESETS[policy]
+    return NodeConfig(
+        node_id=node_id,
+        parent=parent,
+        amqp_url=r.get("rabbitmq", "url", str, "an amqp:// URL"),
+        prefetch=r.positive("rabbitmq", "prefetch", 32),
+        publish_timeout_s=r.get("rabbitmq", "publish_timeout_s", float, "seconds", 10.0),
+        quorum=r.get("rabbitmq", "quorum", bool, "true or false", False),
+        store=store,
+        trust=trust,
+        max_package_bytes=r.positive("limits", "max_package_bytes", 8 * 1024 * 1024),
+        max_attempts=r.positive("limits", "max_attempts", 5),
+        admission_workers=r.positive("limits", "admission_workers", 2),
+        sources=sources,
+        source_file=Path(source),
+    )

@@ -1,0 +1,454 @@
+"""One node: intake, relay, mailboxes and dead letters, written against the ports.
+
+Intake takes each submission through four steps (DESIGN §3, §4):
+
+1. **fast dedup** on the SHA-256 of the raw bytes: bytes already committed get their
+   original answer at once;
+2. **admission** under the policy of the source that submitted it, in a bounded worker
+   pool, after the attempt has been recorded in the store, so that a package that kills
+   the worker is counted and, after ``max_attempts``, dead-lettered;
+3. **commit**: one store transaction holds the bytes, the dedup key and one outbox row
+   per destination;
+4. **acknowledge** the input only after the commit, and answer the submitter.
+
+The relay then works the outbox: a mailbox row puts the package in the agency's mailbox
+(unique on agency and package, so exactly once), a link row is published with a confirm.
+Every row is marked done only after that.
+
+The service does no I/O of its own: the store, the transport, the admission pool and
+the clock are handed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from exchange.admission import Admitted
+from exchange.envelope import NodeKey, seal
+from exchange.errors import LienthongError, SenderFault
+from exchange.model import Kind, Package
+from exchange.policy import PRESETS, VerificationPolicy
+from exchange.routing import route
+from exchange.store import Destination, Intake, IntakeResult, OutboxItem, Outcome, Store
+from exchange.transport import Delivery, Message, QueueSpec, Transport
+
+log = structlog.get_logger("lienthong.node")
+
+SOURCE_HEADER = "lienthong-source"
+OP_HEADER = "lienthong-op"
+AS_HEADER = "lienthong-as"
+
+AdmitFn = Callable[[bytes, VerificationPolicy], Awaitable[Admitted]]
+CrashHook = Callable[[str], None]
+
+
+def _no_crash(_step: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Queues:
+    """The queue names of one node (docs/wire.md, "AMQP topology")."""
+
+    node_id: str
+
+    @property
+    def inbound(self) -> str:
+        return f"lienthong.{self.node_id}.inbound"
+
+    @property
+    def requests(self) -> str:
+        return f"lienthong.{self.node_id}.requests"
+
+    @property
+    def dead(self) -> str:
+        return f"lienthong.{self.node_id}.dead"
+
+    def link(self, target: str) -> str:
+        """A lane towards another node: ``<node>/<lane>``."""
+        node, _, lane = target.partition("/")
+        return f"lienthong.link.{node}.{lane or 'normal'}"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: str
+    hosted: frozenset[str]
+    parent: str | None = None
+    max_attempts: int = 5
+    prefetch: int = 32
+    publish_timeout_s: float = 10.0
+    quorum: bool = False
+    relay_batch: int = 100
+    relay_idle_s: float = 1.0
+    dedup_retention: timedelta = timedelta(days=90)
+    sources: Mapping[str, VerificationPolicy] | None = None
+
+    def policy_for(self, source: str) -> VerificationPolicy:
+        return (self.sources or {}).get(source, PRESETS["strict"])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the submitter hears back (JSON on its reply queue)."""
+
+    outcome: str  # accepted | duplicate | conflict | refused | dead-lettered
+    message_id: str | None = None
+    level: str | None = None
+    code: str | None = None
+    reason: str | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {k: v for k, v in self.__dict__.items() if v is not None}, ensure_ascii=False
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Answer:
+        return cls(**json.loads(body))
+
+
+def answer_for(result: IntakeResult) -> Answer:
+    if result.outcome is Outcome.COMMITTED:
+        return Answer("accepted", result.message_id, result.level)
+    if result.outcome is Outcome.DUPLICATE:
+        return Answer("duplicate", result.message_id, result.level)
+    return Answer(
+        "conflict",
+        result.message_id,
+        code="dedup.conflict",
+        reason=(
+            "a different package with the same sender and DocumentId was accepted before as "
+            f"message {result.message_id}"
+        ),
+    )
+
+
+class Node:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        *,
+        store: Store,
+        transport: Transport,
+        admit: AdmitFn,
+        node_key: NodeKey,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        crash: CrashHook = _no_crash,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self._admit = admit
+        self._key = node_key
+        self._clock = clock
+        self._new_id = new_id
+        self._crash = crash
+        self.queues = Queues(settings.node_id)
+        self._outbox_ready = asyncio.Event()
+
+    # --- set-up ---------------------------------------------------------------------
+
+    async def declare(self) -> None:
+        limit = self.settings.max_attempts + 1 if self.settings.quorum else None
+        q = self.settings.quorum
+        await self.transport.declare(QueueSpec(self.queues.inbound, quorum=q, delivery_limit=limit))
+        await self.transport.declare(QueueSpec(self.queues.requests, quorum=q))
+        await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
+
+    async def run(self) -> None:
+        """Intake, relay, mailbox requests and housekeeping, until cancelled."""
+        await self.store.migrate()
+        await self.declare()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.consume_intake(), name="intake")
+            tasks.create_task(self.relay_forever(), name="relay")
+            tasks.create_task(self.serve_requests(), name="requests")
+            tasks.create_task(self.housekeeping(), name="housekeeping")
+
+    # --- intake ---------------------------------------------------------------------
+
+    async def consume_intake(self) -> None:
+        inbound = self.transport.consume(self.queues.inbound, prefetch=self.settings.prefetch)
+        async for delivery in inbound:
+            try:
+                await self.handle_submission(delivery)
+            except LienthongError:
+                raise  # the store or the broker is gone: stop, and let the supervisor restart
+            except Exception:  # a bug met by one package: count it, requeue, go on
+                log.exception("intake.crashed", node=self.settings.node_id)
+                await delivery.reject(requeue=True)
+
+    async def handle_submission(self, delivery: Delivery) -> Answer:
+        message = delivery.message
+        data = message.body
+        source = str(message.headers.get(SOURCE_HEADER, "amqp"))
+        digest = hashlib.sha256(data).hexdigest()
+        bound = log.bind(digest=digest[:16], source=source, node=self.settings.node_id)
+
+        known = await self.store.find_digest(digest)
+        if known is not None:
+            answer = answer_for(known)
+            await self._settle(delivery, answer, bound)
+            return answer
+
+        attempts = await self.store.record_attempt(digest)
+        if attempts > self.settings.max_attempts:
+            answer = await self._dead_letter(data, source, attempts)
+            await self._settle(delivery, answer, bound)
+            return answer
+
+        self._crash(f"admit:{digest}")
+        try:
+            admitted = await self._admit(data, self.settings.policy_for(source))
+            package = admitted.package
+            document = None
+            if package.kind is Kind.STATUS and package.document_id:
+                document = await self.store.document(package.document_id)
+            outbox = route(
+                package,
+                hosted=self.settings.hosted,
+                parent=self.settings.parent,
+                document=document,
+            )
+        except SenderFault as fault:
+            await self.store.clear_attempts(digest)
+            answer = Answer("refused", code=fault.code, reason=fault.message)
+            await self._settle(delivery, answer, bound)
+            return answer
+        except LienthongError as fault:
+            # transient or permanent: tried again (the attempt is counted), then dead-lettered
+            bound.warning("intake.retry", code=fault.code, error=fault.message, attempt=attempts)
+            await delivery.reject(requeue=True)
+            return Answer("retry", code=fault.code, reason=fault.message)
+
+        result = await self._commit(data, package, source, outbox)
+        self._crash("after-commit")
+        await self.store.clear_attempts(digest)
+        answer = answer_for(result)
+        await self._settle(
+            delivery, answer, bound.bind(message_id=answer.message_id, level=package.level.value)
+        )
+        self._outbox_ready.set()
+        return answer
+
+    async def _commit(
+        self, data: bytes, package: Package, source: str, outbox: tuple[OutboxItem, ...]
+    ) -> IntakeResult:
+        message_id = self._new_id()
+        now = self._clock()
+        envelope = seal(
+            self._key,
+            message_id=message_id,
+            data=data,
+            kind=package.kind.value,
+            sender=package.sender.organ_id,
+            recipients=[o.organ_id for o in package.recipients],
+            document_id=package.document_id,
+            level=package.level.value,
+            when=now,
+        )
+        return await self.store.commit_intake(
+            Intake(
+                message_id=message_id,
+                package=package,
+                data=data,
+                source=source,
+                envelope=envelope,
+                outbox=outbox,
+                received_at=now,
+            )
+        )
+
+    async def _dead_letter(self, data: bytes, source: str, attempts: int) -> Answer:
+        reason = f"processing failed {attempts - 1} times; held for an operator"
+        await self.transport.publish(
+            self.queues.dead,
+            Message(
+                body=data,
+                headers={
+                    SOURCE_HEADER: source,
+                    "lienthong-reason": reason,
+                    "lienthong-attempts": attempts - 1,
+                },
+            ),
+            timeout=self.settings.publish_timeout_s,
+        )
+        dead_id = await self.store.add_dead_letter(data, source, reason, attempts - 1)
+        await self.store.clear_attempts(hashlib.sha256(data).hexdigest())
+        return Answer(
+            "dead-lettered", code="intake.poison", reason=f"{reason} (dead letter {dead_id})"
+        )
+
+    async def _settle(
+        self, delivery: Delivery, answer: Answer, bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Answer the submitter (if it asked), then acknowledge the input."""
+        message = delivery.message
+        if message.reply_to:
+            try:
+                await self.transport.publish(
+                    message.reply_to,
+                    Message(
+                        answer.encode(), correlation_id=message.correlation_id or message.message_id
+                    ),
+                    timeout=self.settings.publish_timeout_s,
+                )
+            except LienthongError as exc:  # the submitter left; the outcome stands
+                bound.info("intake.answer_undelivered", error=exc.message)
+        self._crash("before-ack")
+        await delivery.ack()
+        bound.info(
+            "intake",
+            outcome=answer.outcome,
+            message_id=answer.message_id,
+            level=answer.level,
+            code=answer.code,
+        )
+
+    # --- relay ----------------------------------------------------------------------
+
+    async def relay_once(self) -> int:
+        rows = await self.store.pending_outbox(self.settings.relay_batch)
+        done: list[int] = []
+        for index, row in enumerate(rows):
+            if row.destination is Destination.MAILBOX:
+                await self.store.deliver(row.target, row.message_id)
+            else:
+                data = await self.store.package_bytes(row.digest)
+                envelope = await self.store.envelope(row.message_id)
+                await self.transport.publish(
+                    self.queues.link(row.target),
+                    Message(
+                        data,
+                        message_id=row.message_id,
+                        headers={"lienthong-envelope": envelope.decode()},
+                    ),
+                    timeout=self.settings.publish_timeout_s,
+                )
+            done.append(row.id)
+            if index == len(rows) // 2:
+                self._crash("mid-relay")
+        await self.store.mark_outbox_done(done)
+        return len(done)
+
+    async def relay_forever(self) -> None:
+        while True:
+            self._outbox_ready.clear()
+            try:
+                moved = await self.relay_once()
+            except LienthongError as exc:
+                log.warning("relay.retry", code=exc.code, error=exc.message)
+                moved = 0
+            if moved < self.settings.relay_batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outbox_ready.wait(), self.settings.relay_idle_s)
+
+    # --- mailbox requests (fetch) ---------------------------------------------------------
+
+    async def serve_requests(self) -> None:
+        async for delivery in self.transport.consume(self.queues.requests, prefetch=4):
+            await self.handle_request(delivery)
+
+    async def handle_request(self, delivery: Delivery) -> None:
+        message = delivery.message
+        op = str(message.headers.get(OP_HEADER, ""))
+        organ = str(message.headers.get(AS_HEADER, ""))
+        reply = message.reply_to
+        if not reply:
+            await delivery.ack()
+            return
+        correlation = message.correlation_id or message.message_id
+        timeout = self.settings.publish_timeout_s
+        if organ not in self.settings.hosted:
+            await self.transport.publish(
+                reply,
+                Message(
+                    Answer(
+                        "refused",
+                        code="agency.not_hosted",
+                        reason=f"{organ!r} has no mailbox on node {self.settings.node_id}",
+                    ).encode(),
+                    correlation_id=correlation,
+                    headers={"lienthong-last": 1, "lienthong-kind": "answer"},
+                ),
+                timeout=timeout,
+            )
+        elif op == "fetch":
+            limit = int(message.headers.get("lienthong-limit", 100))
+            entries = await self.store.mailbox(organ, unfetched_only=True, limit=limit)
+            for entry in entries:
+                await self.transport.publish(
+                    reply,
+                    Message(
+                        await self.store.package_bytes(entry.digest),
+                        message_id=entry.message_id,
+                        correlation_id=correlation,
+                        headers={
+                            "lienthong-kind": "package",
+                            "lienthong-sender": entry.sender,
+                            "lienthong-document-id": entry.document_id or "",
+                            "lienthong-package-kind": entry.kind,
+                            "lienthong-last": 0,
+                        },
+                    ),
+                    timeout=timeout,
+                )
+            await self.transport.publish(
+                reply,
+                Message(
+                    json.dumps({"count": len(entries)}).encode(),
+                    correlation_id=correlation,
+                    headers={"lienthong-kind": "end", "lienthong-last": 1},
+                ),
+                timeout=timeout,
+            )
+        elif op == "fetched":
+            ids = [str(i) for i in json.loads(message.body or b"[]")]
+            count = await self.store.mark_fetched(organ, ids)
+            await self.transport.publish(
+                reply,
+                Message(
+                    json.dumps({"marked": count}).encode(),
+                    correlation_id=correlation,
+                    headers={"lienthong-kind": "end", "lienthong-last": 1},
+                ),
+                timeout=timeout,
+            )
+        await delivery.ack()
+
+    # --- housekeeping -----------------------------------------------------------------
+
+    async def housekeeping(self, every_s: float = 3600) -> None:
+        while True:
+            removed = await self.store.prune_dedup(self._clock() - self.settings.dedup_retention)
+            if removed:
+                log.info("dedup.pruned", removed=removed)
+            await asyncio.sleep(every_s)
+
+    # --- operators --------------------------------------------------------------------
+
+    async def replay_dead_letter(self, dead_letter_id: int) -> None:
+        """Send a dead letter through intake again, as it came, from the same source."""
+        letters = {d.id: d for d in await self.store.dead_letters(include_replayed=True)}
+        letter = letters.get(dead_letter_id)
+        if letter is None:
+            raise KeyError(dead_letter_id)
+        data = await self.store.dead_letter_bytes(dead_letter_id)
+        await self.store.clear_attempts(letter.digest)
+        await self.transport.publish(
+            self.queues.inbound,
+            Message(data, headers={SOURCE_HEADER: letter.source}),
+            timeout=self.settings.publish_timeout_s,
+        )
+        await self.store.mark_replayed(dead_letter_id)

@@ -1,0 +1,76 @@
+"""Where an admitted package goes: pure decisions, no I/O (DESIGN §3).
+
+A document goes to each recipient: into the mailbox when the agency is hosted here,
+otherwise onto the parent link (child nodes and lanes come with the links). A status
+routes through the DocumentId index, not through ``ResponseFor/OrganId``, which real
+producers fill both ways: 01–06, 15 and 16 go to the document's sender and only a
+recipient may send them; 13 goes to the document's recipients and only the sender may.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from exchange.errors import RecipientUnreachable, StatusNotAllowed, StatusUnroutable
+from exchange.model import Kind, Package, Priority
+from exchange.store import Destination, KnownDocument, OutboxItem
+
+RECALL_REQUEST = "13"
+
+
+def lane_of(package: Package) -> str:
+    """Flash documents (hỏa tốc) never wait behind the rest."""
+    return "urgent" if package.priority >= Priority.FLASH else "normal"
+
+
+def status_targets(package: Package, document: KnownDocument) -> tuple[str, ...]:
+    assert package.status is not None
+    sender = package.sender.organ_id
+    if package.status.code == RECALL_REQUEST:
+        if sender != document.sender:
+            raise StatusNotAllowed(
+                f"only the document's sender ({document.sender}) may ask to recall it; "
+                f"{sender} is not"
+            )
+        return document.recipients
+    if sender not in document.recipients:
+        raise StatusNotAllowed(
+            f"status {package.status.code} about {package.document_id} must come from one of "
+            f"its recipients ({', '.join(document.recipients)}); {sender} is not"
+        )
+    return (document.sender,)
+
+
+def route(
+    package: Package,
+    *,
+    hosted: Collection[str],
+    parent: str | None,
+    document: KnownDocument | None = None,
+) -> tuple[OutboxItem, ...]:
+    """One outbox item per destination: a mailbox, or one copy per link lane."""
+    if package.kind is Kind.STATUS:
+        if document is None:
+            if parent is None:
+                raise StatusUnroutable(
+                    f"no document {package.document_id!r} has passed through this node"
+                )
+            return (OutboxItem(Destination.LINK, f"{parent}/{lane_of(package)}"),)
+        targets: Sequence[str] = status_targets(package, document)
+    else:
+        targets = [organ.organ_id for organ in package.recipients]
+    items: list[OutboxItem] = []
+    remote = []
+    for organ_id in dict.fromkeys(targets):  # each recipient once, in order
+        if organ_id in hosted:
+            items.append(OutboxItem(Destination.MAILBOX, organ_id))
+        else:
+            remote.append(organ_id)
+    if remote:
+        if parent is None:
+            raise RecipientUnreachable(
+                f"{', '.join(remote)} {'is' if len(remote) == 1 else 'are'} not hosted on this "
+                "node, and it has no link that leads there"
+            )
+        items.append(OutboxItem(Destination.LINK, f"{parent}/{lane_of(package)}"))  # one copy
+    return tuple(items)

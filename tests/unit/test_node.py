@@ -1,0 +1,274 @@
+"""One node on the in-memory transport and a real SQLite store: what arrives, what the
+submitter is told, what is dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from adapters.store_sqlite import SqliteStore
+from adapters.transport_memory import MemoryTransport
+from exchange.admission import Admission, Admitted, admit
+from exchange.envelope import NodeKey, open_envelope
+from exchange.errors import TransientFault
+from exchange.node import AS_HEADER, OP_HEADER, Answer, Node, NodeSettings
+from exchange.policy import VerificationPolicy
+from exchange.signing import sign
+from exchange.transport import Message, QueueSpec
+from tests.conftest import example
+from tests.pki import G22, H53, DevPki
+
+COMMUNE = "000.21.31.H53"
+ANSWERS = "answers"
+
+
+@pytest.fixture
+async def node(tmp_path: Path, admission: Admission) -> AsyncIterator[Node]:
+    store = SqliteStore(tmp_path / "store")
+    await store.migrate()
+    transport = MemoryTransport()
+    await transport.declare(QueueSpec(ANSWERS))
+
+    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.to_thread(admit, data, policy, admission)
+
+    built = Node(
+        NodeSettings("province-h53", hosted=frozenset({G22, H53, COMMUNE}), max_attempts=3),
+        store=store,
+        transport=transport,
+        admit=run_admission,
+        node_key=NodeKey("province-h53", ec.generate_private_key(ec.SECP256R1())),
+    )
+    await built.declare()
+    yield built
+    await store.close()
+
+
+def memory(node: Node) -> MemoryTransport:
+    assert isinstance(node.transport, MemoryTransport)
+    return node.transport
+
+
+async def submit(node: Node, data: bytes, **headers: str) -> Answer:
+    await node.transport.publish(
+        node.queues.inbound,
+        Message(data, message_id="client-1", reply_to=ANSWERS, headers=headers),
+        timeout=5,
+    )
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    delivery = await asyncio.wait_for(anext(stream), timeout=5)
+    answer = await node.handle_submission(delivery)
+    await stream.aclose()
+    return answer
+
+
+async def heard(node: Node) -> Answer:
+    stream = node.transport.consume(ANSWERS, prefetch=1)
+    delivery = await asyncio.wait_for(anext(stream), timeout=5)
+    await delivery.ack()
+    await stream.aclose()
+    assert delivery.message.correlation_id == "client-1"
+    return Answer.decode(delivery.message.body)
+
+
+async def fetch(node: Node, organ: str) -> list[Message]:
+    await node.transport.declare(QueueSpec("fetch-replies"))
+    await node.transport.publish(
+        node.queues.requests,
+        Message(
+            b"",
+            reply_to="fetch-replies",
+            correlation_id="f-1",
+            headers={OP_HEADER: "fetch", AS_HEADER: organ},
+        ),
+        timeout=5,
+    )
+    requests = node.transport.consume(node.queues.requests, prefetch=1)
+    await node.handle_request(await asyncio.wait_for(anext(requests), timeout=5))
+    await requests.aclose()
+    replies = node.transport.consume("fetch-replies", prefetch=100)
+    got = []
+    while True:
+        delivery = await asyncio.wait_for(anext(replies), timeout=5)
+        await delivery.ack()
+        if delivery.message.headers["lienthong-kind"] == "end":
+            break
+        got.append(delivery.message)
+    await replies.aclose()
+    return got
+
+
+async def test_a_document_lands_once_in_each_local_mailbox_byte_identical(
+    node: Node, pki: DevPki
+) -> None:
+    signed = sign(example("document-new.edxml"), pki.key(G22))  # to H53 and the commune
+    answer = await submit(node, signed)
+    assert (answer.outcome, answer.level) == ("accepted", "strict")
+    assert await heard(node) == answer
+    assert await node.relay_once() == 2
+    assert await node.relay_once() == 0
+    for organ in (H53, COMMUNE):
+        (package,) = await fetch(node, organ)
+        assert package.body == signed
+        assert package.message_id == answer.message_id
+        assert package.headers["lienthong-sender"] == G22
+    assert await fetch(node, G22) == []
+
+
+async def test_fetched_packages_are_not_fetched_again_once_marked(node: Node, pki: DevPki) -> None:
+    answer = await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    await node.relay_once()
+    await node.transport.publish(
+        node.queues.requests,
+        Message(
+            json.dumps([answer.message_id]).encode(),
+            reply_to=ANSWERS,
+            correlation_id="client-1",
+            headers={OP_HEADER: "fetched", AS_HEADER: H53},
+        ),
+        timeout=5,
+    )
+    requests = node.transport.consume(node.queues.requests, prefetch=1)
+    await node.handle_request(await anext(requests))
+    await requests.aclose()
+    assert await fetch(node, H53) == []
+    assert len(await fetch(node, COMMUNE)) == 1
+
+
+async def test_the_envelope_records_what_the_entry_node_established(
+    node: Node, pki: DevPki
+) -> None:
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    answer = await submit(node, signed)
+    assert answer.message_id is not None
+    envelope = open_envelope(
+        await node.store.envelope(answer.message_id),
+        signed,
+        {"province-h53": node._key.key.public_key()},
+    )
+    assert (envelope.sender, envelope.level, envelope.hops) == (G22, "strict", ("province-h53",))
+    assert envelope.recipients == (H53, COMMUNE)
+
+
+async def test_a_resubmission_gets_the_original_answer(node: Node, pki: DevPki) -> None:
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    first = await submit(node, signed)
+    again = await submit(node, signed)
+    assert (again.outcome, again.message_id) == ("duplicate", first.message_id)
+    await node.relay_once()
+    assert len(await fetch(node, H53)) == 1
+
+
+async def test_another_package_with_the_same_document_id_is_a_conflict(
+    node: Node, pki: DevPki
+) -> None:
+    first = await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    changed = example("document-new.edxml").replace(b"Nguy", b"Ng uy")
+    conflict = await submit(node, sign(changed, pki.key(G22)))
+    assert conflict.outcome == "conflict"
+    assert conflict.message_id == first.message_id
+    assert conflict.reason is not None
+    assert str(first.message_id) in conflict.reason
+
+
+async def test_a_refused_package_is_answered_and_leaves_nothing(node: Node) -> None:
+    answer = await submit(node, example("document-new.edxml"))  # unsigned, strict source
+    assert (answer.outcome, answer.code) == ("refused", "signature.missing")
+    assert await node.store.pending_outbox(10) == []
+    assert memory(node).depth(node.queues.inbound) == 0  # acknowledged, not requeued
+
+
+async def test_a_source_with_a_relaxed_policy_gets_its_level(tmp_path: Path, node: Node) -> None:
+    relaxed = NodeSettings(
+        node.settings.node_id,
+        hosted=node.settings.hosted,
+        sources={
+            "legacy-gateway": VerificationPolicy(name="legacy-or-unsigned", allow_unsigned=True)
+        },
+    )
+    node.settings = relaxed
+    answer = await submit(
+        node, example("document-new.edxml"), **{"lienthong-source": "legacy-gateway"}
+    )
+    assert (answer.outcome, answer.level) == ("accepted", "unsigned")
+
+
+async def test_a_status_goes_back_to_the_documents_sender(node: Node, pki: DevPki) -> None:
+    await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    status = sign(example("status-03-accepted.edxml"), pki.key(H53))
+    answer = await submit(node, status)
+    assert answer.outcome == "accepted"
+    await node.relay_once()
+    (arrived,) = await fetch(node, G22)
+    assert arrived.body == status
+
+
+async def test_a_status_from_someone_not_addressed_is_refused(node: Node, pki: DevPki) -> None:
+    await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    # G22 sent the document; "03 accepted" must come from a recipient
+    forged = example("status-03-accepted.edxml").replace(b"000.00.00.H53", b"000.00.00.G22")
+    answer = await submit(node, sign(forged, pki.key(G22)))
+    assert (answer.outcome, answer.code) == ("refused", "status.not_allowed")
+
+
+async def test_a_recipient_no_link_leads_to_is_refused(node: Node, pki: DevPki) -> None:
+    elsewhere = example("document-new.edxml").replace(b"000.21.31.H53", b"000.00.00.H41")
+    answer = await submit(node, sign(elsewhere, pki.key(G22)))
+    assert (answer.outcome, answer.code) == ("refused", "route.unreachable")
+    assert answer.reason is not None
+    assert "000.00.00.H41" in answer.reason
+
+
+async def test_a_remote_recipient_goes_to_the_parent_link_once(node: Node, pki: DevPki) -> None:
+    node.settings = NodeSettings(node.settings.node_id, hosted=frozenset({G22}), parent="central")
+    link = node.queues.link("central/normal")
+    await node.transport.declare(QueueSpec(link))
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    answer = await submit(node, signed)
+    await node.relay_once()
+    stream = node.transport.consume(link, prefetch=5)
+    sent = await asyncio.wait_for(anext(stream), timeout=5)
+    await sent.ack()
+    await stream.aclose()
+    assert sent.message.body == signed
+    assert sent.message.message_id == answer.message_id
+    assert "lienthong-envelope" in sent.message.headers
+    assert memory(node).depth(link) == 0  # one copy for two remote recipients
+
+
+async def test_a_package_that_keeps_failing_is_dead_lettered_and_replayable(
+    node: Node, pki: DevPki
+) -> None:
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    real_admit = node._admit
+    failures = 0
+
+    async def broken(data: bytes, policy: VerificationPolicy) -> Admitted:
+        nonlocal failures
+        failures += 1
+        raise TransientFault("the admission pool is gone")
+
+    node._admit = broken
+    await node.transport.publish(node.queues.inbound, Message(signed, reply_to=ANSWERS), timeout=5)
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    outcomes = []
+    for _ in range(4):
+        outcomes.append((await node.handle_submission(await anext(stream))).outcome)
+    await stream.aclose()
+    assert outcomes == ["retry", "retry", "retry", "dead-lettered"]
+    assert failures == 3
+    (dead,) = await node.store.dead_letters()
+    assert dead.attempts == 3
+    assert memory(node).depth(node.queues.dead) == 1
+    node._admit = real_admit
+    await node.replay_dead_letter(dead.id)
+    assert await node.store.dead_letters() == []
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    replayed = await node.handle_submission(await anext(stream))
+    await stream.aclose()
+    assert replayed.outcome == "accepted"
