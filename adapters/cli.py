@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters import pki_files, render
+from adapters import cli_node, pki_files, render
 from exchange.admission import Admission, admit
 from exchange.directory import Binder, SubjectBinding
 from exchange.errors import ConfigurationError, LienthongError, SenderFault
@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", action="append", metavar="NODEID")
     p.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
     p.set_defaults(func=cmd_certs_init)
+
+    cli_node.add_commands(sub)
 
     p = sub.add_parser("sandbox", help="a development playground on this machine")
     p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")

@@ -15,7 +15,7 @@ aio-pika and aiormq errors are translated here, at the seam, into the node's own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aio_pika
@@ -150,7 +150,7 @@ class AmqpTransport:
                 f"RabbitMQ did not acknowledge the publish to {queue!r}: {confirmation!r}"
             )
 
-    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[AmqpDelivery]:
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncGenerator[AmqpDelivery, None]:
         if self._connection is None:
             await self.connect()
         assert self._connection is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from exchange.transport import Message, PublishFailed, QueueSpec, Unroutable
@@ -75,7 +75,7 @@ class MemoryTransport:
             target.ready.append((message, False))
             target.wakeup.notify_all()
 
-    async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[MemoryDelivery]:
+    async def consume(self, queue: str, *, prefetch: int) -> AsyncGenerator[MemoryDelivery, None]:
         source = self.queues.get(queue)
         if source is None:
             raise Unroutable(f"no queue {queue!r} to consume from")

@@ -173,6 +173,12 @@ class SignerNotSender(SenderFault):
     code = "signer.not_sender"
 
 
+class SubmitterNotSender(SenderFault):
+    """The caller submits as one agency, and the package says it is from another."""
+
+    code = "submitter.not_sender"
+
+
 class UnknownAgency(SenderFault):
     code = "agency.unknown"
 

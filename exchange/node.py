@@ -34,7 +34,7 @@ import structlog
 
 from exchange.admission import Admitted
 from exchange.envelope import NodeKey, seal
-from exchange.errors import LienthongError, SenderFault
+from exchange.errors import LienthongError, SenderFault, SubmitterNotSender
 from exchange.model import Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.routing import route
@@ -212,6 +212,11 @@ class Node:
         try:
             admitted = await self._admit(data, self.settings.policy_for(source))
             package = admitted.package
+            claimed = message.headers.get(AS_HEADER)
+            if claimed is not None and claimed != package.sender.organ_id:
+                raise SubmitterNotSender(
+                    f"submitted as {claimed}, but the package is from {package.sender.organ_id}"
+                )
             document = None
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
@@ -439,16 +444,26 @@ class Node:
     # --- operators --------------------------------------------------------------------
 
     async def replay_dead_letter(self, dead_letter_id: int) -> None:
-        """Send a dead letter through intake again, as it came, from the same source."""
-        letters = {d.id: d for d in await self.store.dead_letters(include_replayed=True)}
-        letter = letters.get(dead_letter_id)
-        if letter is None:
-            raise KeyError(dead_letter_id)
-        data = await self.store.dead_letter_bytes(dead_letter_id)
-        await self.store.clear_attempts(letter.digest)
-        await self.transport.publish(
-            self.queues.inbound,
-            Message(data, headers={SOURCE_HEADER: letter.source}),
+        await replay_dead_letter(
+            self.store,
+            self.transport,
+            self.queues,
+            dead_letter_id,
             timeout=self.settings.publish_timeout_s,
         )
-        await self.store.mark_replayed(dead_letter_id)
+
+
+async def replay_dead_letter(
+    store: Store, transport: Transport, queues: Queues, dead_letter_id: int, *, timeout: float
+) -> None:
+    """Send a dead letter through intake again, as it came, from the same source."""
+    letters = {d.id: d for d in await store.dead_letters(include_replayed=True)}
+    letter = letters.get(dead_letter_id)
+    if letter is None:
+        raise KeyError(dead_letter_id)
+    data = await store.dead_letter_bytes(dead_letter_id)
+    await store.clear_attempts(letter.digest)
+    await transport.publish(
+        queues.inbound, Message(data, headers={SOURCE_HEADER: letter.source}), timeout=timeout
+    )
+    await store.mark_replayed(dead_letter_id)

@@ -7,7 +7,7 @@ test_transport_contract.py runs what both can honour against both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,7 +64,7 @@ class Transport(Protocol):
         """Publish to a queue and wait for the broker's confirm; raise Unroutable or
         PublishFailed otherwise. Never returns before the message is durable."""
 
-    def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
+    def consume(self, queue: str, *, prefetch: int) -> AsyncGenerator[Delivery, None]:
         """Deliveries from a queue, at most ``prefetch`` unacknowledged at once."""
 
     async def close(self) -> None: ...

@@ -272,3 +272,9 @@ async def test_a_package_that_keeps_failing_is_dead_lettered_and_replayable(
     replayed = await node.handle_submission(await anext(stream))
     await stream.aclose()
     assert replayed.outcome == "accepted"
+
+
+async def test_a_package_submitted_as_another_agency_is_refused(node: Node, pki: DevPki) -> None:
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    answer = await submit(node, signed, **{"lienthong-as": H53})
+    assert (answer.outcome, answer.code) == ("refused", "submitter.not_sender")

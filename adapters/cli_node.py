@@ -1,0 +1,150 @@
+"""The node commands: ``serve``, ``send``, ``fetch`` and ``ops dlq``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from adapters import logs
+from adapters.client import NodeClient
+from adapters.config_files import load_node_config
+from adapters.service import open_store, serve
+from adapters.transport_amqp import AmqpTransport
+from exchange.node import Queues, replay_dead_letter
+
+EXIT_OK, EXIT_REFUSED = 0, 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+    logs.configure(args.log_level)
+    asyncio.run(serve(config))
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+    packages = [Path(f).read_bytes() for f in args.files]
+
+    async def go() -> int:
+        async with NodeClient(config.amqp_url, config.node_id, timeout_s=args.timeout) as client:
+            answers = await client.submit(packages, as_organ=args.as_organ, source=args.source)
+        failed = 0
+        for path, answer in zip(args.files, answers, strict=True):
+            if answer.outcome in ("accepted", "duplicate"):
+                print(f"{path}: {answer.outcome}: message {answer.message_id} ({answer.level})")
+            else:
+                failed += 1
+                print(f"{path}: {answer.outcome} [{answer.code}] {answer.reason}")
+        return EXIT_REFUSED if failed else EXIT_OK
+
+    return asyncio.run(go())
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> int:
+        async with NodeClient(config.amqp_url, config.node_id, timeout_s=args.timeout) as client:
+            fetched = await client.fetch(args.as_organ, limit=args.limit)
+            for item in fetched:
+                target = out / f"{item.message_id}.edxml"
+                target.write_bytes(item.data)
+                print(f"{target}: {item.kind} from {item.sender}, DocumentId {item.document_id}")
+            if fetched and not args.keep:
+                await client.mark_fetched(args.as_organ, [f.message_id for f in fetched])
+        print(f"{len(fetched)} package(s) fetched for {args.as_organ}")
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+
+    async def go() -> int:
+        store = open_store(config)
+        try:
+            await store.migrate()
+            letters = await store.dead_letters(include_replayed=args.all)
+        finally:
+            await store.close()
+        for d in letters:
+            replayed = f", replayed {d.replayed_at:%Y-%m-%d %H:%M}" if d.replayed_at else ""
+            print(
+                f"{d.id}: {d.dead_at:%Y-%m-%d %H:%M:%S} from {d.source}, sha256 {d.digest[:16]}…, "
+                f"{d.attempts} attempt(s): {d.reason}{replayed}"
+            )
+        print(f"{len(letters)} dead letter(s)")
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+
+    async def go() -> int:
+        store = open_store(config)
+        transport = AmqpTransport(config.amqp_url)
+        try:
+            await store.migrate()
+            await transport.connect()
+            queues = Queues(config.node_id)
+            for dead_id in args.ids:
+                try:
+                    await replay_dead_letter(
+                        store, transport, queues, dead_id, timeout=config.publish_timeout_s
+                    )
+                except KeyError:
+                    print(f"{dead_id}: no such dead letter")
+                    return EXIT_REFUSED
+                print(f"{dead_id}: sent to {queues.inbound} again")
+        finally:
+            await transport.close()
+            await store.close()
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one node")
+    p.add_argument("--config", required=True, help="the node file (TOML)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("send", help="submit packages to a node, as an agency, over AMQP")
+    p.add_argument("--config", required=True)
+    p.add_argument("--as", dest="as_organ", required=True, metavar="ORGANID")
+    p.add_argument("--source", default="amqp", help="the source name whose policy applies")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("fetch", help="read an agency's mailbox on a node, over AMQP")
+    p.add_argument("--config", required=True)
+    p.add_argument("--as", dest="as_organ", required=True, metavar="ORGANID")
+    p.add_argument("-o", "--output", default=".", help="where to write <message id>.edxml")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--keep", action="store_true", help="do not mark them fetched")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_fetch)
+
+    ops = sub.add_parser("ops", help="operator tools").add_subparsers(
+        dest="ops_command", required=True
+    )
+    dlq = ops.add_parser("dlq", help="dead letters").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    p = dlq.add_parser("list", help="list dead letters with their reasons")
+    p.add_argument("--config", required=True)
+    p.add_argument("--all", action="store_true", help="include those already replayed")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dlq.add_parser("replay", help="send dead letters through intake again")
+    p.add_argument("--config", required=True)
+    p.add_argument("ids", nargs="+", type=int, metavar="ID")
+    p.set_defaults(func=cmd_dlq_replay)

@@ -1,0 +1,139 @@
+"""A small AMQP client for agency systems and the ``send``/``fetch`` commands.
+
+Each call opens a private reply queue (exclusive, gone with the connection), sends its
+request to the node's queue with a confirm, and waits for the answer under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapters.transport_amqp import AmqpTransport
+from exchange.errors import TransientFault
+from exchange.node import AS_HEADER, OP_HEADER, SOURCE_HEADER, Answer, Queues
+from exchange.transport import Message, QueueSpec
+
+
+@dataclass(frozen=True)
+class Fetched:
+    message_id: str
+    sender: str
+    document_id: str
+    kind: str
+    data: bytes
+
+
+class NodeClient:
+    def __init__(self, amqp_url: str, node_id: str, *, timeout_s: float = 30.0) -> None:
+        self.transport = AmqpTransport(amqp_url)
+        self.queues = Queues(node_id)
+        self.timeout_s = timeout_s
+
+    async def __aenter__(self) -> NodeClient:
+        await self.transport.connect()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.transport.close()
+
+    async def _reply_queue(self) -> str:
+        name = f"lienthong.reply.{uuid.uuid4().hex}"
+        await self.transport.declare(QueueSpec(name, exclusive=True))
+        return name
+
+    async def submit(
+        self, packages: Sequence[bytes], *, as_organ: str, source: str = "amqp"
+    ) -> list[Answer]:
+        """Send packages; return the node's answer to each, in order."""
+        reply = await self._reply_queue()
+        ids = [str(uuid.uuid4()) for _ in packages]
+        for data, request_id in zip(packages, ids, strict=True):
+            await self.transport.publish(
+                self.queues.inbound,
+                Message(
+                    data,
+                    message_id=request_id,
+                    reply_to=reply,
+                    correlation_id=request_id,
+                    headers={SOURCE_HEADER: source, AS_HEADER: as_organ},
+                ),
+                timeout=self.timeout_s,
+            )
+        answers: dict[str, Answer] = {}
+        stream = self.transport.consume(reply, prefetch=64)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while len(answers) < len(ids):
+                    delivery = await anext(stream)
+                    await delivery.ack()
+                    answers[delivery.message.correlation_id or ""] = Answer.decode(
+                        delivery.message.body
+                    )
+        except TimeoutError as exc:
+            raise TransientFault(
+                f"node {self.queues.node_id} answered {len(answers)} of {len(ids)} package(s) "
+                f"within {self.timeout_s} s; is it running?"
+            ) from exc
+        finally:
+            await stream.aclose()
+        return [answers[i] for i in ids]
+
+    async def _request(
+        self, op: str, as_organ: str, body: bytes = b"", headers: dict[str, str | int] | None = None
+    ) -> list[Message]:
+        reply = await self._reply_queue()
+        correlation = str(uuid.uuid4())
+        await self.transport.publish(
+            self.queues.requests,
+            Message(
+                body,
+                reply_to=reply,
+                correlation_id=correlation,
+                headers={OP_HEADER: op, AS_HEADER: as_organ, **(headers or {})},
+            ),
+            timeout=self.timeout_s,
+        )
+        got: list[Message] = []
+        stream = self.transport.consume(reply, prefetch=64)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    delivery = await anext(stream)
+                    await delivery.ack()
+                    got.append(delivery.message)
+                    if int(delivery.message.headers.get("lienthong-last", 0)):
+                        break
+        except TimeoutError as exc:
+            raise TransientFault(
+                f"node {self.queues.node_id} did not answer within {self.timeout_s} s"
+            ) from exc
+        finally:
+            await stream.aclose()
+        return got
+
+    async def fetch(self, as_organ: str, *, limit: int = 100) -> list[Fetched]:
+        """The packages in the agency's mailbox not yet marked fetched."""
+        replies = await self._request("fetch", as_organ, headers={"lienthong-limit": limit})
+        last = replies[-1]
+        if last.headers.get("lienthong-kind") == "answer":
+            answer = Answer.decode(last.body)
+            raise TransientFault(f"{answer.code}: {answer.reason}")
+        return [
+            Fetched(
+                message_id=m.message_id or "",
+                sender=str(m.headers.get("lienthong-sender", "")),
+                document_id=str(m.headers.get("lienthong-document-id", "")),
+                kind=str(m.headers.get("lienthong-package-kind", "")),
+                data=m.body,
+            )
+            for m in replies
+            if m.headers.get("lienthong-kind") == "package"
+        ]
+
+    async def mark_fetched(self, as_organ: str, message_ids: Sequence[str]) -> int:
+        replies = await self._request("fetched", as_organ, json.dumps(list(message_ids)).encode())
+        return int(json.loads(replies[-1].body).get("marked", 0))

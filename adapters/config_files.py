@@ -1,0 +1,67 @@
+"""Reading the node file and what it points to, once, at start; every mistake named."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from adapters.pki_files import load_directory
+from exchange.config import NodeConfig, node_config_from_mapping
+from exchange.directory import Directory
+from exchange.envelope import NodeKey, NodePublicKey
+from exchange.errors import ConfigurationError
+from exchange.trust import TrustStore
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    file = Path(path)
+    try:
+        data = tomllib.loads(_read(file, "node file").decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{file}: not valid TOML: {exc}") from exc
+    return node_config_from_mapping(data, str(file), file.resolve().parent)
+
+
+def load_trust(config: NodeConfig) -> TrustStore:
+    crls = tuple(_read(p, "CRL") for p in config.trust.crls)
+    return TrustStore.from_pem(_read(config.trust.ca, "CA bundle"), crls)
+
+
+def load_directory_for(config: NodeConfig) -> Directory:
+    return load_directory(config.trust.directory)
+
+
+def hosted_agencies(config: NodeConfig, directory: Directory) -> frozenset[str]:
+    hosted = frozenset(
+        e.organ_id for e in directory.entries.values() if e.home_node == config.node_id
+    )
+    if not hosted:
+        raise ConfigurationError(
+            f"{config.trust.directory}: no agency has home_node = {config.node_id!r}; "
+            "a node hosts the agencies the directory places on it"
+        )
+    return hosted
+
+
+def load_node_key(config: NodeConfig) -> NodeKey:
+    return NodeKey.from_pem(config.node_id, _read(config.trust.node_key, "node key"))
+
+
+def load_peer_keys(config: NodeConfig) -> dict[str, NodePublicKey]:
+    keys: dict[str, NodePublicKey] = {}
+    for pem in sorted(config.trust.node_certs.glob("*.pem")):
+        cert = x509.load_pem_x509_certificate(pem.read_bytes())
+        key = cert.public_key()
+        if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+            keys[pem.stem] = key
+    return keys

@@ -1,0 +1,125 @@
+"""``lienthong serve``: one node, composed from its configuration.
+
+Startup builds, in order: trust, directory, store, transport, the admission pool and
+the node; shutdown (SIGTERM or SIGINT) undoes it in reverse. A test failpoint,
+``LIENTHONG_CRASH_AT=<step>``, kills the process with SIGKILL when the node reaches that
+step (``after-commit``, ``before-ack``, ``mid-relay``, ``admit:<sha256>``): it is how the
+crash tests place a kill -9 exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import structlog
+
+from adapters.config_files import (
+    hosted_agencies,
+    load_directory_for,
+    load_node_key,
+    load_trust,
+)
+from adapters.store_postgres import PostgresStore
+from adapters.store_sqlite import SqliteStore
+from adapters.transport_amqp import AmqpTransport
+from exchange.admission import Admission, Admitted, admit
+from exchange.config import NodeConfig
+from exchange.errors import ConfigurationError
+from exchange.node import Node, NodeSettings
+from exchange.policy import VerificationPolicy
+from exchange.xmlsafe import ParseLimits
+
+log = structlog.get_logger("lienthong.serve")
+
+
+def open_store(config: NodeConfig) -> SqliteStore | PostgresStore:
+    settings = config.store
+    if settings.kind == "sqlite":
+        assert settings.path is not None
+        return SqliteStore(settings.path)
+    if settings.dsn is None:
+        raise ConfigurationError(
+            f"{config.source_file}: key 'store.dsn': expected a connection string"
+        )
+    return PostgresStore(settings.dsn, schema=settings.schema, pool_size=settings.pool_size)
+
+
+def crash_hook() -> object:
+    target = os.environ.get("LIENTHONG_CRASH_AT")
+
+    def crash(step: str) -> None:
+        if target and step == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
+
+
+def build_node(
+    config: NodeConfig,
+    transport: AmqpTransport,
+    store: SqliteStore | PostgresStore,
+    pool: ThreadPoolExecutor,
+) -> Node:
+    directory = load_directory_for(config)
+    admission = Admission(
+        trust=load_trust(config),
+        binder=directory,
+        parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
+    )
+
+    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, admit, data, policy, admission
+        )
+
+    settings = NodeSettings(
+        node_id=config.node_id,
+        hosted=hosted_agencies(config, directory),
+        parent=config.parent,
+        max_attempts=config.max_attempts,
+        prefetch=config.prefetch,
+        publish_timeout_s=config.publish_timeout_s,
+        quorum=config.quorum,
+        dedup_retention=timedelta(days=config.store.dedup_retention_days),
+        sources=config.sources,
+    )
+    return Node(
+        settings,
+        store=store,
+        transport=transport,
+        admit=run_admission,
+        node_key=load_node_key(config),
+        crash=crash_hook(),  # type: ignore[arg-type]
+    )
+
+
+async def serve(config: NodeConfig) -> None:
+    store = open_store(config)
+    transport = AmqpTransport(config.amqp_url)
+    pool = ThreadPoolExecutor(max_workers=config.admission_workers, thread_name_prefix="admission")
+    try:
+        node = build_node(config, transport, store, pool)
+        await transport.connect()
+        log.info(
+            "node.start",
+            node=config.node_id,
+            hosted=sorted(node.settings.hosted),
+            store=config.store.kind,
+            inbound=node.queues.inbound,
+        )
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+        try:
+            await node.run()
+        except asyncio.CancelledError:
+            log.info("node.stop", node=config.node_id)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        await transport.close()
+        await store.close()
