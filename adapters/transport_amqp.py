@@ -84,7 +84,7 @@ class AmqpTransport:
                 )
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 raise TransientFault(f"RabbitMQ unreachable at {_safe(self._url)}: {exc}") from exc
-            self._connection.close_callbacks.add(_closed)
+            self._connection.close_callbacks.add(self._closed)
 
     async def _channel(self) -> AbstractRobustChannel:
         if self._publisher is None:
@@ -167,14 +167,12 @@ class AmqpTransport:
 
     async def close(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-            self._publisher = None
+            connection, self._connection, self._publisher = self._connection, None, None
+            await connection.close()
 
-
-def _closed(_connection: object, exc: BaseException | None = None) -> None:
-    if exc is not None:
-        log.warning("rabbitmq.connection_lost", error=str(exc))
+    def _closed(self, _connection: object, exc: BaseException | None = None) -> None:
+        if self._connection is not None and exc is not None:  # not a close we asked for
+            log.warning("rabbitmq.connection_lost", error=repr(exc))
 
 
 def _safe(url: str) -> str:

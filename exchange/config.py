@@ -115,6 +115,8 @@ class _Reader:
         value = section.get(key, default)
         if value is ...:
             raise self._fail(f"{table}.{key}", expected, None)
+        if value is None and default is None:
+            return None
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

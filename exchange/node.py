@@ -341,6 +341,7 @@ class Node:
                     ),
                     timeout=self.settings.publish_timeout_s,
                 )
+                self._crash("after-publish")
             done.append(row.id)
             if index == len(rows) // 2:
                 self._crash("mid-relay")

@@ -1,0 +1,172 @@
+"""One node as its own process, on the real RabbitMQ and the real stores; kill -9 at each
+step of intake and relay, then restart: every package is in its mailbox exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from exchange.transport import Message
+from tests.integration.harness import AMQP_URL, COMMUNE, G22, H53, NodeProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[NodeProcess]:
+    process = NodeProcess(tmp_path, store_kind=request.param)
+    yield process
+    await process.cleanup()
+
+
+def documents(node: NodeProcess, count: int) -> list[bytes]:
+    """Distinct signed documents from G22 to H53 and the commune."""
+    return [
+        node.signed(
+            "document-new.edxml",
+            **{
+                "125/UBND-VP": f"{900 + i}/UBND-VP",
+                "<edXML:CodeNumber>125<": f"<edXML:CodeNumber>{900 + i}<",
+            },
+        )
+        for i in range(count)
+    ]
+
+
+async def publish_raw(node: NodeProcess, packages: list[bytes]) -> None:
+    """Submit without waiting for answers (a crashing node may never give them)."""
+    async with node.client() as client:
+        for data in packages:
+            await client.transport.publish(client.queues.inbound, Message(data), timeout=10)
+
+
+def assert_exactly_once(found: list[str], expected: int) -> None:
+    assert len(found) == expected, f"expected {expected} packages, found {len(found)}"
+    assert len(set(found)) == len(found), "a package is in the mailbox twice"
+
+
+async def test_a_package_lands_once_byte_identical(node: NodeProcess) -> None:
+    node.start()
+    await node.ready()
+    data = node.signed("document-new.edxml")
+    async with node.client() as client:
+        (answer,) = await client.submit([data], as_organ=G22)
+        assert (answer.outcome, answer.level) == ("accepted", "strict")
+        await node.wait_for_mailbox(H53, 1)
+        (fetched,) = await client.fetch(H53)
+        assert fetched.data == data
+        assert fetched.message_id == answer.message_id
+        assert await client.mark_fetched(H53, [fetched.message_id]) == 1
+        assert await client.fetch(H53) == []
+        (again,) = await client.submit([data], as_organ=G22)
+        assert (again.outcome, again.message_id) == ("duplicate", answer.message_id)
+        other = node.signed("document-new.edxml", **{"Nguyễn Văn An": "Nguyễn Văn Ba"})
+        (conflict,) = await client.submit([other], as_organ=G22)
+        assert (conflict.outcome, conflict.message_id) == ("conflict", answer.message_id)
+        (refused,) = await client.submit([b"<edXML/>"], as_organ=G22)
+        assert (refused.outcome, refused.code) == ("refused", "contract.invalid")
+    assert_exactly_once(await node.mailbox(H53), 1)
+    assert_exactly_once(await node.mailbox(COMMUNE), 1)
+
+
+@pytest.mark.parametrize("step", ["after-commit", "before-ack", "mid-relay"])
+async def test_kill_9_at_each_step_then_restart_loses_and_duplicates_nothing(
+    node: NodeProcess, step: str
+) -> None:
+    packages = documents(node, 6)
+    await node.declare_queues()
+    await publish_raw(node, packages)
+    crashing = node.start(crash_at=step)
+    assert crashing.wait(timeout=60) == -9, "the node was killed at the failpoint"
+    node.start()
+    for organ in (H53, COMMUNE):
+        found = await node.wait_for_mailbox(organ, len(packages))
+        await asyncio.sleep(0)  # let a straggling duplicate show itself below
+        assert_exactly_once(await node.mailbox(organ), len(packages))
+        assert found
+
+
+async def test_kill_9_after_a_link_publish_republishes_the_same_message(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path)
+    node.config.write_text(
+        node.config.read_text().replace(
+            f'id = "{node.node_id}"', f'id = "{node.node_id}"\nparent = "{node.node_id}-up"'
+        )
+    )
+    link = f"lienthong.link.{node.node_id}-up.normal"
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(link, durable=True)
+        data = node.signed("document-new.edxml", **{"000.21.31.H53": "000.00.00.H41"})
+        await node.declare_queues()
+        await publish_raw(node, [data])
+        crashing = node.start(crash_at="after-publish")
+        assert crashing.wait(timeout=60) == -9
+        node.start()
+        copies = []
+        async with asyncio.timeout(60):
+            while len(copies) < 2:
+                message = await queue.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.2)
+                    continue
+                copies.append(message)
+                await message.ack()
+        assert {m.message_id for m in copies} == {copies[0].message_id}, "the same message id"
+        assert all(m.body == data for m in copies)
+        assert_exactly_once(await node.mailbox(H53), 1)
+        await channel.queue_delete(link)
+    finally:
+        await connection.close()
+        await node.cleanup()
+
+
+async def test_a_poison_package_is_dead_lettered_and_the_node_keeps_serving(
+    node: NodeProcess,
+) -> None:
+    poison, healthy = documents(node, 2)
+    digest = hashlib.sha256(poison).hexdigest()
+    await node.declare_queues()
+    await publish_raw(node, [poison, healthy])
+    for _ in range(node.max_attempts):  # it kills the node every time it is admitted
+        assert node.start(crash_at=f"admit:{digest}").wait(timeout=60) == -9
+    node.start(crash_at=f"admit:{digest}")  # the next attempt is past the limit
+    found = await node.wait_for_mailbox(H53, 1)
+    assert_exactly_once(found, 1)
+    listing = subprocess.run(
+        [sys.executable, "-m", "adapters.cli", "ops", "dlq", "list", "--config", str(node.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f"sha256 {digest[:16]}" in listing.stdout
+    assert f"{node.max_attempts} attempt(s)" in listing.stdout
+    assert "1 dead letter(s)" in listing.stdout
+
+
+async def test_two_instances_on_one_queue_and_one_database_deliver_once(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path, store_kind="postgres")
+    try:
+        packages = documents(node, 20)
+        node.start()
+        node.start()
+        await node.ready(consumers=2)
+        await publish_raw(node, packages)
+        assert_exactly_once(await node.wait_for_mailbox(H53, 20), 20)
+        assert_exactly_once(await node.wait_for_mailbox(COMMUNE, 20), 20)
+        await publish_raw(node, packages)  # everything again, to both instances
+        async with node.client() as client:
+            answers = await client.submit(packages[:3], as_organ=G22)
+        assert {a.outcome for a in answers} == {"duplicate"}
+        assert_exactly_once(await node.mailbox(H53), 20)
+    finally:
+        await node.cleanup()
