@@ -55,10 +55,17 @@ class AmqpDelivery:
         return bool(self._incoming.redelivered)
 
     async def ack(self) -> None:
-        await self._incoming.ack()
+        try:
+            await self._incoming.ack()
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError) as exc:
+            # the channel died with the delivery: the broker will redeliver it
+            raise TransientFault(f"could not acknowledge a delivery: {exc!r}") from exc
 
     async def reject(self, *, requeue: bool) -> None:
-        await self._incoming.reject(requeue=requeue)
+        try:
+            await self._incoming.reject(requeue=requeue)
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError) as exc:
+            raise TransientFault(f"could not reject a delivery: {exc!r}") from exc
 
 
 class AmqpTransport:

@@ -34,7 +34,7 @@ import structlog
 
 from exchange.admission import Admitted
 from exchange.envelope import NodeKey, seal
-from exchange.errors import LienthongError, SenderFault, SubmitterNotSender
+from exchange.errors import LienthongError, SenderFault, SubmitterNotSender, TransientFault
 from exchange.model import Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.routing import route
@@ -180,14 +180,20 @@ class Node:
 
     async def consume_intake(self) -> None:
         inbound = self.transport.consume(self.queues.inbound, prefetch=self.settings.prefetch)
+        backoff = Backoff()
         async for delivery in inbound:
             try:
                 await self.handle_submission(delivery)
+                backoff.reset()
+            except TransientFault as fault:  # the store or the broker is away: wait, retry
+                log.warning("intake.transient", code=fault.code, error=fault.message)
+                await _requeue(delivery)
+                await backoff.wait()
             except LienthongError:
-                raise  # the store or the broker is gone: stop, and let the supervisor restart
+                raise  # permanent: stop, and let the supervisor and an operator see it
             except Exception:  # a bug met by one package: count it, requeue, go on
                 log.exception("intake.crashed", node=self.settings.node_id)
-                await delivery.reject(requeue=True)
+                await _requeue(delivery)
 
     async def handle_submission(self, delivery: Delivery) -> Answer:
         message = delivery.message
@@ -363,8 +369,15 @@ class Node:
     # --- mailbox requests (fetch) ---------------------------------------------------------
 
     async def serve_requests(self) -> None:
+        backoff = Backoff()
         async for delivery in self.transport.consume(self.queues.requests, prefetch=4):
-            await self.handle_request(delivery)
+            try:
+                await self.handle_request(delivery)
+                backoff.reset()
+            except TransientFault as fault:
+                log.warning("requests.transient", code=fault.code, error=fault.message)
+                await _requeue(delivery)
+                await backoff.wait()
 
     async def handle_request(self, delivery: Delivery) -> None:
         message = delivery.message
@@ -452,6 +465,28 @@ class Node:
             dead_letter_id,
             timeout=self.settings.publish_timeout_s,
         )
+
+
+class Backoff:
+    """Waits that double from 0.1 s up to ``ceiling`` while a dependency stays away."""
+
+    def __init__(self, first: float = 0.1, ceiling: float = 5.0) -> None:
+        self.first, self.ceiling, self.next = first, ceiling, first
+
+    def reset(self) -> None:
+        self.next = self.first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.next)
+        self.next = min(self.next * 2, self.ceiling)
+
+
+async def _requeue(delivery: Delivery) -> None:
+    """Give a delivery back; when even that fails, the broker redelivers it anyway."""
+    try:
+        await delivery.reject(requeue=True)
+    except TransientFault as exc:
+        log.info("delivery.requeue_failed", error=exc.message)
 
 
 async def replay_dead_letter(

@@ -170,3 +170,40 @@ async def test_two_instances_on_one_queue_and_one_database_deliver_once(tmp_path
         assert_exactly_once(await node.mailbox(H53), 20)
     finally:
         await node.cleanup()
+
+
+def _restart(*command: str) -> None:
+    subprocess.run(list(command), check=True, capture_output=True, timeout=120)
+
+
+async def test_a_rabbitmq_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path)
+    try:
+        first, second = documents(node, 10)[:5], documents(node, 10)[5:]
+        process = node.start()
+        await node.ready()
+        await publish_raw(node, first)
+        _restart("rabbitmqctl", "stop_app")
+        _restart("rabbitmqctl", "start_app")
+        _restart("rabbitmqctl", "await_startup")
+        await publish_raw(node, second)
+        assert_exactly_once(await node.wait_for_mailbox(H53, 10, timeout=90), 10)
+        assert process.poll() is None, "the node rode out the broker restart"
+    finally:
+        await node.cleanup()
+
+
+async def test_a_postgresql_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path, store_kind="postgres")
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+    try:
+        packages = documents(node, 10)
+        process = node.start()
+        await node.ready()
+        await publish_raw(node, packages[:5])
+        _restart("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
+        await publish_raw(node, packages[5:])
+        assert_exactly_once(await node.wait_for_mailbox(H53, 10, timeout=90), 10)
+        assert process.poll() is None, "the node rode out the database restart"
+    finally:
+        await node.cleanup()
