@@ -82,6 +82,33 @@ def _inflate(
     return Decoded(total, digest.hexdigest(), "zip", entry.filename)
 
 
+def _require_one_plain_entry(
+    data: bytes, archive: zipfile.ZipFile, entry: zipfile.ZipInfo, label: str
+) -> None:
+    """The one entry must start the archive and the central directory must follow it.
+
+    A ZIP can hide a second local entry that the central directory does not list:
+    readers that use the directory (as we do) and readers that stream local headers (as
+    Java's ZipInputStream does) would then see different files. Such a wrapper is refused.
+    """
+    names_length = int.from_bytes(data[26:28], "little")
+    extra_length = int.from_bytes(data[28:30], "little")
+    local_name = data[30 : 30 + names_length]
+    encoding = "utf-8" if entry.flag_bits & 0x800 else "cp437"
+    end = 30 + names_length + extra_length + entry.compress_size
+    ends = {end, end + 12, end + 16, end + 20, end + 24} if entry.flag_bits & 0x08 else {end}
+    start_dir: int = archive.start_dir
+    if (
+        entry.header_offset != 0
+        or local_name != entry.filename.encode(encoding, "replace")
+        or start_dir not in ends
+    ):
+        raise AttachmentInvalid(
+            f"attachment {label}: the ZIP wrapper's local and central records disagree "
+            "(hidden or extra entries); refused"
+        )
+
+
 def describe(data: bytes, label: str, limits: AttachmentLimits | None = None) -> Decoded:
     """Size and digest of an attachment's decoded bytes, unpacking a one-entry ZIP."""
     limits = limits or AttachmentLimits()
@@ -92,6 +119,7 @@ def describe(data: bytes, label: str, limits: AttachmentLimits | None = None) ->
             files = [e for e in archive.infolist() if not e.is_dir()]
             if len(files) != 1:
                 return _describe_raw(data)  # a real ZIP file sent as such, not a wrapper
+            _require_one_plain_entry(data, archive, files[0], label)
             return _inflate(archive, files[0], label, limits)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
         raise AttachmentInvalid(f"attachment {label}: the ZIP wrapper is damaged ({exc})") from exc

@@ -17,7 +17,7 @@ from lxml import etree
 from exchange.edxml import NS, header, kid, line_of, local
 from exchange.errors import ContractViolation, Problem
 from exchange.model import Kind
-from exchange.rules import rule_pass
+from exchange.rules import MAX_PROBLEMS, rule_pass
 
 _SCHEMA_FILES = {
     (Kind.EDOC, False): "edxml.xsd",
@@ -79,15 +79,26 @@ def xsd_problems(root: etree._Element, kind: Kind, *, strict: bool = False) -> l
     schema = _schema(kind, strict)
     if schema.validate(root):
         return []
-    return [
+    entries = list(schema.error_log)  # type: ignore[call-overload]
+    problems = [
         Problem(
             line=entry.line or None,
             path=_xsd_path(entry.path),
             message=_xsd_message(entry.message),
             code="contract.schema",
         )
-        for entry in schema.error_log  # type: ignore[attr-defined]
+        for entry in entries[:MAX_PROBLEMS]
     ]
+    if len(entries) > MAX_PROBLEMS:
+        problems.append(
+            Problem(
+                None,
+                "/",
+                f"… and {len(entries) - MAX_PROBLEMS} more schema problem(s), not listed",
+                "contract.too_many_problems",
+            )
+        )
+    return problems
 
 
 def check(root: etree._Element, *, strict: bool = False) -> tuple[Kind, list[Problem]]:
@@ -104,7 +115,7 @@ def check(root: etree._Element, *, strict: bool = False) -> tuple[Kind, list[Pro
     kind = detect_kind(root)
     problems = xsd_problems(root, kind, strict=strict)
     problems.extend(rule_pass(root, kind))
-    problems.sort(key=lambda p: (p.line or 0, p.path))
+    problems.sort(key=lambda p: (p.code == "contract.too_many_problems", p.line or 0, p.path))
     return kind, problems
 
 

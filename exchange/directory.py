@@ -34,7 +34,9 @@ class AgencyEntry:
     name: str | None = None
     home_node: str | None = None
     fingerprints: frozenset[str] = frozenset()
-    subject_pattern: str | None = None
+    subject: Mapping[str, str] = field(default_factory=dict)
+    """Attribute name (CN, O, OU, C, serialNumber, UID, ...) -> regular expression that
+    the certificate's one value of that attribute must match whole."""
 
 
 def _subject(cert: x509.Certificate) -> str:
@@ -59,12 +61,36 @@ class Directory:
         if fp in entry.fingerprints:
             return f"directory v{self.version}: certificate fingerprint"
         subject = _subject(cert)
-        if entry.subject_pattern and re.fullmatch(entry.subject_pattern, subject):
-            return f"directory v{self.version}: subject pattern"
+        if entry.subject and _subject_matches(cert, entry.subject):
+            return f"directory v{self.version}: subject attributes"
         raise SignerNotSender(
             f"the package says it is from {organ_id}, but it is signed by {subject} "
             f"(sha256 {fp[:16]}…), which the directory does not bind to {organ_id}"
         )
+
+
+SUBJECT_ATTRIBUTES = {
+    "CN": NameOID.COMMON_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "C": NameOID.COUNTRY_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "serialNumber": NameOID.SERIAL_NUMBER,
+    "UID": NameOID.USER_ID,
+    "emailAddress": NameOID.EMAIL_ADDRESS,
+}
+
+
+def _subject_matches(cert: x509.Certificate, wanted: Mapping[str, str]) -> bool:
+    """Each named attribute appears exactly once and matches its pattern whole. Matching
+    attribute by attribute, not on the flattened subject string, means a value such as
+    OU=CN=000.00.00.G22 cannot pass for a CN."""
+    for name, pattern in wanted.items():
+        values = cert.subject.get_attributes_for_oid(SUBJECT_ATTRIBUTES[name])
+        if len(values) != 1 or not re.fullmatch(pattern, str(values[0].value)):
+            return False
+    return True
 
 
 class SubjectBinding:
@@ -101,20 +127,25 @@ def directory_from_mapping(data: Mapping[str, Any], source: str = "directory") -
         fingerprints = _expect(
             item.get("fingerprints", []), list, f"{where}.fingerprints", "a list"
         )
-        pattern = item.get("subject_pattern")
-        if pattern is not None:
-            _expect(pattern, str, f"{where}.subject_pattern", "a regular expression string")
+        subject = _expect(item.get("subject", {}), dict, f"{where}.subject", "a table")
+        for name, pattern in subject.items():
+            if name not in SUBJECT_ATTRIBUTES:
+                raise ConfigurationError(
+                    f"{where}.subject.{name}: unknown attribute; expected one of "
+                    f"{', '.join(SUBJECT_ATTRIBUTES)}"
+                )
+            _expect(pattern, str, f"{where}.subject.{name}", "a regular expression string")
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ConfigurationError(
-                    f"{where}.subject_pattern: not a valid pattern: {exc}"
+                    f"{where}.subject.{name}: not a valid pattern: {exc}"
                 ) from exc
         entries[organ_id] = AgencyEntry(
             organ_id=organ_id,
             name=item.get("name"),
             home_node=item.get("home_node"),
             fingerprints=frozenset(str(f).lower().replace(":", "") for f in fingerprints),
-            subject_pattern=pattern,
+            subject=dict(subject),
         )
     return Directory(version=version, entries=entries)

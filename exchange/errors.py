@@ -167,6 +167,14 @@ class CertificateRevoked(SenderFault):
     code = "certificate.revoked"
 
 
+class RevocationUnknown(TransientFault):
+    """CRLs are configured, but none is current for an issuer in the chain. Not the
+    sender's fault: the package waits (and is dead-lettered if it waits too long) until
+    an operator installs a current CRL."""
+
+    code = "certificate.revocation_unknown"
+
+
 class SignerNotSender(SenderFault):
     """The certificate is valid but is not bound to the agency in From/OrganId."""
 

@@ -6,7 +6,9 @@ bytes as received, so that nothing unsigned reaches a decision (signature wrappi
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
+from typing import TypeVar
 
 from lxml import etree
 
@@ -59,15 +61,25 @@ def _timestamp(value: str | None) -> datetime | None:
         return None
 
 
-def _int(value: str | None, default: int) -> int:
-    return int(value) if value is not None and value.isascii() and value.isdigit() else default
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def _member(kind: type[E], value: str | None, default: E) -> E:
+    """The enum member a code names; ``default`` for anything else (the contract has
+    refused such values already on the admission path; inspection reads them leniently)."""
+    if value is None or not (value.isascii() and value.isdigit()):
+        return default
+    try:
+        return kind(int(value))
+    except ValueError:
+        return default
 
 
 def business_of(root: etree._Element) -> Business:
     block = walk(root, "edXMLEnvelope", "edXMLHeader", "TraceHeaderList", "Bussiness")
     if block is None:
         return Business(BusinessType.NEW)
-    doc_type = BusinessType(_int(text(block, "BussinessDocType"), 0))
+    doc_type = _member(BusinessType, text(block, "BussinessDocType"), BusinessType.NEW)
     info = kid(block, "BussinessDocumentInfo")
     changes = tuple(
         ReceiverChange(text(r, "OrganId") or "", text(r, "ReceiverType") == "1")
@@ -179,7 +191,7 @@ def build_package(
         code_notation=text(kid(mh, "Code"), "CodeNotation"),
         subject=text(mh, "Subject"),
         promulgation_date=_date(text(kid(mh, "PromulgationInfo"), "PromulgationDate")),
-        priority=Priority(_int(text(kid(mh, "OtherInfo"), "Priority"), 0)),
+        priority=_member(Priority, text(kid(mh, "OtherInfo"), "Priority"), Priority.NORMAL),
         business=business_of(root),
         attachments=attachments_of(root, limits or att.AttachmentLimits()),
         signer=signer,

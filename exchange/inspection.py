@@ -20,7 +20,13 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from exchange import contract
 from exchange.attachments import AttachmentLimits
 from exchange.directory import Binder
-from exchange.errors import ContractViolation, LienthongError, MalformedXml, Problem, SenderFault
+from exchange.errors import (
+    ContractViolation,
+    LienthongError,
+    MalformedXml,
+    Problem,
+    SenderFault,
+)
 from exchange.extract import build_package
 from exchange.model import Kind, Level, Package
 from exchange.policy import VerificationPolicy
@@ -30,9 +36,10 @@ from exchange.verification import (
     find_signature,
     legacy_signature_note,
     shape_of,
+    split_chain,
     verify_signature,
 )
-from exchange.xmlsafe import ParseLimits, leading_junk, parse
+from exchange.xmlsafe import NoResolver, ParseLimits, leading_junk, parse, refuse_doctype
 
 
 @dataclass(frozen=True)
@@ -72,9 +79,11 @@ def _read(data: bytes, limits: ParseLimits) -> tuple[etree._Element, list[str]]:
     try:
         return parse(data, limits).getroot(), notes
     except MalformedXml as strict_error:
+        refuse_doctype(data)  # recovery is never a way around the DOCTYPE ban
         parser = etree.XMLParser(
             recover=True, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
         )
+        parser.resolvers.add(NoResolver())
         try:
             root = etree.fromstring(data, parser=parser)
         except etree.XMLSyntaxError:
@@ -101,7 +110,7 @@ def _signature_report(root: etree._Element, *, well_formed: bool) -> SignatureRe
         shape = shape_of(signature)
     except SenderFault as exc:
         return SignatureReport(True, "xmldsig", cryptographically=str(exc))
-    leaf = shape.certificates[0] if shape.certificates else None
+    leaf = split_chain(shape.certificates)[0] if shape.certificates else None
     return SignatureReport(
         present=True,
         kind="xmldsig",
@@ -121,14 +130,15 @@ def _check_math(root: etree._Element, shape: SignatureShape) -> str:
     """Does the signature verify against its own certificate? (No trust implied.)"""
     if not shape.certificates:
         return "cannot check: KeyInfo carries no certificate"
+    leaf = split_chain(shape.certificates)[0]
     try:
         config = SignatureConfiguration(
             location=".//",
             signature_methods=frozenset({SignatureMethod(shape.method)}),
             digest_algorithms=frozenset({DigestAlgorithm(shape.digest)}),
-            verification_time=shape.certificates[0].not_valid_before_utc,
+            verification_time=leaf.not_valid_before_utc,
         )
-        XMLVerifier().verify(root, x509_cert=shape.certificates[0], expect_config=config)
+        XMLVerifier().verify(root, x509_cert=leaf, expect_config=config)
     except Exception as exc:  # noqa: BLE001 - a report, not a decision: say what signxml said
         return f"does not verify: {type(exc).__name__}: {exc}"
     return "valid against its own certificate (trust not judged)"
@@ -149,7 +159,7 @@ def inspect_package(
     signature = _signature_report(root, well_formed=not any("recovery" in n for n in notes))
     verification = "not checked (give --ca to judge trust)"
     source = root
-    level = Level.QUARANTINED  # never shown: inspection reports ``verification`` instead
+    level = Level.UNVERIFIED
     if trust is not None and binder is not None and policy is not None and when is not None:
         try:
             verified = verify_signature(root, policy=policy, trust=trust, binder=binder, when=when)

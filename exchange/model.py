@@ -19,6 +19,7 @@ class Level(enum.StrEnum):
     LEGACY = "legacy"  # valid, but only under a relaxed algorithm policy (SHA-1)
     UNSIGNED = "unsigned"  # accepted unsigned from a source allowed to send unsigned
     QUARANTINED = "quarantined"  # held for an operator
+    UNVERIFIED = "unverified"  # read by ``inspect`` without judging trust; never admitted
 
 
 class BusinessType(enum.IntEnum):

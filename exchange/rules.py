@@ -18,9 +18,9 @@ from exchange.errors import Problem
 from exchange.model import STATUS_CODES, Kind
 
 ORGAN_ID = re.compile(r"[0-9A-Za-z.]{1,35}")
-DATE = re.compile(r"(\d{4})/(\d{2})/(\d{2})")
-DATE_DMY = re.compile(r"(\d{2})/(\d{2})/(\d{4})")
-TIMESTAMP = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}")
+DATE = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2})")
+DATE_DMY = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4})")
+TIMESTAMP = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 CONTENT_ID = re.compile(r"cid:\S{1,200}")
 
 _ORGAN_FIELDS = (
@@ -46,9 +46,15 @@ _DOCUMENT_ONCE = (
 _STATUS_ONLY = ("StatusCode", "Timestamp", "Description", "StaffInfo")
 
 
+MAX_PROBLEMS = 100
+"""Past this many problems the rest are only counted: a hostile package with tens of
+thousands of bad elements must not make the report itself the attack."""
+
+
 class _Report:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.unreported = 0
         self._groups: dict[etree._Element, dict[str, list[etree._Element]]] = {}
 
     def children(self, parent: etree._Element, name: str) -> list[etree._Element]:
@@ -64,6 +70,9 @@ class _Report:
         return groups.get(q(name), [])
 
     def add(self, el: etree._Element, message: str, code: str, severity: str = "error") -> None:
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.unreported += 1
+            return
         self.problems.append(
             Problem(
                 line=line_of(el),
@@ -362,8 +371,37 @@ def check_status_block(report: _Report, block: etree._Element) -> None:
     check_timestamp(report, report.one(block, "Timestamp"))
 
 
+def check_markup_in_text(report: _Report, root: etree._Element) -> None:
+    """A comment or processing instruction inside an element's text is refused.
+
+    Canonicalisation without comments (what signatures use) drops them, so the text a
+    signature covers and the text a reader of ``.text`` sees would differ: ``1<!---->25``
+    is signed as "125" but reads as "1". Between elements they are harmless and allowed.
+    """
+    for node in root.iter(etree.Comment, etree.ProcessingInstruction):
+        parent = node.getparent()
+        if parent is None:
+            continue
+        before = node.getprevious()
+        text_before = (before.tail if before is not None else parent.text) or ""
+        if text_before.strip() or (node.tail or "").strip():
+            what = "comment" if isinstance(node, etree._Comment) else "processing instruction"
+            if len(report.problems) >= MAX_PROBLEMS:
+                report.unreported += 1
+                continue
+            report.problems.append(
+                Problem(
+                    line=line_of(node),
+                    path=path_of(parent),
+                    message=f"a {what} inside the text of {local(parent)} is not allowed",
+                    code="contract.schema",
+                )
+            )
+
+
 def rule_pass(root: etree._Element, kind: Kind) -> list[Problem]:
     report = _Report()
+    check_markup_in_text(report, root)
     envelope = report.one(root, "edXMLEnvelope")
     if envelope is None:
         return report.problems
@@ -393,4 +431,13 @@ def rule_pass(root: etree._Element, kind: Kind) -> list[Problem]:
         check_trace(report, trace_lists[0], kind)
     if kind is Kind.EDOC:
         check_attachments(report, root)
+    if report.unreported:
+        report.problems.append(
+            Problem(
+                None,
+                "/",
+                f"… and {report.unreported} more problem(s) of the same kinds, not listed",
+                "contract.too_many_problems",
+            )
+        )
     return report.problems

@@ -109,14 +109,23 @@ def find_signature(root: etree._Element) -> etree._Element | None:
 
 
 def _certificates(signature: etree._Element) -> tuple[x509.Certificate, ...]:
+    """The certificates in KeyInfo, each read whole now: cryptography parses names and
+    extensions lazily, and a malformed one must fail here, as a refusal, not later."""
     certs = []
     for el in signature.iterfind(f"{_ds('KeyInfo')}/{_ds('X509Data')}/{_ds('X509Certificate')}"):
         try:
-            certs.append(
-                x509.load_der_x509_certificate(base64.b64decode("".join((el.text or "").split())))
+            cert = x509.load_der_x509_certificate(
+                base64.b64decode("".join((el.text or "").split()))
             )
-        except ValueError as exc:
-            raise SignatureInvalid(f"an X509Certificate in KeyInfo cannot be read: {exc}") from exc
+            cert.subject.rfc4514_string()
+            cert.issuer.rfc4514_string()
+            list(cert.extensions)
+            cert.public_key()
+        except Exception as exc:
+            raise SignatureInvalid(
+                f"an X509Certificate in KeyInfo cannot be read: {type(exc).__name__}: {exc}"
+            ) from exc
+        certs.append(cert)
     return tuple(certs)
 
 
@@ -192,7 +201,7 @@ def _check_shape(shape: SignatureShape, policy: VerificationPolicy) -> None:
         raise CertificateMissing("the signature's KeyInfo carries no X509Certificate")
 
 
-def _split_chain(
+def split_chain(
     certs: tuple[x509.Certificate, ...],
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
     def is_ca(cert: x509.Certificate) -> bool:
@@ -267,12 +276,12 @@ def verify_signature(
         )
     shape = shape_of(signature)
     _check_shape(shape, policy)
-    leaf, intermediates = _split_chain(shape.certificates)
-    trust.validate(leaf, intermediates, when)
+    leaf, intermediates = split_chain(shape.certificates)
+    chain = trust.validate(leaf, intermediates, when, allow_sha1=policy.allow_sha1)
     verified = _verify_crypto(root, shape, leaf, when)
     sender = _sender_of(verified)
     bound_by = binder.bind(sender, leaf)
-    legacy = shape.method in LEGACY_SIGNATURES or shape.digest in LEGACY_DIGESTS
+    legacy = shape.method in LEGACY_SIGNATURES or shape.digest in LEGACY_DIGESTS or chain.legacy
     signer = Signer(
         subject=leaf.subject.rfc4514_string(),
         issuer=leaf.issuer.rfc4514_string(),
@@ -287,5 +296,6 @@ def verify_signature(
     )
     if not legacy:
         return Verified(Level.STRICT, verified, signer)
-    note = f"signed with SHA-1; admitted as legacy under policy {policy.name!r}"
+    what = "its certificate chain uses SHA-1" if chain.legacy else "signed with SHA-1"
+    note = f"{what}; admitted as legacy under policy {policy.name!r}"
     return Verified(Level.LEGACY, verified, signer, (note,))

@@ -18,15 +18,26 @@ from exchange.errors import DoctypeForbidden, EmptyPackage, MalformedXml, Packag
 INLINE_CAP_BYTES = 8 * 1024 * 1024
 """Default cap for a package carried inline (DESIGN §5); larger ones go by claim check."""
 
-# A DOCTYPE can only stand in the prolog, before the root element. We look for it in the
-# bytes before parsing so that a hostile internal subset is never handed to libxml2.
+# A DOCTYPE may hide behind comments and processing instructions, so the whole input is
+# searched, not just its first bytes: a hostile internal subset must never reach libxml2.
+# The cost is one pass of a C search over at most 8 MiB; edXML never needs the string
+# (attachments are base64, and "<" in text is written &lt;).
 _DOCTYPE = re.compile(rb"<!\s*DOCTYPE", re.IGNORECASE)
-_ROOT_START = re.compile(rb"<[A-Za-z_]")
-_PROLOG_SCAN_BYTES = 64 * 1024
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_ALLOWED_ENCODINGS = {b"utf-8", b"utf8", b"utf-16", b"utf16"}
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+class NoResolver(etree.Resolver):
+    """Refuses every external resource: a second line behind the DOCTYPE ban."""
+
+    # lxml calls resolve(url, id, context); lxml-stubs leave out the context
+    def resolve(self, system_url: str, public_id: str, context: object) -> object:  # type: ignore[override]
+        raise DoctypeForbidden(f"the document asks to load {system_url!r}; nothing is loaded")
 
 
 def _new_parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -36,6 +47,8 @@ def _new_parser() -> etree.XMLParser:
         remove_pis=False,
         collect_ids=False,
     )
+    parser.resolvers.add(NoResolver())
+    return parser
 
 
 @dataclass(frozen=True)
@@ -53,14 +66,26 @@ def check_size(data: bytes, limits: ParseLimits) -> None:
         )
 
 
-def _refuse_doctype(data: bytes) -> None:
-    head = data[:_PROLOG_SCAN_BYTES]
-    root = _ROOT_START.search(head)
-    prolog = head[: root.start()] if root else head
-    # UTF-16 input puts NULs between the ASCII bytes; drop them for the scan.
-    if b"\x00" in prolog:
-        prolog = prolog.replace(b"\x00", b"")
-    if _DOCTYPE.search(prolog):
+def _refuse_other_encodings(data: bytes) -> None:
+    """edXML is UTF-8 (or UTF-16 with a byte-order mark); anything else is refused unread,
+    so that no encoding can disguise a DOCTYPE from the search below."""
+    if data.startswith(_BOMS[1:]):
+        return
+    body = data.removeprefix(_BOMS[0])
+    if not body.lstrip(b" \t\r\n").startswith(b"<"):
+        raise MalformedXml("the package does not start with '<': edXML is UTF-8 XML", line=1)
+    declared = _DECLARED_ENCODING.match(body)
+    if declared and declared.group(1).lower() not in _ALLOWED_ENCODINGS:
+        raise MalformedXml(
+            f"the package declares encoding {declared.group(1).decode()!r}; edXML is UTF-8",
+            line=1,
+        )
+
+
+def refuse_doctype(data: bytes) -> None:
+    # UTF-16 input puts NULs between the ASCII bytes; drop them for the search.
+    text = data.replace(b"\x00", b"") if b"\x00" in data else data
+    if _DOCTYPE.search(text):
         raise DoctypeForbidden(
             "the document declares a DOCTYPE; edXML packages must not carry a DTD "
             "(DTDs and entities are refused to prevent XXE and entity expansion)"
@@ -71,7 +96,8 @@ def parse(data: bytes, limits: ParseLimits | None = None) -> etree._ElementTree:
     """Parse untrusted bytes into a tree, or raise a ``SenderFault`` that says why not."""
     limits = limits or ParseLimits()
     check_size(data, limits)
-    _refuse_doctype(data)
+    _refuse_other_encodings(data)
+    refuse_doctype(data)
     parser = _new_parser()
     try:
         root = etree.fromstring(data, parser=parser)

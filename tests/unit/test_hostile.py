@@ -338,13 +338,14 @@ def test_the_directory_binds_by_fingerprint(pki: DevPki, signed_doc: bytes) -> N
     refuse(impostor, ctx, SignerNotSender)
 
 
-def test_the_directory_binds_by_subject_pattern(pki: DevPki, signed_doc: bytes) -> None:
+def test_the_directory_binds_by_subject_attributes(pki: DevPki, signed_doc: bytes) -> None:
     directory = Directory(
-        version=1, entries={G22: AgencyEntry(G22, subject_pattern=r"CN=000\.00\.00\.G22,.*")}
+        version=1,
+        entries={G22: AgencyEntry(G22, subject={"CN": r"000\.00\.00\.G22", "O": "lienthong.*"})},
     )
     package = admit(signed_doc, STRICT, Admission(trust=pki.trust, binder=directory)).package
     assert package.signer is not None
-    assert package.signer.bound_by == "directory v1: subject pattern"
+    assert package.signer.bound_by == "directory v1: subject attributes"
 
 
 def test_a_sender_missing_from_the_directory_is_unknown(pki: DevPki, signed_doc: bytes) -> None:
