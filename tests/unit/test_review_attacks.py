@@ -171,7 +171,8 @@ def test_a_sha1_signed_certificate_is_legacy_only(pki: DevPki, tmp_path: Path) -
     run("openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key",
         "-subj", f"/CN={G22}", "-out", "leaf.csr")  # fmt: skip
     run("openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-set_serial", "7", "-days", "30", "-sha1", "-extfile", "ext.cnf", "-out", "leaf.pem")  # fmt: skip
+        "-set_serial", "7", "-days", "30", "-sha1", "-extfile", "ext.cnf",
+        "-out", "leaf.pem")  # fmt: skip
     key = SigningKey.from_pem(
         (tmp_path / "leaf.key").read_bytes(), (tmp_path / "leaf.pem").read_bytes()
     )
