@@ -117,8 +117,8 @@ def _certificates(signature: etree._Element) -> tuple[x509.Certificate, ...]:
             cert = x509.load_der_x509_certificate(
                 base64.b64decode("".join((el.text or "").split()))
             )
-            cert.subject.rfc4514_string()
-            cert.issuer.rfc4514_string()
+            list(cert.subject)
+            list(cert.issuer)
             list(cert.extensions)
             cert.public_key()
         except Exception as exc:
