@@ -170,9 +170,9 @@ class PostgresStore:
 
     async def find_digest(self, digest: str) -> IntakeResult | None:
         rows = await self._execute(
-            "SELECT message_id, level FROM packages WHERE digest = %s", (digest,)
+            "SELECT message_id, level, sender FROM packages WHERE digest = %s", (digest,)
         )
-        return IntakeResult(Outcome.DUPLICATE, rows[0][0], rows[0][1]) if rows else None
+        return IntakeResult(Outcome.DUPLICATE, *rows[0]) if rows else None
 
     async def record_attempt(self, digest: str, reason: str | None = None) -> int:
         rows = await self._execute(

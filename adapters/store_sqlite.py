@@ -220,9 +220,9 @@ class SqliteStore:
     async def find_digest(self, digest: str) -> IntakeResult | None:
         def work(db: sqlite3.Connection) -> IntakeResult | None:
             row = db.execute(
-                "SELECT message_id, level FROM packages WHERE digest = ?", (digest,)
+                "SELECT message_id, level, sender FROM packages WHERE digest = ?", (digest,)
             ).fetchone()
-            return IntakeResult(Outcome.DUPLICATE, row[0], row[1]) if row else None
+            return IntakeResult(Outcome.DUPLICATE, row[0], row[1], row[2]) if row else None
 
         return await self._run(work)
 

@@ -204,7 +204,15 @@ class Node:
 
         known = await self.store.find_digest(digest)
         if known is not None:
-            answer = answer_for(known)
+            claimed = message.headers.get(AS_HEADER)
+            if claimed is not None and known.sender is not None and claimed != known.sender:
+                answer = Answer(
+                    "refused",
+                    code=SubmitterNotSender.code,
+                    reason=f"submitted as {claimed}, but the package is from {known.sender}",
+                )
+            else:
+                answer = answer_for(known)
             await self._settle(delivery, answer, bound)
             return answer
 
@@ -451,8 +459,9 @@ class Node:
     async def housekeeping(self, every_s: float = 3600) -> None:
         while True:
             removed = await self.store.prune_dedup(self._clock() - self.settings.dedup_retention)
-            if removed:
-                log.info("dedup.pruned", removed=removed)
+            collected = await self.store.collect_garbage()
+            if removed or collected:
+                log.info("housekeeping", dedup_pruned=removed, blobs_collected=collected)
             await asyncio.sleep(every_s)
 
     # --- operators --------------------------------------------------------------------

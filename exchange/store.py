@@ -63,6 +63,7 @@ class IntakeResult:
     outcome: Outcome
     message_id: str  # ours when committed; the original otherwise
     level: str
+    sender: str | None = None  # the original's From/OrganId, on a fast dedup hit
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,7 @@ class Store(Protocol):
 
     async def prune_dedup(self, older_than: datetime) -> int:
         """Forget dedup keys older than the retention; returns how many."""
+
+    async def collect_garbage(self, grace_seconds: float = 3600) -> int:
+        """Remove stored bytes no row names (an intake that died between its blob and its
+        row), older than ``grace_seconds``; returns how many."""

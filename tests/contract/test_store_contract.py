@@ -57,7 +57,7 @@ async def test_a_committed_package_comes_back_byte_identical(store: Store) -> No
     assert (result.outcome, result.message_id, result.level) == (Outcome.COMMITTED, "m-1", "strict")
     digest = await store.find_digest(result_digest(data))
     assert digest is not None
-    assert digest.message_id == "m-1"
+    assert (digest.message_id, digest.sender) == ("m-1", "000.00.00.G22")
     assert await store.package_bytes(result_digest(data)) == data
     assert await store.envelope("m-1") == b"envelope:" + data[:16]
 
@@ -191,3 +191,16 @@ async def test_two_processes_racing_on_one_key_commit_once(
     assert [r.message_id for r in await first.pending_outbox(10)] == [winner]
     await first.close()
     drop_location(backend, where)
+
+
+async def test_orphaned_bytes_are_collected_and_named_ones_kept(store: Store) -> None:
+    await store.commit_intake(intake(b"<kept/>", message_id="m-1"))
+    if isinstance(store, SqliteStore):  # an intake that died after its blob, before its row
+        store.blobs.put(result_digest(b"<orphan/>"), b"<orphan/>")
+        assert store.blobs.path(result_digest(b"<orphan/>")).exists()
+        assert await store.collect_garbage(grace_seconds=3600) == 0  # too young to judge
+        assert await store.collect_garbage(grace_seconds=-1) == 1
+        assert not store.blobs.path(result_digest(b"<orphan/>")).exists()
+    else:
+        assert await store.collect_garbage(grace_seconds=-1) == 0  # blobs live in the transaction
+    assert await store.package_bytes(result_digest(b"<kept/>")) == b"<kept/>"

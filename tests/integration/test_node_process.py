@@ -207,3 +207,55 @@ async def test_a_postgresql_restart_mid_stream_loses_and_duplicates_nothing(tmp_
         assert process.poll() is None, "the node rode out the database restart"
     finally:
         await node.cleanup()
+
+
+def _lienthong(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_send_and_fetch_from_the_command_line_on_quorum_queues(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path)
+    node.config.write_text(
+        node.config.read_text().replace(
+            "publish_timeout_s = 10\n", "publish_timeout_s = 10\nquorum = true\n"
+        )
+    )
+    try:
+        node.start()
+        await node.ready()
+        package = tmp_path / "outgoing.edxml"
+        package.write_bytes(node.signed("document-new.edxml"))
+        sent = _lienthong("send", "--config", str(node.config), "--as", G22, str(package))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert ": accepted: message " in sent.stdout
+        assert "(strict)" in sent.stdout
+        again = _lienthong("send", "--config", str(node.config), "--as", G22, str(package))
+        assert ": duplicate: message " in again.stdout
+        await node.wait_for_mailbox(H53, 1)
+        inbox = tmp_path / "inbox"
+        fetched = _lienthong("fetch", "--config", str(node.config), "--as", H53, "-o", str(inbox))
+        assert fetched.returncode == 0, fetched.stderr
+        assert "1 package(s) fetched for 000.00.00.H53" in fetched.stdout
+        (received,) = inbox.glob("*.edxml")
+        assert received.read_bytes() == package.read_bytes()
+        empty = _lienthong("fetch", "--config", str(node.config), "--as", H53, "-o", str(inbox))
+        assert "0 package(s) fetched" in empty.stdout
+        wrong = _lienthong("send", "--config", str(node.config), "--as", H53, str(package))
+        assert wrong.returncode == 1
+        assert "refused [submitter.not_sender]" in wrong.stdout
+        listed = subprocess.run(
+            ["rabbitmqctl", "list_queues", "name", "type", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert f"lienthong.{node.node_id}.inbound\tquorum" in listed.stdout
+    finally:
+        await node.cleanup()

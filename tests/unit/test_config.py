@@ -1,0 +1,87 @@
+"""The node file: read once, every mistake named by file, key and what was expected."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from exchange.config import NodeConfig, node_config_from_mapping
+from exchange.errors import ConfigurationError
+
+GOOD = """
+[node]
+id = "province-h53"
+parent = "central"
+
+[rabbitmq]
+url = "amqp://guest:guest@127.0.0.1:5672/"
+prefetch = 16
+
+[store]
+kind = "sqlite"
+path = "var/store"
+
+[trust]
+ca = "pki/ca.pem"
+directory = "pki/directory.toml"
+node_key = "pki/nodes/province-h53.key"
+node_certs = "pki/nodes"
+
+[limits]
+max_attempts = 4
+
+[sources.vendor-gateway]
+policy = "legacy-or-unsigned"
+"""
+
+
+def load(text: str) -> NodeConfig:
+    return node_config_from_mapping(tomllib.loads(text), "node.toml", Path("/etc/lienthong"))
+
+
+def test_a_good_file_is_read_with_defaults_and_relative_paths() -> None:
+    config = load(GOOD)
+    assert config.node_id == "province-h53"
+    assert config.parent == "central"
+    assert config.prefetch == 16
+    assert config.publish_timeout_s == 10.0
+    assert config.max_attempts == 4
+    assert config.store.path == Path("/etc/lienthong/var/store")
+    assert config.policy_for("vendor-gateway").allow_unsigned
+    assert config.policy_for("anyone-else").name == "strict"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('id = "province-h53"', 'id = "tỉnh tây ninh"'), "key 'node.id': expected letters"),
+        (
+            ("prefetch = 16", "prefetch = -1"),
+            "key 'rabbitmq.prefetch': expected a positive whole number, found int -1",
+        ),
+        (
+            ("prefetch = 16", 'prefetch = "16"'),
+            "key 'rabbitmq.prefetch': expected a positive whole number, found str '16'",
+        ),
+        (
+            ('kind = "sqlite"', 'kind = "mysql"'),
+            "key 'store.kind': expected 'sqlite' or 'postgres', found 'mysql'",
+        ),
+        (
+            ('policy = "legacy-or-unsigned"', 'policy = "lenient"'),
+            "key 'sources.vendor-gateway.policy': expected one of",
+        ),
+        (
+            ('ca = "pki/ca.pem"\n', ""),
+            "key 'trust.ca': expected a file or folder path, found nothing",
+        ),
+        (("[limits]", "[limit]"), "unknown table 'limit'"),
+    ],
+)
+def test_each_mistake_names_the_file_and_the_key(change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load(GOOD.replace(*change))
+    assert caught.value.message.startswith("node.toml: ")
+    assert message in caught.value.message
