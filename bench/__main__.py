@@ -12,9 +12,9 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-from bench import admission
+from bench import admission, intake
 
-SCENARIOS = {"admission": admission.run}
+SCENARIOS = {"admission": admission.run, "intake": intake.run}
 
 
 def main(argv: list[str] | None = None) -> int:

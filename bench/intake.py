@@ -1,0 +1,250 @@
+"""One node's intake, beside two baselines, in the same run.
+
+- **lienthong**: ``lienthong serve`` (SQLite store) takes signed 10 KiB documents from its
+  inbound queue: fast dedup, admission, one-transaction commit, ack, answer; its relay
+  then puts each in a local mailbox.
+- **(a) raw**: an aio-pika consumer that inserts each message into SQLite (fsynced) and acks.
+- **(b) naive**: (a) plus the admission baseline (parse, XSD, attachments, signxml verify).
+
+Each system runs as its own process; this process is the load generator. For each system
+it finds the capacity (all packages published at once, throughput to the last answer),
+then offers load at 25 % and 50 % of lienthong's capacity, paced, and records latency from
+publish to answer. Every measurement is repeated; the report gives median (min–max).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+
+from adapters.pki_files import init_pki
+from bench.admission import make_package
+from exchange.signing import SigningKey, sign
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+SENDER, RECIPIENT = "000.00.00.G22", "000.00.00.H53"
+
+
+@dataclass
+class Run:
+    throughput: float  # answers per second
+    p50_ms: float
+    p99_ms: float
+
+
+def _packages(pki: Path, count: int, seed: str) -> list[bytes]:
+    key = SigningKey.from_pem(
+        (pki / "agencies" / f"{SENDER}.key").read_bytes(),
+        (pki / "agencies" / f"{SENDER}.pem").read_bytes(),
+    )
+    template = make_package(10 * 1024, key)
+    # distinct documents: each its own DocumentId (else the node answers "duplicate")
+    out = []
+    for i in range(count):
+        data = template.replace(
+            b"125/UBND-VP</edXML:DocumentId>", f"{seed}{i}/UBND-VP</edXML:DocumentId>".encode()
+        )
+        out.append(sign(data, key))
+    return out
+
+
+def _node_config(folder: Path, node_id: str) -> Path:
+    pki = folder / "pki"
+    init_pki(pki, [SENDER, RECIPIENT], [node_id], key_type="rsa")
+    directory = (pki / "directory.toml").read_text()
+    for organ in (SENDER, RECIPIENT):
+        directory = directory.replace(
+            f'organ_id = "{organ}"\n', f'organ_id = "{organ}"\nhome_node = "{node_id}"\n'
+        )
+    (pki / "directory.toml").write_text(directory)
+    config = folder / "node.toml"
+    config.write_text(
+        f'[node]\nid = "{node_id}"\n\n[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 32\n\n'
+        '[store]\nkind = "sqlite"\npath = "store"\n\n'
+        '[trust]\nca = "pki/ca.pem"\ndirectory = "pki/directory.toml"\n'
+        f'node_key = "pki/nodes/{node_id}.key"\nnode_certs = "pki/nodes"\n\n[limits]\nadmission_workers = 2\n'
+    )
+    return config
+
+
+async def _offer(queue: str, packages: list[bytes], rate: float | None) -> Run:
+    """Publish (all at once when ``rate`` is None, else paced) and time every answer."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(f"bench.reply.{uuid.uuid4().hex}", exclusive=True)
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        done = asyncio.Event()
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            latencies.append(time.perf_counter() - sent[message.correlation_id or ""])
+            await message.ack()
+            if len(latencies) == len(packages):
+                done.set()
+
+        await replies.consume(on_reply)
+        start = time.perf_counter()
+        for index, data in enumerate(packages):
+            if rate is not None:
+                delay = start + index / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            key = str(index)
+            sent[key] = time.perf_counter()
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    data,
+                    correlation_id=key,
+                    reply_to=replies.name,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=queue,
+            )
+        await asyncio.wait_for(done.wait(), timeout=120)
+        elapsed = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return Run(
+        throughput=len(packages) / elapsed,
+        p50_ms=statistics.median(ordered) * 1000,
+        p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+def _start(
+    system: str, folder: Path, config: Path, node_id: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    if system == "lienthong":
+        command = [
+            sys.executable,
+            "-m",
+            "adapters.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+        ]
+        queue = f"lienthong.{node_id}.inbound"
+    else:
+        queue = f"bench.{system}.{node_id}"
+        command = [
+            sys.executable,
+            "-m",
+            "bench.servers",
+            system,
+            queue,
+            str(folder / f"{system}.db"),
+        ]
+        if system == "naive":
+            command.append(str(folder / "pki" / "ca.pem"))
+    log = open(folder / f"{system}.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, stdout=log, stderr=log), queue
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def run(*, rounds: int, quick: bool) -> None:
+    repeats = 1 if quick else 3
+    burst, paced_seconds = (60, 1.0) if quick else (1200, 6.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        node_id = f"bench{uuid.uuid4().hex[:6]}"
+        config = _node_config(folder, node_id)
+        systems = ("lienthong", "raw", "naive")
+        capacity: dict[str, list[float]] = {s: [] for s in systems}
+        paced: dict[tuple[str, int], list[Run]] = {}
+        seed = 0
+        for system in systems:
+            process, queue = _start(system, folder, config, node_id)
+            try:
+                asyncio.run(_ready(queue))
+                for _ in range(repeats):  # capacity
+                    seed += 1
+                    packages = _packages(folder / "pki", burst, f"{seed}-")
+                    capacity[system].append(asyncio.run(_offer(queue, packages, None)).throughput)
+                base = statistics.median(capacity["lienthong"])
+                for share in (25, 50):
+                    rate = base * share / 100
+                    for _ in range(repeats):
+                        seed += 1
+                        packages = _packages(
+                            folder / "pki", max(20, int(rate * paced_seconds)), f"{seed}-"
+                        )
+                        paced.setdefault((system, share), []).append(
+                            asyncio.run(_offer(queue, packages, rate))
+                        )
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+                asyncio.run(_delete(queue))
+        _report(capacity, paced, repeats, burst)
+
+
+async def _ready(queue: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(queue, durable=True, passive=True)
+                if (declared.declaration_result.consumer_count or 0) > 0:
+                    return
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"nothing consumes {queue}")
+
+
+async def _delete(queue: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        if queue.startswith("lienthong."):
+            for suffix in ("requests", "dead"):
+                await channel.queue_delete(queue.replace("inbound", suffix))
+
+
+def _report(
+    capacity: dict[str, list[float]],
+    paced: dict[tuple[str, int], list[Run]],
+    repeats: int,
+    burst: int,
+) -> None:
+    names = {
+        "lienthong": "lienthong",
+        "raw": "(a) raw consumer + fsynced SQLite",
+        "naive": "(b) naive forwarder + admission baseline",
+    }
+    print("\n### Intake: signed 10 KiB documents, publish → answer\n")
+    print(
+        f"Capacity: {burst} packages published at once, throughput to the last answer, {repeats} repeat(s).\n"
+    )
+    print("| system | packages/s | lienthong / system |")
+    print("|---|---|---|")
+    ours = statistics.median(capacity["lienthong"])
+    for system, values in capacity.items():
+        print(
+            f"| {names[system]} | {_spread(values, '{:.0f}')} | {ours / statistics.median(values):.2f} |"
+        )
+    print("\nPaced load at 25 % and 50 % of lienthong's capacity:\n")
+    print("| system | offered | achieved packages/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for (system, share), runs in paced.items():
+        print(
+            f"| {names[system]} | {share} % | {_spread([r.throughput for r in runs], '{:.0f}')} "
+            f"| {_spread([r.p50_ms for r in runs], '{:.1f}')} | {_spread([r.p99_ms for r in runs], '{:.1f}')} |"
+        )
