@@ -28,6 +28,7 @@ import aio_pika
 
 from adapters.pki_files import init_pki
 from bench.admission import make_package
+from bench.timing import spread
 from exchange.signing import SigningKey, sign
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -71,7 +72,8 @@ def _node_config(folder: Path, node_id: str) -> Path:
         f'[node]\nid = "{node_id}"\n\n[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 32\n\n'
         '[store]\nkind = "sqlite"\npath = "store"\n\n'
         '[trust]\nca = "pki/ca.pem"\ndirectory = "pki/directory.toml"\n'
-        f'node_key = "pki/nodes/{node_id}.key"\nnode_certs = "pki/nodes"\n\n[limits]\nadmission_workers = 2\n'
+        f'node_key = "pki/nodes/{node_id}.key"\nnode_certs = "pki/nodes"\n\n'
+        "[limits]\nadmission_workers = 2\n"
     )
     return config
 
@@ -151,10 +153,6 @@ def _start(
     return subprocess.Popen(command, stdout=log, stderr=log), queue
 
 
-def _spread(values: list[float], fmt: str) -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
-
-
 def run(*, rounds: int, quick: bool) -> None:
     repeats = 1 if quick else 3
     burst, paced_seconds = (60, 1.0) if quick else (1200, 6.0)
@@ -231,20 +229,23 @@ def _report(
     }
     print("\n### Intake: signed 10 KiB documents, publish → answer\n")
     print(
-        f"Capacity: {burst} packages published at once, throughput to the last answer, {repeats} repeat(s).\n"
+        f"Capacity: {burst} packages published at once, throughput to the last answer, "
+        f"{repeats} repeat(s).\n"
     )
     print("| system | packages/s | lienthong / system |")
     print("|---|---|---|")
     ours = statistics.median(capacity["lienthong"])
     for system, values in capacity.items():
         print(
-            f"| {names[system]} | {_spread(values, '{:.0f}')} | {ours / statistics.median(values):.2f} |"
+            f"| {names[system]} | {spread(values, '{:.0f}')} "
+            f"| {ours / statistics.median(values):.2f} |"
         )
     print("\nPaced load at 25 % and 50 % of lienthong's capacity:\n")
     print("| system | offered | achieved packages/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for (system, share), runs in paced.items():
         print(
-            f"| {names[system]} | {share} % | {_spread([r.throughput for r in runs], '{:.0f}')} "
-            f"| {_spread([r.p50_ms for r in runs], '{:.1f}')} | {_spread([r.p99_ms for r in runs], '{:.1f}')} |"
+            f"| {names[system]} | {share} % | {spread([r.throughput for r in runs], '{:.0f}')} "
+            f"| {spread([r.p50_ms for r in runs], '{:.1f}')} "
+            f"| {spread([r.p99_ms for r in runs], '{:.1f}')} |"
         )
