@@ -151,6 +151,31 @@ async def test_a_poison_package_is_dead_lettered_and_the_node_keeps_serving(
     assert f"sha256 {digest[:16]}" in listing.stdout
     assert f"{node.max_attempts} attempt(s)" in listing.stdout
     assert "1 dead letter(s)" in listing.stdout
+    # the operator fixes the cause (here: the failpoint goes) and replays it
+    node.stop()
+    node.start()
+    await node.ready()
+    dead_id = listing.stdout.split(":", 1)[0]
+    replayed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapters.cli",
+            "ops",
+            "dlq",
+            "replay",
+            "--config",
+            str(node.config),
+            dead_id,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f"{dead_id}: sent to lienthong.{node.node_id}.inbound again" in replayed.stdout
+    assert_exactly_once(await node.wait_for_mailbox(H53, 2), 2)
 
 
 async def test_two_instances_on_one_queue_and_one_database_deliver_once(tmp_path: Path) -> None:
