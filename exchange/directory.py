@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from exchange.errors import ConfigurationError, SignerNotSender, UnknownAgency
+from exchange.topology import Topology
 from exchange.trust import fingerprint
 
 
@@ -47,6 +48,12 @@ def _subject(cert: x509.Certificate) -> str:
 class Directory:
     version: int
     entries: Mapping[str, AgencyEntry] = field(default_factory=dict)
+    nodes: Mapping[str, str | None] = field(default_factory=dict)  # node -> parent
+    redirects: Mapping[str, str] = field(default_factory=dict)  # oldCode -> OrganId
+
+    def topology(self) -> Topology:
+        homes = {e.organ_id: e.home_node for e in self.entries.values() if e.home_node}
+        return Topology(self.nodes, homes, self.redirects)
 
     def get(self, organ_id: str) -> AgencyEntry | None:
         return self.entries.get(organ_id)
@@ -148,4 +155,24 @@ def directory_from_mapping(data: Mapping[str, Any], source: str = "directory") -
             fingerprints=frozenset(str(f).lower().replace(":", "") for f in fingerprints),
             subject=dict(subject),
         )
-    return Directory(version=version, entries=entries)
+    nodes: dict[str, str | None] = {}
+    for index, item in enumerate(
+        _expect(data.get("node", []), list, f"{source}: key 'node'", "a list of tables")
+    ):
+        where = f"{source}: node[{index}]"
+        _expect(item, dict, where, "a table")
+        node_id = _expect(item.get("id"), str, f"{where}.id", "a node id")
+        parent = item.get("parent")
+        if parent is not None:
+            _expect(parent, str, f"{where}.parent", "a node id")
+        nodes[node_id] = parent
+    redirects: dict[str, str] = {}
+    for index, item in enumerate(agencies):
+        for old in _expect(
+            item.get("old_codes", []), list, f"{source}: agency[{index}].old_codes", "a list"
+        ):
+            redirects[str(old)] = item["organ_id"]
+    directory = Directory(version=version, entries=entries, nodes=nodes, redirects=redirects)
+    if nodes:
+        directory.topology()  # refuses cycles, unknown parents and homes now, not at routing
+    return directory

@@ -119,3 +119,37 @@ def test_a_tree_with_a_cycle_or_a_missing_parent_is_refused() -> None:
         Topology({"a": "nowhere"}, {})
     with pytest.raises(ConfigurationError, match="home node"):
         Topology({"a": None}, {"000.00.00.G22": "b"})
+
+
+def test_the_directory_file_carries_the_node_tree_and_redirects() -> None:
+    import tomllib
+
+    from exchange.directory import directory_from_mapping
+
+    directory = directory_from_mapping(
+        tomllib.loads(
+            """
+version = 4
+[[node]]
+id = "central"
+[[node]]
+id = "province-h41"
+parent = "central"
+[[agency]]
+organ_id = "000.00.00.G22"
+home_node = "central"
+[[agency]]
+organ_id = "000.00.00.H41"
+home_node = "province-h41"
+old_codes = ["000.00.00.H99"]
+"""
+        ),
+        "directory.toml",
+    )
+    plan = directory.topology().plan("central", ["000.00.00.H99"])
+    assert plan.links == {"province-h41": ("000.00.00.H41",)}
+    with pytest.raises(ConfigurationError, match="cycle"):
+        directory_from_mapping(
+            {"version": 1, "node": [{"id": "a", "parent": "b"}, {"id": "b", "parent": "a"}]},
+            "directory.toml",
+        )
