@@ -28,7 +28,6 @@ from exchange.store import (
     MailboxEntry,
     OutboxRow,
     Outcome,
-    dedup_key,
 )
 
 _MIGRATION_LOCK = 0x6C69656E  # "lien"
@@ -189,7 +188,7 @@ class PostgresStore:
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
         package = intake.package
-        key = dedup_key(package)
+        key = intake.dedup_key
         await self._open()
         try:
             async with self._pool.connection() as conn, conn.transaction():

@@ -34,7 +34,6 @@ from exchange.store import (
     MailboxEntry,
     OutboxRow,
     Outcome,
-    dedup_key,
 )
 
 T = TypeVar("T")
@@ -245,7 +244,7 @@ class SqliteStore:
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
         package = intake.package
-        key = dedup_key(package)
+        key = intake.dedup_key
         await asyncio.get_running_loop().run_in_executor(
             self._executor, self.blobs.put, package.digest, intake.data
         )

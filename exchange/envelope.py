@@ -109,6 +109,7 @@ class Envelope:
     issued_at: str
     hop_limit: int
     hops: tuple[str, ...]  # node ids, entry node first
+    status_code: str | None = None
 
     @property
     def last_node(self) -> str:
@@ -127,6 +128,7 @@ def seal(
     level: str,
     when: datetime | None = None,
     hop_limit: int = DEFAULT_HOP_LIMIT,
+    status_code: str | None = None,
 ) -> bytes:
     """The entry node's signed envelope, with its own first hop."""
     issued = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
@@ -144,6 +146,7 @@ def seal(
             "origin": key.node_id,
             "issued_at": issued,
             "hop_limit": hop_limit,
+            **({"status_code": status_code} if status_code else {}),
         }
     )
     return append_hop(canonical({"envelope": body, "hops": []}), key, when=when)
@@ -227,4 +230,5 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         issued_at=str(body["issued_at"]),
         hop_limit=int(body["hop_limit"]),
         hops=tuple(trail),
+        status_code=body.get("status_code"),
     )

@@ -50,6 +50,11 @@ class Intake:
     envelope: bytes  # the signed transport envelope (exchange/envelope.py)
     outbox: tuple[OutboxItem, ...]
     received_at: datetime
+    key: str | None = None  # the dedup key; by default derived from the package (DESIGN §4)
+
+    @property
+    def dedup_key(self) -> str:
+        return self.key or dedup_key(self.package)
 
 
 class Outcome(enum.StrEnum):
