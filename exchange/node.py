@@ -33,12 +33,48 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from exchange.admission import Admitted
-from exchange.envelope import NodeKey, seal
-from exchange.errors import LienthongError, SenderFault, SubmitterNotSender, TransientFault
+from exchange.envelope import (
+    Envelope,
+    NodeKey,
+    NodePublicKey,
+    append_hop,
+    open_envelope,
+    seal,
+)
+from exchange.errors import (
+    EnvelopeInvalid,
+    HopLimitExceeded,
+    LienthongError,
+    RecipientUnreachable,
+    SenderFault,
+    StatusUnroutable,
+    SubmitterNotSender,
+    TransientFault,
+)
+from exchange.links import (
+    LANES,
+    down_queue,
+    lane_of,
+    link_target,
+    outbox_for,
+    package_from_envelope,
+    split_target,
+    up_queue,
+)
 from exchange.model import Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
-from exchange.routing import route
-from exchange.store import Destination, Intake, IntakeResult, OutboxItem, Outcome, Store
+from exchange.routing import RECALL_REQUEST, route, status_targets
+from exchange.store import (
+    Destination,
+    Intake,
+    IntakeResult,
+    KnownDocument,
+    OutboxItem,
+    OutboxRow,
+    Outcome,
+    Store,
+)
+from exchange.topology import Topology
 from exchange.transport import Delivery, Message, QueueSpec, Transport
 
 log = structlog.get_logger("lienthong.node")
@@ -73,11 +109,6 @@ class Queues:
     def dead(self) -> str:
         return f"lienthong.{self.node_id}.dead"
 
-    def link(self, target: str) -> str:
-        """A lane towards another node: ``<node>/<lane>``."""
-        node, _, lane = target.partition("/")
-        return f"lienthong.link.{node}.{lane or 'normal'}"
-
 
 @dataclass(frozen=True)
 class NodeSettings:
@@ -92,6 +123,14 @@ class NodeSettings:
     relay_idle_s: float = 1.0
     dedup_retention: timedelta = timedelta(days=90)
     sources: Mapping[str, VerificationPolicy] | None = None
+    topology: Topology | None = None  # the node tree; without it, only hosted + parent
+    link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
+
+    @property
+    def children(self) -> tuple[str, ...]:
+        if self.topology is None:
+            return ()
+        return tuple(n for n, p in self.topology.parents.items() if p == self.node_id)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         return (self.sources or {}).get(source, PRESETS["strict"])
@@ -145,10 +184,14 @@ class Node:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         crash: CrashHook = _no_crash,
+        parent_transport: Transport | None = None,
+        peer_keys: Mapping[str, NodePublicKey] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.transport = transport
+        self.parent_transport = parent_transport or transport  # the parent's broker
+        self.peer_keys = dict(peer_keys or {})
         self._admit = admit
         self._key = node_key
         self._clock = clock
@@ -165,6 +208,25 @@ class Node:
         await self.transport.declare(QueueSpec(self.queues.inbound, quorum=q, delivery_limit=limit))
         await self.transport.declare(QueueSpec(self.queues.requests, quorum=q))
         await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
+        me, bound = self.settings.node_id, self.settings.link_max_bytes
+        for lane in LANES:
+            await self.transport.declare(QueueSpec(up_queue(me, lane), max_length_bytes=bound))
+            for child in self.settings.children:
+                await self.transport.declare(
+                    QueueSpec(down_queue(me, child, lane), max_length_bytes=bound)
+                )
+
+    async def declare_parent_link(self) -> None:
+        """The child's side of its link, on the parent's broker (the child opens it)."""
+        parent, bound = self.settings.parent, self.settings.link_max_bytes
+        assert parent is not None
+        for lane in LANES:
+            await self.parent_transport.declare(
+                QueueSpec(up_queue(parent, lane), max_length_bytes=bound)
+            )
+            await self.parent_transport.declare(
+                QueueSpec(down_queue(parent, self.settings.node_id, lane), max_length_bytes=bound)
+            )
 
     async def run(self) -> None:
         """Intake, relay, mailbox requests and housekeeping, until cancelled."""
@@ -175,6 +237,18 @@ class Node:
             tasks.create_task(self.relay_forever(), name="relay")
             tasks.create_task(self.serve_requests(), name="requests")
             tasks.create_task(self.housekeeping(), name="housekeeping")
+            if self.settings.topology is not None:
+                for lane in LANES:
+                    tasks.create_task(
+                        self.consume_link(
+                            self.transport, up_queue(self.settings.node_id, lane), lane
+                        ),
+                        name=f"from-children-{lane}",
+                    )
+                    if self.settings.parent is not None:
+                        tasks.create_task(
+                            self.consume_parent_link(lane), name=f"from-parent-{lane}"
+                        )
 
     # --- intake ---------------------------------------------------------------------
 
@@ -234,12 +308,7 @@ class Node:
             document = None
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
-            outbox = route(
-                package,
-                hosted=self.settings.hosted,
-                parent=self.settings.parent,
-                document=document,
-            )
+            targets, outbox = self._plan_entry(package, document)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
             answer = Answer("refused", code=fault.code, reason=fault.message)
@@ -251,7 +320,7 @@ class Node:
             await delivery.reject(requeue=True)
             return Answer("retry", code=fault.code, reason=fault.message)
 
-        result = await self._commit(data, package, source, outbox)
+        result = await self._commit(data, package, source, outbox, targets)
         self._crash("after-commit")
         await self.store.clear_attempts(digest)
         answer = answer_for(result)
@@ -261,8 +330,45 @@ class Node:
         self._outbox_ready.set()
         return answer
 
+    def _plan_entry(
+        self, package: Package, document: KnownDocument | None
+    ) -> tuple[tuple[str, ...], tuple[OutboxItem, ...]]:
+        """The recipients an entered package is for, and where each copy goes."""
+        topology = self.settings.topology
+        if topology is None:
+            outbox = route(
+                package, hosted=self.settings.hosted, parent=self.settings.parent, document=document
+            )
+            return tuple(o.organ_id for o in package.recipients), outbox
+        if package.kind is Kind.STATUS:
+            if document is None:  # resolved upstream, where the document passed
+                if self.settings.parent is None:
+                    raise StatusUnroutable(
+                        f"no document {package.document_id!r} has passed through this node"
+                    )
+                return (), (
+                    OutboxItem(
+                        Destination.LINK,
+                        link_target(self.settings.parent, lane_of(package.priority)),
+                    ),
+                )
+            targets = status_targets(package, document)
+        else:
+            targets = tuple(o.organ_id for o in package.recipients)
+        plan = topology.plan(self.settings.node_id, targets)
+        if plan.unknown:
+            raise RecipientUnreachable(
+                f"no node of this axis hosts {', '.join(plan.unknown)}; nothing was sent"
+            )
+        return targets, outbox_for(plan, lane_of(package.priority))
+
     async def _commit(
-        self, data: bytes, package: Package, source: str, outbox: tuple[OutboxItem, ...]
+        self,
+        data: bytes,
+        package: Package,
+        source: str,
+        outbox: tuple[OutboxItem, ...],
+        targets: tuple[str, ...],
     ) -> IntakeResult:
         message_id = self._new_id()
         now = self._clock()
@@ -272,10 +378,11 @@ class Node:
             data=data,
             kind=package.kind.value,
             sender=package.sender.organ_id,
-            recipients=[o.organ_id for o in package.recipients],
+            recipients=list(targets),
             document_id=package.document_id,
             level=package.level.value,
             when=now,
+            status_code=package.status.code if package.status else None,
         )
         return await self.store.commit_intake(
             Intake(
@@ -340,27 +447,139 @@ class Node:
     async def relay_once(self) -> int:
         rows = await self.store.pending_outbox(self.settings.relay_batch)
         done: list[int] = []
+        blocked: set[str] = set()  # links that refused this round: their rows wait, others go
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 await self.store.deliver(row.target, row.message_id)
+            elif row.target in blocked:
+                continue
             else:
-                data = await self.store.package_bytes(row.digest)
-                envelope = await self.store.envelope(row.message_id)
-                await self.transport.publish(
-                    self.queues.link(row.target),
-                    Message(
-                        data,
-                        message_id=row.message_id,
-                        headers={"lienthong-envelope": envelope.decode()},
-                    ),
-                    timeout=self.settings.publish_timeout_s,
-                )
+                try:
+                    await self._publish_on_link(row)
+                except TransientFault as exc:
+                    blocked.add(row.target)
+                    log.info("link.waiting", target=row.target, error=exc.message)
+                    continue
                 self._crash("after-publish")
             done.append(row.id)
             if index == len(rows) // 2:
                 self._crash("mid-relay")
         await self.store.mark_outbox_done(done)
         return len(done)
+
+    async def _publish_on_link(self, row: OutboxRow) -> None:
+        node, lane = split_target(row.target)
+        message = Message(
+            await self.store.package_bytes(row.digest),
+            message_id=row.message_id,
+            headers={"lienthong-envelope": (await self.store.envelope(row.message_id)).decode()},
+        )
+        timeout = self.settings.publish_timeout_s
+        if node == self.settings.parent:
+            await self.parent_transport.publish(up_queue(node, lane), message, timeout=timeout)
+        else:
+            await self.transport.publish(
+                down_queue(self.settings.node_id, node, lane), message, timeout=timeout
+            )
+
+    # --- links ------------------------------------------------------------------------
+
+    async def consume_parent_link(self, lane: str) -> None:
+        """Consume this node's downward lane on the parent's broker; a link that is down
+        is not an error: wait, and take up again when it returns."""
+        backoff = Backoff(first=0.5, ceiling=30.0)
+        parent = self.settings.parent
+        assert parent is not None
+        while True:
+            try:
+                await self.declare_parent_link()
+                await self.consume_link(
+                    self.parent_transport, down_queue(parent, self.settings.node_id, lane), lane
+                )
+            except TransientFault as exc:
+                log.info("link.down", parent=parent, error=exc.message)
+                await backoff.wait()
+
+    async def consume_link(self, transport: Transport, queue: str, lane: str) -> None:
+        backoff = Backoff()
+        async for delivery in transport.consume(queue, prefetch=self.settings.prefetch):
+            try:
+                await self.handle_link(delivery, lane)
+                backoff.reset()
+            except TransientFault as fault:
+                log.warning("link.transient", code=fault.code, error=fault.message)
+                await _requeue(delivery)
+                await backoff.wait()
+
+    async def handle_link(self, delivery: Delivery, lane: str) -> str:
+        """A package from a neighbouring node: check its envelope, add our hop, route it."""
+        topology = self.settings.topology
+        assert topology is not None
+        data = delivery.message.body
+        me = self.settings.node_id
+        wire = str(delivery.message.headers.get("lienthong-envelope", "")).encode()
+        try:
+            envelope, extended = self._open_link_envelope(wire, data, topology)
+        except (EnvelopeInvalid, HopLimitExceeded) as fault:
+            dead_id = await self.store.add_dead_letter(
+                data, f"link:{lane}", f"{fault.code}: {fault.message}", 1
+            )
+            log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
+            await delivery.ack()
+            return "dead-lettered"
+        came_from = envelope.last_node
+        if await self.store.find_digest(envelope.sha256) is not None:
+            await delivery.ack()  # the same package again (a republish after a crash)
+            return "duplicate"
+        recipients: tuple[str, ...] = envelope.recipients
+        if envelope.kind == Kind.STATUS.value and not recipients:
+            recipients = await self._status_targets_here(envelope)
+        plan = topology.plan(me, recipients, came_from)
+        package = package_from_envelope(envelope)
+        result = await self.store.commit_intake(
+            Intake(
+                message_id=envelope.message_id,
+                package=package,
+                data=data,
+                source=f"link:{came_from}",
+                envelope=extended,
+                outbox=outbox_for(plan, lane),
+                received_at=self._clock(),
+                key=f"message:{envelope.message_id}",
+            )
+        )
+        await delivery.ack()
+        log.info(
+            "link.intake",
+            node=me,
+            message_id=envelope.message_id,
+            came_from=came_from,
+            mailboxes=len(plan.mailboxes),
+            links=sorted(plan.links),
+            unknown=list(plan.unknown),
+            outcome=result.outcome.value,
+        )
+        self._outbox_ready.set()
+        return result.outcome.value
+
+    def _open_link_envelope(
+        self, wire: bytes, data: bytes, topology: Topology
+    ) -> tuple[Envelope, bytes]:
+        """The checked envelope, and the same with this node's hop appended."""
+        envelope = open_envelope(wire, data, self.peer_keys)
+        came_from, me = envelope.last_node, self.settings.node_id
+        if came_from != self.settings.parent and topology.parents.get(came_from) != me:
+            raise EnvelopeInvalid(f"node {came_from} is neither this node's parent nor a child")
+        return envelope, append_hop(wire, self._key, when=self._clock())
+
+    async def _status_targets_here(self, envelope: Envelope) -> tuple[str, ...]:
+        """A status whose entry node did not know its document: resolve it here."""
+        document = await self.store.document(envelope.document_id or "")
+        if document is None:
+            return ()
+        if envelope.status_code == RECALL_REQUEST:
+            return document.recipients if envelope.sender == document.sender else ()
+        return (document.sender,) if envelope.sender in document.recipients else ()
 
     async def relay_forever(self) -> None:
         while True:

@@ -100,7 +100,7 @@ async def test_kill_9_after_a_link_publish_republishes_the_same_message(tmp_path
             f'id = "{node.node_id}"', f'id = "{node.node_id}"\nparent = "{node.node_id}-up"'
         )
     )
-    link = f"lienthong.link.{node.node_id}-up.normal"
+    link = f"lienthong.link.{node.node_id}-up.up.normal"  # the parent's upward lane
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()

@@ -16,6 +16,7 @@ from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
 from exchange.envelope import NodeKey, open_envelope
 from exchange.errors import TransientFault
+from exchange.links import up_queue
 from exchange.node import AS_HEADER, OP_HEADER, Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
@@ -226,7 +227,7 @@ async def test_a_recipient_no_link_leads_to_is_refused(node: Node, pki: DevPki) 
 
 async def test_a_remote_recipient_goes_to_the_parent_link_once(node: Node, pki: DevPki) -> None:
     node.settings = NodeSettings(node.settings.node_id, hosted=frozenset({G22}), parent="central")
-    link = node.queues.link("central/normal")
+    link = up_queue("central", "normal")
     await node.transport.declare(QueueSpec(link))
     signed = sign(example("document-new.edxml"), pki.key(G22))
     answer = await submit(node, signed)

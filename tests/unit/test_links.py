@@ -1,0 +1,180 @@
+"""Five nodes on the in-memory broker, each with its own store and key: packages cross the
+tree hop by hop, one copy per link, and land once in every mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from adapters.store_sqlite import SqliteStore
+from adapters.transport_memory import MemoryTransport
+from exchange.admission import Admission, Admitted, admit
+from exchange.devpki import issue
+from exchange.envelope import NodeKey, open_envelope
+from exchange.node import Answer, Node, NodeSettings
+from exchange.policy import VerificationPolicy
+from exchange.signing import SigningKey, sign
+from exchange.topology import Topology
+from exchange.transport import Message, QueueSpec
+from tests.conftest import example
+from tests.pki import G22, DevPki
+from tests.unit.test_topology import HOMES, PARENTS
+
+COMMUNE, H41, G14 = "000.21.31.H53", "000.00.00.H41", "000.00.00.G14"
+
+
+@dataclass
+class Tree:
+    nodes: dict[str, Node]
+    transport: MemoryTransport
+
+    async def submit(self, node: str, data: bytes) -> Answer:
+        await self.transport.declare(QueueSpec("answers"))
+        await self.transport.publish(
+            self.nodes[node].queues.inbound,
+            Message(data, reply_to="answers", message_id="c-1"),
+            timeout=5,
+        )
+        replies = self.transport.consume("answers", prefetch=1)
+        delivery = await asyncio.wait_for(anext(replies), timeout=10)
+        await delivery.ack()
+        await replies.aclose()
+        return Answer.decode(delivery.message.body)
+
+    async def mailbox(self, organ: str) -> list[str]:
+        node = self.nodes[HOMES[organ]]
+        return [
+            e.message_id for e in await node.store.mailbox(organ, unfetched_only=False, limit=100)
+        ]
+
+    async def wait(self, organ: str, count: int = 1) -> list[str]:
+        """The mailbox once it holds ``count`` packages; a deadline, not a guess."""
+        async with asyncio.timeout(20):
+            while len(found := await self.mailbox(organ)) < count:  # noqa: ASYNC110 - polls a store
+                await asyncio.sleep(0.05)
+        return found
+
+    def publishes_per_link(self) -> Counter[str]:
+        return Counter(q for q, _ in self.transport.published if q.startswith("lienthong.link."))
+
+
+@pytest.fixture
+async def tree(tmp_path: Path, pki: DevPki, admission: Admission) -> AsyncIterator[Tree]:
+    transport = MemoryTransport()
+    topology = Topology(PARENTS, HOMES)
+    keys = {n: NodeKey(n, ec.generate_private_key(ec.SECP256R1())) for n in PARENTS}
+    public = {n: k.key.public_key() for n, k in keys.items()}
+
+    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.to_thread(admit, data, policy, admission)
+
+    nodes = {}
+    for name, parent in PARENTS.items():
+        nodes[name] = Node(
+            NodeSettings(
+                name,
+                hosted=frozenset(o for o, home in HOMES.items() if home == name),
+                parent=parent,
+                topology=topology,
+                relay_idle_s=0.05,
+            ),
+            store=SqliteStore(tmp_path / name),
+            transport=transport,
+            admit=run_admission,
+            node_key=keys[name],
+            peer_keys=public,
+        )
+    for node in nodes.values():
+        await node.store.migrate()
+        await node.declare()
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(node.run()) for node in nodes.values()]
+        yield Tree(nodes, transport)
+        for task in tasks:
+            task.cancel()
+    for node in nodes.values():
+        await node.store.close()
+
+
+def key_of(pki: DevPki, organ: str) -> SigningKey:
+    if organ not in pki.agencies:
+        pki.agencies[organ] = issue(pki.ca, organ)
+    return pki.key(organ)
+
+
+def document(pki: DevPki, sender: str, first: str, second: str) -> bytes:
+    data = example("document-new.edxml")
+    data = data.replace(b"000.00.00.H53", first.encode()).replace(b"000.21.31.H53", second.encode())
+    return sign(data.replace(b"000.00.00.G22", sender.encode()), key_of(pki, sender))
+
+
+async def test_a_commune_reaches_a_ministry_and_another_province(tree: Tree, pki: DevPki) -> None:
+    answer = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41))
+    assert answer.outcome == "accepted", answer
+    assert await tree.wait(G14) == [answer.message_id]
+    assert await tree.wait(H41) == [answer.message_id]
+    destination = tree.nodes["province-h41"]
+    envelope_wire = await destination.store.envelope(str(answer.message_id))
+    (entry,) = await destination.store.mailbox(H41, unfetched_only=False, limit=1)
+    arrived = await destination.store.package_bytes(entry.digest)
+    envelope = open_envelope(envelope_wire, arrived, destination.peer_keys)
+    assert envelope.hops == (
+        "commune-21-31-h53",
+        "district-31-h53",
+        "province-h53",
+        "central",
+        "province-h41",
+    )
+    assert envelope.level == "strict"
+
+
+async def test_a_fan_out_crosses_each_link_once(tree: Tree, pki: DevPki) -> None:
+    data = example("document-new.edxml")
+    tos = "".join(
+        f"<edXML:To><edXML:OrganId>{organ}</edXML:OrganId></edXML:To>"
+        for organ in HOMES
+        if organ != G22
+    )
+    data = data.replace(b"</edXML:From>", b"</edXML:From>" + tos.encode(), 1)
+    data = data.replace(
+        b"<edXML:To>\n          <edXML:OrganId>000.00.00.H53</edXML:OrganId>",
+        b"<edXML:To>\n          <edXML:OrganId>000.00.00.G14</edXML:OrganId>",
+    )
+    answer = await tree.submit("central", sign(data, pki.key(G22)))
+    assert answer.outcome == "accepted", answer
+    for organ in HOMES:
+        if organ != G22:
+            assert await tree.wait(organ) == [answer.message_id], organ
+    per_link = tree.publishes_per_link()
+    assert per_link == Counter(
+        {
+            "lienthong.link.central.down.province-h53.normal": 1,
+            "lienthong.link.central.down.province-h41.normal": 1,
+            "lienthong.link.province-h53.down.district-31-h53.normal": 1,
+            "lienthong.link.district-31-h53.down.commune-21-31-h53.normal": 1,
+        }
+    )
+
+
+async def test_a_status_finds_its_way_back_to_the_sender(tree: Tree, pki: DevPki) -> None:
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41))
+    await tree.wait(H41)
+    status = example("status-03-accepted.edxml").replace(b"000.00.00.H53", H41.encode())
+    status = status.replace(
+        b"000.00.00.G22,2026/11/20,125/UBND-VP", f"{COMMUNE},2026/11/20,125/UBND-VP".encode()
+    )
+    status = status.replace(
+        b"<edXML:OrganId>000.00.00.G22</edXML:OrganId>",
+        f"<edXML:OrganId>{COMMUNE}</edXML:OrganId>".encode(),
+    )
+    answer = await tree.submit("province-h41", sign(status, key_of(pki, H41)))
+    assert answer.outcome == "accepted", answer
+    found = await tree.wait(COMMUNE)
+    assert answer.message_id in found
+    assert sent.message_id not in found  # the commune sent the document; it gets the status
