@@ -21,6 +21,7 @@ from adapters.config_files import (
     hosted_agencies,
     load_directory_for,
     load_node_key,
+    load_peer_keys,
     load_trust,
 )
 from adapters.store_postgres import PostgresStore
@@ -63,6 +64,7 @@ def build_node(
     transport: AmqpTransport,
     store: SqliteStore | PostgresStore,
     pool: ThreadPoolExecutor,
+    parent_transport: AmqpTransport | None = None,
 ) -> Node:
     directory = load_directory_for(config)
     admission = Admission(
@@ -86,6 +88,8 @@ def build_node(
         quorum=config.quorum,
         dedup_retention=timedelta(days=config.store.dedup_retention_days),
         sources=config.sources,
+        topology=directory.topology() if directory.nodes else None,
+        link_max_bytes=config.link.max_bytes,
     )
     return Node(
         settings,
@@ -94,15 +98,22 @@ def build_node(
         admit=run_admission,
         node_key=load_node_key(config),
         crash=crash_hook(),  # type: ignore[arg-type]
+        parent_transport=parent_transport,
+        peer_keys=load_peer_keys(config),
     )
 
 
 async def serve(config: NodeConfig) -> None:
     store = open_store(config)
     transport = AmqpTransport(config.amqp_url)
+    # the link to the parent is opened by this node, to the parent's broker; a link that is
+    # down is not an error, so this connection is made lazily and retried
+    parent_transport = (
+        AmqpTransport(config.link.parent_url or config.amqp_url) if config.parent else None
+    )
     pool = ThreadPoolExecutor(max_workers=config.admission_workers, thread_name_prefix="admission")
     try:
-        node = build_node(config, transport, store, pool)
+        node = build_node(config, transport, store, pool, parent_transport)
         await transport.connect()
         log.info(
             "node.start",
@@ -121,5 +132,7 @@ async def serve(config: NodeConfig) -> None:
             log.info("node.stop", node=config.node_id)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if parent_transport is not None:
+            await parent_transport.close()
         await transport.close()
         await store.close()

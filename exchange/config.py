@@ -35,6 +35,10 @@ A node file, in TOML::
     [sources.amqp]                 # one table per source: which policy it is judged by
     policy = "strict"
 
+    [link]                         # the link to node.parent, opened by this node
+    parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
+    max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
+
 Relative paths are read from the folder of the node file.
 """
 
@@ -72,6 +76,12 @@ class TrustSettings:
 
 
 @dataclass(frozen=True)
+class LinkSettings:
+    parent_url: str | None = None  # the parent's broker; the child opens the link
+    max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     node_id: str
     parent: str | None
@@ -86,6 +96,7 @@ class NodeConfig:
     admission_workers: int
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
     source_file: Path | None = None
+    link: LinkSettings = field(default_factory=LinkSettings)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -111,7 +122,7 @@ class _Reader:
         return value
 
     def get(self, table: str, key: str, kind: type, expected: str, default: Any = ...) -> Any:
-        section = self.table(table, required=default is not ...)
+        section = self.table(table, required=default is ...)
         value = section.get(key, default)
         if value is ...:
             raise self._fail(f"{table}.{key}", expected, None)
@@ -137,7 +148,7 @@ class _Reader:
 
 def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
     r = _Reader(data, source, base)
-    known = {"node", "rabbitmq", "store", "trust", "limits", "sources"}
+    known = {"node", "rabbitmq", "store", "trust", "limits", "sources", "link"}
     for key in data:
         if key not in known:
             raise ConfigurationError(
@@ -196,4 +207,8 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         admission_workers=r.positive("limits", "admission_workers", 2),
         sources=sources,
         source_file=Path(source),
+        link=LinkSettings(
+            parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
+            max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
+        ),
     )

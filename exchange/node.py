@@ -548,6 +548,7 @@ class Node:
                 key=f"message:{envelope.message_id}",
             )
         )
+        self._crash("link-after-commit")
         await delivery.ack()
         log.info(
             "link.intake",

@@ -85,3 +85,11 @@ def test_each_mistake_names_the_file_and_the_key(change: tuple[str, str], messag
         load(GOOD.replace(*change))
     assert caught.value.message.startswith("node.toml: ")
     assert message in caught.value.message
+
+
+def test_optional_tables_may_be_left_out() -> None:
+    minimal = GOOD.split("[limits]")[0]
+    config = load(minimal)
+    assert config.max_attempts == 5
+    assert config.link.max_bytes == 64 * 1024 * 1024
+    assert config.link.parent_url is None

@@ -1,0 +1,164 @@
+"""Several nodes as separate processes on the real RabbitMQ, linked into a tree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aio_pika
+from cryptography import x509
+
+from adapters.client import NodeClient
+from adapters.pki_files import init_pki
+from adapters.store_sqlite import SqliteStore
+from exchange.links import LANES, down_queue, up_queue
+from exchange.signing import SigningKey, sign
+from exchange.trust import fingerprint
+from tests.conftest import example
+
+AMQP_URL = os.environ.get("LIENTHONG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+class TreeProcesses:
+    def __init__(self, folder: Path, parents: dict[str, str | None], homes: dict[str, str]) -> None:
+        self.folder = folder
+        suffix = uuid.uuid4().hex[:6]
+        self.ids = {name: f"{name}-{suffix}" for name in parents}
+        self.parents = {self.ids[n]: (self.ids[p] if p else None) for n, p in parents.items()}
+        self.homes = {organ: self.ids[home] for organ, home in homes.items()}
+        self.pki = folder / "pki"
+        init_pki(self.pki, list(homes), list(self.ids.values()), key_type="ec")
+        lines = ["version = 1", ""]
+        for node, parent in self.parents.items():
+            lines += (
+                ["[[node]]", f'id = "{node}"'] + ([f'parent = "{parent}"'] if parent else []) + [""]
+            )
+        for organ, home in self.homes.items():
+            cert = x509.load_pem_x509_certificate(
+                (self.pki / "agencies" / f"{organ}.pem").read_bytes()
+            )
+            lines += [
+                "[[agency]]",
+                f'organ_id = "{organ}"',
+                f'home_node = "{home}"',
+                f'fingerprints = ["{fingerprint(cert)}"]',
+                "",
+            ]
+        (self.pki / "directory.toml").write_text("\n".join(lines))
+        self.processes: dict[str, list[subprocess.Popen[bytes]]] = {}
+        for name, node in self.ids.items():
+            folder_n = folder / name
+            folder_n.mkdir()
+            parent = self.parents[node]
+            (folder_n / "node.toml").write_text(
+                f'[node]\nid = "{node}"\n' + (f'parent = "{parent}"\n' if parent else "") + "\n"
+                f'[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 16\n\n'
+                '[store]\nkind = "sqlite"\npath = "store"\n\n'
+                f'[trust]\nca = "{self.pki}/ca.pem"\ndirectory = "{self.pki}/directory.toml"\n'
+                f'node_key = "{self.pki}/nodes/{node}.key"\nnode_certs = "{self.pki}/nodes"\n'
+            )
+
+    def config(self, name: str) -> Path:
+        return self.folder / name / "node.toml"
+
+    def start(self, name: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "LIENTHONG_CRASH_AT": crash_at or ""}
+        with open(self.folder / name / "node.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "adapters.cli", "serve", "--config", str(self.config(name))],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self.processes.setdefault(name, []).append(process)
+        return process
+
+    def stop(self, name: str) -> None:
+        for process in self.processes.get(name, []):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+    async def ready(self, name: str) -> None:
+        """Wait until the node consumes its inbound queue (and, below the root, its link)."""
+        node = self.ids[name]
+        queues = [f"lienthong.{node}.inbound"]
+        if self.parents[node]:
+            queues.append(down_queue(self.parents[node], node, "normal"))  # type: ignore[arg-type]
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection, asyncio.timeout(60):
+            for queue in queues:
+                while True:
+                    channel = await connection.channel()
+                    try:
+                        declared = await channel.declare_queue(queue, passive=True)
+                        if (declared.declaration_result.consumer_count or 0) > 0:
+                            break
+                    except aio_pika.exceptions.ChannelClosed:
+                        pass
+                    finally:
+                        if not channel.is_closed:
+                            await channel.close()
+                    await asyncio.sleep(0.2)
+
+    def signed(self, sender: str, recipients: list[str], number: int) -> bytes:
+        data = example("document-new.edxml")
+        tos = "".join(
+            f"<edXML:To><edXML:OrganId>{r}</edXML:OrganId></edXML:To>" for r in recipients
+        )
+        start = data.index(b"<edXML:To>")
+        end = data.rindex(b"</edXML:To>") + len(b"</edXML:To>")
+        data = data[:start] + tos.encode() + data[end:]
+        data = data.replace(b"000.00.00.G22", sender.encode())
+        data = data.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
+        data = data.replace(b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode())
+        key = SigningKey.from_pem(
+            (self.pki / "agencies" / f"{sender}.key").read_bytes(),
+            (self.pki / "agencies" / f"{sender}.pem").read_bytes(),
+        )
+        return sign(data, key)
+
+    def client(self, name: str) -> NodeClient:
+        return NodeClient(AMQP_URL, self.ids[name], timeout_s=30)
+
+    async def mailbox(self, organ: str) -> list[str]:
+        name = next(n for n, node in self.ids.items() if node == self.homes[organ])
+        store = SqliteStore(self.folder / name / "store")
+        try:
+            await store.migrate()
+            return [
+                e.message_id for e in await store.mailbox(organ, unfetched_only=False, limit=10_000)
+            ]
+        finally:
+            await store.close()
+
+    async def wait_for_mailbox(self, organ: str, count: int, timeout: float = 60) -> list[str]:
+        async with asyncio.timeout(timeout):
+            while len(found := await self.mailbox(organ)) < count:  # noqa: ASYNC110 - polls a store
+                await asyncio.sleep(0.2)
+        return found
+
+    async def cleanup(self) -> None:
+        for name in self.ids:
+            self.stop(name)
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            for node, parent in self.parents.items():
+                names = [f"lienthong.{node}.{s}" for s in ("inbound", "requests", "dead")]
+                names += [up_queue(node, lane) for lane in LANES]
+                if parent:
+                    names += [down_queue(parent, node, lane) for lane in LANES]
+                for queue in names:
+                    channel = await connection.channel()
+                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                        await channel.queue_delete(queue)
