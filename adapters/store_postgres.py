@@ -122,7 +122,12 @@ class PostgresStore:
             max_size=pool_size,
             timeout=timeout_s,
             open=False,
-            kwargs={"options": f"-c search_path={schema}", "autocommit": True},
+            # every statement has a deadline: a stuck lock must not stall the node
+            kwargs={
+                "options": f"-c search_path={schema} -c lock_timeout=5000 "
+                "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+                "autocommit": True,
+            },
         )
 
     async def _open(self) -> None:
@@ -173,15 +178,26 @@ class PostgresStore:
         )
         return IntakeResult(Outcome.DUPLICATE, *rows[0]) if rows else None
 
-    async def record_attempt(self, digest: str, reason: str | None = None) -> int:
+    async def record_attempt(self, digest: str, reason: str | None = None, delta: int = 1) -> int:
         rows = await self._execute(
-            "INSERT INTO attempts (digest, count, last_error, updated_at) VALUES (%s, 1, %s, %s) "
-            "ON CONFLICT (digest) DO UPDATE SET count = attempts.count + 1, "
+            "INSERT INTO attempts (digest, count, last_error, updated_at) "
+            "VALUES (%s, greatest(%s, 0), %s, %s) "
+            "ON CONFLICT (digest) DO UPDATE SET count = greatest(attempts.count + %s, 0), "
             "last_error = coalesce(excluded.last_error, attempts.last_error), "
             "updated_at = excluded.updated_at RETURNING count",
-            (digest, reason, _now()),
+            (digest, delta, reason, _now(), delta),
         )
         return int(rows[0][0])
+
+    async def attempt_error(self, digest: str) -> str | None:
+        rows = await self._execute("SELECT last_error FROM attempts WHERE digest = %s", (digest,))
+        return rows[0][0] if rows else None
+
+    async def dead_letter_for(self, digest: str) -> int | None:
+        rows = await self._execute(
+            "SELECT id FROM dead_letters WHERE digest = %s AND replayed_at IS NULL", (digest,)
+        )
+        return int(rows[0][0]) if rows else None
 
     async def clear_attempts(self, digest: str) -> None:
         await self._execute("DELETE FROM attempts WHERE digest = %s", (digest,))
@@ -192,10 +208,6 @@ class PostgresStore:
         await self._open()
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (package.digest, intake.data),
-                )
                 claimed = await (
                     await conn.execute(
                         "INSERT INTO dedup (key, digest, message_id, created_at) "
@@ -227,6 +239,10 @@ class PostgresStore:
                         "UPDATE dedup SET message_id = %s WHERE key = %s", (same_bytes[0], key)
                     )
                     return IntakeResult(Outcome.DUPLICATE, same_bytes[0], same_bytes[1])
+                await conn.execute(
+                    "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (package.digest, intake.data),
+                )
                 await conn.execute(
                     "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, "
                     "level, source, received_at, envelope, recipients) "
@@ -266,7 +282,7 @@ class PostgresStore:
     async def document(self, document_id: str) -> KnownDocument | None:
         rows = await self._execute(
             "SELECT message_id, sender, recipients FROM packages "
-            "WHERE document_id = %s AND kind = 'edoc' ORDER BY received_at DESC LIMIT 1",
+            "WHERE document_id = %s AND kind = 'edoc' ORDER BY received_at, message_id LIMIT 1",
             (document_id,),
         )
         if not rows:
@@ -332,18 +348,37 @@ class PostgresStore:
             raise KeyError(message_id)
         return bytes(rows[0][0])
 
-    async def add_dead_letter(self, data: bytes, source: str, reason: str, attempts: int) -> int:
+    async def add_dead_letter(
+        self, data: bytes, source: str, reason: str, attempts: int
+    ) -> tuple[int, bool]:
         digest = hashlib.sha256(data).hexdigest()
-        await self._execute(
-            "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (digest, data),
-        )
-        rows = await self._execute(
-            "INSERT INTO dead_letters (digest, source, reason, attempts, dead_at) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (digest, source, reason, attempts, _now()),
-        )
-        return int(rows[0][0])
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (digest,))
+                held = await (
+                    await conn.execute(
+                        "SELECT id FROM dead_letters WHERE digest = %s AND replayed_at IS NULL",
+                        (digest,),
+                    )
+                ).fetchone()
+                if held is not None:
+                    return int(held[0]), False
+                await conn.execute(
+                    "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (digest, data),
+                )
+                row = await (
+                    await conn.execute(
+                        "INSERT INTO dead_letters (digest, source, reason, attempts, dead_at) "
+                        "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                        (digest, source, reason, attempts, _now()),
+                    )
+                ).fetchone()
+                assert row is not None
+                return int(row[0]), True
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
 
     async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]:
         rows = await self._execute(
@@ -361,9 +396,10 @@ class PostgresStore:
             raise KeyError(dead_letter_id)
         return await self.package_bytes(rows[0][0])
 
-    async def mark_replayed(self, dead_letter_id: int) -> None:
+    async def mark_replayed(self, dead_letter_id: int, replayed: bool = True) -> None:
         await self._execute(
-            "UPDATE dead_letters SET replayed_at = %s WHERE id = %s", (_now(), dead_letter_id)
+            "UPDATE dead_letters SET replayed_at = %s WHERE id = %s",
+            (_now() if replayed else None, dead_letter_id),
         )
 
     async def prune_dedup(self, older_than: datetime) -> int:

@@ -13,6 +13,7 @@ the disk. Several processes may share the file: writers take the lock with
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -121,6 +122,7 @@ class BlobFolder:
     def put(self, digest: str, data: bytes) -> None:
         target = self.path(digest)
         if target.exists():
+            os.utime(target)  # young again: the collector leaves it to the intake now using it
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
@@ -225,17 +227,36 @@ class SqliteStore:
 
         return await self._run(work)
 
-    async def record_attempt(self, digest: str, reason: str | None = None) -> int:
+    async def record_attempt(self, digest: str, reason: str | None = None, delta: int = 1) -> int:
         def work(db: sqlite3.Connection) -> int:
             row = db.execute(
-                "INSERT INTO attempts (digest, count, last_error, updated_at) VALUES (?, 1, ?, ?) "
-                "ON CONFLICT (digest) DO UPDATE SET count = count + 1, "
+                "INSERT INTO attempts (digest, count, last_error, updated_at) "
+                "VALUES (?, max(?, 0), ?, ?) "
+                "ON CONFLICT (digest) DO UPDATE SET count = max(count + ?, 0), "
                 "last_error = coalesce(excluded.last_error, last_error), "
                 "updated_at = excluded.updated_at "
                 "RETURNING count",
-                (digest, reason, _now()),
+                (digest, delta, reason, _now(), delta),
             ).fetchone()
             return int(row[0])
+
+        return await self._run(work)
+
+    async def attempt_error(self, digest: str) -> str | None:
+        def work(db: sqlite3.Connection) -> str | None:
+            row = db.execute(
+                "SELECT last_error FROM attempts WHERE digest = ?", (digest,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._run(work)
+
+    async def dead_letter_for(self, digest: str) -> int | None:
+        def work(db: sqlite3.Connection) -> int | None:
+            row = db.execute(
+                "SELECT id FROM dead_letters WHERE digest = ? AND replayed_at IS NULL", (digest,)
+            ).fetchone()
+            return int(row[0]) if row else None
 
         return await self._run(work)
 
@@ -306,7 +327,7 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> KnownDocument | None:
             row = db.execute(
                 "SELECT message_id, sender, recipients FROM packages "
-                "WHERE document_id = ? AND kind = 'edoc' ORDER BY received_at DESC LIMIT 1",
+                "WHERE document_id = ? AND kind = 'edoc' ORDER BY received_at, message_id LIMIT 1",
                 (document_id,),
             ).fetchone()
             return KnownDocument(row[0], row[1], tuple(json.loads(row[2]))) if row else None
@@ -396,19 +417,29 @@ class SqliteStore:
 
     # --- dead letters ---------------------------------------------------------------
 
-    async def add_dead_letter(self, data: bytes, source: str, reason: str, attempts: int) -> int:
+    async def add_dead_letter(
+        self, data: bytes, source: str, reason: str, attempts: int
+    ) -> tuple[int, bool]:
         digest = hashlib.sha256(data).hexdigest()
         await asyncio.get_running_loop().run_in_executor(
             self._executor, self.blobs.put, digest, data
         )
 
-        def work(db: sqlite3.Connection) -> int:
+        def work(db: sqlite3.Connection) -> tuple[int, bool]:
+            db.execute("BEGIN IMMEDIATE")
+            held = db.execute(
+                "SELECT id FROM dead_letters WHERE digest = ? AND replayed_at IS NULL", (digest,)
+            ).fetchone()
+            if held:
+                db.execute("COMMIT")
+                return int(held[0]), False
             row = db.execute(
                 "INSERT INTO dead_letters (digest, source, reason, attempts, dead_at) "
                 "VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (digest, source, reason, attempts, _now()),
             ).fetchone()
-            return int(row[0])
+            db.execute("COMMIT")
+            return int(row[0]), True
 
         return await self._run(work)
 
@@ -439,10 +470,11 @@ class SqliteStore:
 
         return await self.package_bytes(await self._run(work))
 
-    async def mark_replayed(self, dead_letter_id: int) -> None:
+    async def mark_replayed(self, dead_letter_id: int, replayed: bool = True) -> None:
+        when = _now() if replayed else None
         await self._run(
             lambda db: db.execute(
-                "UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (_now(), dead_letter_id)
+                "UPDATE dead_letters SET replayed_at = ? WHERE id = ?", (when, dead_letter_id)
             )
         )
 
@@ -465,6 +497,22 @@ class SqliteStore:
             ).fetchall()
             return {r[0] for r in rows}
 
+        def remove_if_orphaned(db: sqlite3.Connection, digest: str) -> bool:
+            # under the write lock: no intake can name it between the check and the delete
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                named = db.execute(
+                    "SELECT 1 FROM packages WHERE digest = ? UNION ALL "
+                    "SELECT 1 FROM dead_letters WHERE digest = ?",
+                    (digest, digest),
+                ).fetchone()
+                if named or self.blobs.path(digest).stat().st_mtime >= cutoff:
+                    return False
+                self.blobs.remove(digest)
+                return True
+            finally:
+                db.execute("COMMIT")
+
         loop = asyncio.get_running_loop()
         candidates = await loop.run_in_executor(self._executor, self.blobs.all_digests)
         keep = await self._run(referenced)
@@ -472,8 +520,7 @@ class SqliteStore:
         removed = 0
         for digest, mtime in candidates:
             if digest not in keep and mtime < cutoff:
-                await loop.run_in_executor(self._executor, self.blobs.remove, digest)
-                removed += 1
+                removed += await self._run(functools.partial(remove_if_orphaned, digest=digest))
         return removed
 
 

@@ -32,8 +32,11 @@ log = structlog.get_logger("lienthong.transport")
 class AmqpDelivery:
     def __init__(self, incoming: AbstractIncomingMessage) -> None:
         self._incoming = incoming
+        # headers come from anyone who can publish: undecodable bytes are replaced, not raised
         headers = {
-            str(k): v if isinstance(v, int) else str(v.decode() if isinstance(v, bytes) else v)
+            str(k): v
+            if isinstance(v, int)
+            else (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
             for k, v in (incoming.headers or {}).items()
             if v is not None
         }
@@ -105,6 +108,11 @@ class AmqpTransport:
             arguments["x-queue-type"] = "quorum"
             if spec.delivery_limit is not None:
                 arguments["x-delivery-limit"] = spec.delivery_limit
+            if spec.dead_letter_to is not None:
+                arguments["x-dead-letter-exchange"] = ""
+                arguments["x-dead-letter-routing-key"] = spec.dead_letter_to
+                arguments["x-dead-letter-strategy"] = "at-least-once"
+                arguments["x-overflow"] = "reject-publish"
         if spec.max_length_bytes is not None:
             arguments["x-max-length-bytes"] = spec.max_length_bytes
             arguments["x-overflow"] = "reject-publish"

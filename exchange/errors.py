@@ -200,6 +200,12 @@ class RecipientUnreachable(SenderFault):
     code = "route.unreachable"
 
 
+class DocumentIdTaken(SenderFault):
+    """A new document reuses a DocumentId that another sender's document carried."""
+
+    code = "document_id.taken"
+
+
 class StatusUnroutable(SenderFault):
     """A status names a document this node has not carried and cannot pass on."""
 

@@ -42,6 +42,7 @@ from exchange.envelope import (
     seal,
 )
 from exchange.errors import (
+    DocumentIdTaken,
     EnvelopeInvalid,
     HopLimitExceeded,
     LienthongError,
@@ -61,7 +62,7 @@ from exchange.links import (
     split_target,
     up_queue,
 )
-from exchange.model import Kind, Package
+from exchange.model import BusinessType, Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.routing import RECALL_REQUEST, route, status_targets
 from exchange.store import (
@@ -75,13 +76,14 @@ from exchange.store import (
     Store,
 )
 from exchange.topology import Topology
-from exchange.transport import Delivery, Message, QueueSpec, Transport
+from exchange.transport import Delivery, Message, QueueSpec, Transport, Unroutable
 
 log = structlog.get_logger("lienthong.node")
 
 SOURCE_HEADER = "lienthong-source"
 OP_HEADER = "lienthong-op"
 AS_HEADER = "lienthong-as"
+REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
 
 AdmitFn = Callable[[bytes, VerificationPolicy], Awaitable[Admitted]]
 CrashHook = Callable[[str], None]
@@ -203,9 +205,19 @@ class Node:
     # --- set-up ---------------------------------------------------------------------
 
     async def declare(self) -> None:
-        limit = self.settings.max_attempts + 1 if self.settings.quorum else None
+        # The node dead-letters a package itself after max_attempts. The broker's delivery
+        # limit is only the backstop, set well above, and it dead-letters to the same queue
+        # (at-least-once) rather than dropping.
         q = self.settings.quorum
-        await self.transport.declare(QueueSpec(self.queues.inbound, quorum=q, delivery_limit=limit))
+        limit = self.settings.max_attempts * 4 + 10 if q else None
+        await self.transport.declare(
+            QueueSpec(
+                self.queues.inbound,
+                quorum=q,
+                delivery_limit=limit,
+                dead_letter_to=self.queues.dead if q else None,
+            )
+        )
         await self.transport.declare(QueueSpec(self.queues.requests, quorum=q))
         await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
         me, bound = self.settings.node_id, self.settings.link_max_bytes
@@ -265,8 +277,10 @@ class Node:
                 await backoff.wait()
             except LienthongError:
                 raise  # permanent: stop, and let the supervisor and an operator see it
-            except Exception:  # a bug met by one package: count it, requeue, go on
+            except Exception as exc:  # a bug met by one package: count it, requeue, go on
                 log.exception("intake.crashed", node=self.settings.node_id)
+                digest = hashlib.sha256(delivery.message.body).hexdigest()
+                await self.store.record_attempt(digest, f"{type(exc).__name__}: {exc}", delta=0)
                 await _requeue(delivery)
 
     async def handle_submission(self, delivery: Delivery) -> Answer:
@@ -290,6 +304,16 @@ class Node:
             await self._settle(delivery, answer, bound)
             return answer
 
+        held = await self.store.dead_letter_for(digest)
+        if held is not None:  # a poison package is not tried again until an operator replays it
+            answer = Answer(
+                "dead-lettered",
+                code="intake.poison",
+                reason=f"these bytes are held as dead letter {held} for an operator",
+            )
+            await self._settle(delivery, answer, bound)
+            return answer
+
         attempts = await self.store.record_attempt(digest)
         if attempts > self.settings.max_attempts:
             answer = await self._dead_letter(data, source, attempts)
@@ -308,14 +332,21 @@ class Node:
             document = None
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
+            await self._refuse_taken_document_id(package)
             targets, outbox = self._plan_entry(package, document)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
             answer = Answer("refused", code=fault.code, reason=fault.message)
             await self._settle(delivery, answer, bound)
             return answer
+        except TransientFault:
+            # not the package's doing (a CRL to renew, the store away): take the attempt
+            # back and let the consumer requeue it with backoff
+            await self.store.record_attempt(digest, delta=-1)
+            raise
         except LienthongError as fault:
-            # transient or permanent: tried again (the attempt is counted), then dead-lettered
+            # permanent: tried again (the attempt is counted), then dead-lettered
+            await self.store.record_attempt(digest, f"{fault.code}: {fault.message}", delta=0)
             bound.warning("intake.retry", code=fault.code, error=fault.message, attempt=attempts)
             await delivery.reject(requeue=True)
             return Answer("retry", code=fault.code, reason=fault.message)
@@ -329,6 +360,20 @@ class Node:
         )
         self._outbox_ready.set()
         return answer
+
+    async def _refuse_taken_document_id(self, package: Package) -> None:
+        """A new document may not reuse a DocumentId another sender's document carried:
+        statuses about the first would otherwise be at the mercy of the second."""
+        if package.kind is not Kind.EDOC or not package.document_id:
+            return
+        if package.business is not None and package.business.type is not BusinessType.NEW:
+            return
+        first = await self.store.document(package.document_id)
+        if first is not None and first.sender != package.sender.organ_id:
+            raise DocumentIdTaken(
+                f"DocumentId {package.document_id!r} already names a document from "
+                f"{first.sender} (message {first.message_id})"
+            )
 
     def _plan_entry(
         self, package: Package, document: KnownDocument | None
@@ -397,21 +442,29 @@ class Node:
         )
 
     async def _dead_letter(self, data: bytes, source: str, attempts: int) -> Answer:
-        reason = f"processing failed {attempts - 1} times; held for an operator"
-        await self.transport.publish(
-            self.queues.dead,
-            Message(
-                body=data,
-                headers={
-                    SOURCE_HEADER: source,
-                    "lienthong-reason": reason,
-                    "lienthong-attempts": attempts - 1,
-                },
-            ),
-            timeout=self.settings.publish_timeout_s,
+        digest = hashlib.sha256(data).hexdigest()
+        last_error = await self.store.attempt_error(digest)
+        reason = f"processing failed {attempts - 1} times; held for an operator" + (
+            f"; last error: {last_error}" if last_error else " (the process died each time)"
         )
-        dead_id = await self.store.add_dead_letter(data, source, reason, attempts - 1)
-        await self.store.clear_attempts(hashlib.sha256(data).hexdigest())
+        # the store first: it is what operators list and replay from, and it holds the
+        # bytes once however often this runs; the dead queue is the broker-side copy
+        dead_id, created = await self.store.add_dead_letter(data, source, reason, attempts - 1)
+        if created:
+            await self.transport.publish(
+                self.queues.dead,
+                Message(
+                    body=data,
+                    headers={
+                        SOURCE_HEADER: source,
+                        "lienthong-reason": reason[:1000],
+                        "lienthong-attempts": attempts - 1,
+                        "lienthong-dead-letter": dead_id,
+                    },
+                ),
+                timeout=self.settings.publish_timeout_s,
+            )
+        await self.store.clear_attempts(digest)
         return Answer(
             "dead-lettered", code="intake.poison", reason=f"{reason} (dead letter {dead_id})"
         )
@@ -421,7 +474,7 @@ class Node:
     ) -> None:
         """Answer the submitter (if it asked), then acknowledge the input."""
         message = delivery.message
-        if message.reply_to:
+        if message.reply_to and message.reply_to.startswith(REPLY_PREFIXES):
             try:
                 await self.transport.publish(
                     message.reply_to,
@@ -459,6 +512,10 @@ class Node:
                 except TransientFault as exc:
                     blocked.add(row.target)
                     log.info("link.waiting", target=row.target, error=exc.message)
+                    continue
+                except (KeyError, OSError):  # the row's bytes are gone: a person must look
+                    log.exception("relay.row_broken", row=row.id, message_id=row.message_id)
+                    blocked.add(row.target)
                     continue
                 self._crash("after-publish")
             done.append(row.id)
@@ -521,7 +578,7 @@ class Node:
         try:
             envelope, extended = self._open_link_envelope(wire, data, topology)
         except (EnvelopeInvalid, HopLimitExceeded) as fault:
-            dead_id = await self.store.add_dead_letter(
+            dead_id, _ = await self.store.add_dead_letter(
                 data, f"link:{lane}", f"{fault.code}: {fault.message}", 1
             )
             log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
@@ -602,18 +659,24 @@ class Node:
             try:
                 await self.handle_request(delivery)
                 backoff.reset()
+            except Unroutable:  # the requester has gone; its request goes with it
+                await delivery.ack()
             except TransientFault as fault:
                 log.warning("requests.transient", code=fault.code, error=fault.message)
                 await _requeue(delivery)
                 await backoff.wait()
+            except (ValueError, TypeError) as exc:  # a malformed request: drop it, say why
+                log.warning("requests.malformed", error=str(exc))
+                await delivery.ack()
 
     async def handle_request(self, delivery: Delivery) -> None:
         message = delivery.message
         op = str(message.headers.get(OP_HEADER, ""))
         organ = str(message.headers.get(AS_HEADER, ""))
         reply = message.reply_to
-        if not reply:
-            await delivery.ack()
+        if not reply or not reply.startswith(REPLY_PREFIXES):
+            log.warning("requests.reply_refused", reply_to=reply)
+            await delivery.ack()  # answers go only to reply queues, never into node queues
             return
         correlation = message.correlation_id or message.message_id
         timeout = self.settings.publish_timeout_s
@@ -632,7 +695,7 @@ class Node:
                 timeout=timeout,
             )
         elif op == "fetch":
-            limit = int(message.headers.get("lienthong-limit", 100))
+            limit = min(max(int(message.headers.get("lienthong-limit", 100)), 1), 1000)
             entries = await self.store.mailbox(organ, unfetched_only=True, limit=limit)
             for entry in entries:
                 await self.transport.publish(
@@ -678,10 +741,15 @@ class Node:
 
     async def housekeeping(self, every_s: float = 3600) -> None:
         while True:
-            removed = await self.store.prune_dedup(self._clock() - self.settings.dedup_retention)
-            collected = await self.store.collect_garbage()
-            if removed or collected:
-                log.info("housekeeping", dedup_pruned=removed, blobs_collected=collected)
+            try:
+                removed = await self.store.prune_dedup(
+                    self._clock() - self.settings.dedup_retention
+                )
+                collected = await self.store.collect_garbage()
+                if removed or collected:
+                    log.info("housekeeping", dedup_pruned=removed, blobs_collected=collected)
+            except TransientFault as exc:  # the store is away now; next time, then
+                log.warning("housekeeping.skipped", error=exc.message)
             await asyncio.sleep(every_s)
 
     # --- operators --------------------------------------------------------------------
@@ -728,7 +796,13 @@ async def replay_dead_letter(
         raise KeyError(dead_letter_id)
     data = await store.dead_letter_bytes(dead_letter_id)
     await store.clear_attempts(letter.digest)
-    await transport.publish(
-        queues.inbound, Message(data, headers={SOURCE_HEADER: letter.source}), timeout=timeout
-    )
+    # marked first: intake holds back bytes with an unreplayed dead letter, and may see the
+    # replayed message before this function returns
     await store.mark_replayed(dead_letter_id)
+    try:
+        await transport.publish(
+            queues.inbound, Message(data, headers={SOURCE_HEADER: letter.source}), timeout=timeout
+        )
+    except LienthongError:
+        await store.mark_replayed(dead_letter_id, replayed=False)
+        raise

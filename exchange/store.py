@@ -121,8 +121,15 @@ class Store(Protocol):
     async def find_digest(self, digest: str) -> IntakeResult | None:
         """The fast dedup look-up: was exactly these bytes committed before?"""
 
-    async def record_attempt(self, digest: str, reason: str | None = None) -> int:
-        """Count one more processing attempt of these bytes (before the heavy work)."""
+    async def record_attempt(self, digest: str, reason: str | None = None, delta: int = 1) -> int:
+        """Count one more processing attempt of these bytes (before the heavy work);
+        ``delta`` -1 takes back one that failed for a reason that was not the package's."""
+
+    async def attempt_error(self, digest: str) -> str | None:
+        """The last error recorded against these bytes, for the dead letter's reason."""
+
+    async def dead_letter_for(self, digest: str) -> int | None:
+        """The unreplayed dead letter holding these bytes, if any."""
 
     async def clear_attempts(self, digest: str) -> None: ...
 
@@ -130,7 +137,8 @@ class Store(Protocol):
         """One transaction: bytes, dedup key, package row, outbox rows; or the dedup answer."""
 
     async def document(self, document_id: str) -> KnownDocument | None:
-        """The DocumentId index: the latest document with that id this node carried."""
+        """The DocumentId index: the first document with that id this node carried (a
+        later package reusing the id cannot redirect the statuses of the first)."""
 
     async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]: ...
 
@@ -151,13 +159,15 @@ class Store(Protocol):
 
     async def add_dead_letter(
         self, data: bytes, source: str, reason: str, attempts: int
-    ) -> int: ...
+    ) -> tuple[int, bool]:
+        """Keep the bytes for an operator; (its id, False) when they are held already."""
 
     async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]: ...
 
     async def dead_letter_bytes(self, dead_letter_id: int) -> bytes: ...
 
-    async def mark_replayed(self, dead_letter_id: int) -> None: ...
+    async def mark_replayed(self, dead_letter_id: int, replayed: bool = True) -> None:
+        """Mark (or, with False, unmark) a dead letter as sent through intake again."""
 
     async def prune_dedup(self, older_than: datetime) -> int:
         """Forget dedup keys older than the retention; returns how many."""

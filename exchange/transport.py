@@ -33,6 +33,7 @@ class QueueSpec:
     delivery_limit: int | None = None  # quorum queues: redeliveries before the broker drops
     max_length_bytes: int | None = None  # bounded queues refuse publishes past this
     exclusive: bool = False  # reply queues: gone with the connection
+    dead_letter_to: str | None = None  # quorum queues: where the broker's limit sends a message
 
 
 @dataclass(frozen=True)

@@ -126,13 +126,20 @@ async def test_a_mailbox_holds_a_package_exactly_once(store: Store) -> None:
 async def test_attempts_are_counted_until_cleared(store: Store) -> None:
     assert await store.record_attempt("d1") == 1
     assert await store.record_attempt("d1", "parse failed") == 2
+    assert await store.attempt_error("d1") == "parse failed"
+    assert await store.record_attempt("d1", delta=-1) == 1  # one taken back
+    assert await store.record_attempt("d1", "still failing", delta=0) == 1
+    assert await store.attempt_error("d1") == "still failing"
     await store.clear_attempts("d1")
     assert await store.record_attempt("d1") == 1
 
 
 async def test_dead_letters_keep_bytes_and_reason_until_replayed(store: Store) -> None:
     data = b"\x00 not xml"
-    dead = await store.add_dead_letter(data, "agency-amqp", "worker crashed 5 times", 5)
+    dead, created = await store.add_dead_letter(data, "agency-amqp", "worker crashed 5 times", 5)
+    assert created
+    assert await store.add_dead_letter(data, "agency-amqp", "again", 5) == (dead, False)
+    assert await store.dead_letter_for(result_digest(data)) == dead
     (listed,) = await store.dead_letters()
     assert (listed.id, listed.reason, listed.attempts, listed.source) == (
         dead,
@@ -143,6 +150,7 @@ async def test_dead_letters_keep_bytes_and_reason_until_replayed(store: Store) -
     assert await store.dead_letter_bytes(dead) == data
     await store.mark_replayed(dead)
     assert await store.dead_letters() == []
+    assert await store.dead_letter_for(result_digest(data)) is None
     (kept,) = await store.dead_letters(include_replayed=True)
     assert kept.replayed_at is not None
 

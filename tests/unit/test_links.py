@@ -35,13 +35,13 @@ class Tree:
     transport: MemoryTransport
 
     async def submit(self, node: str, data: bytes) -> Answer:
-        await self.transport.declare(QueueSpec("answers"))
+        await self.transport.declare(QueueSpec("lienthong.reply.answers"))
         await self.transport.publish(
             self.nodes[node].queues.inbound,
-            Message(data, reply_to="answers", message_id="c-1"),
+            Message(data, reply_to="lienthong.reply.answers", message_id="c-1"),
             timeout=5,
         )
-        replies = self.transport.consume("answers", prefetch=1)
+        replies = self.transport.consume("lienthong.reply.answers", prefetch=1)
         delivery = await asyncio.wait_for(anext(replies), timeout=10)
         await delivery.ack()
         await replies.aclose()

@@ -15,7 +15,7 @@ from adapters.store_sqlite import SqliteStore
 from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
 from exchange.envelope import NodeKey, open_envelope
-from exchange.errors import TransientFault
+from exchange.errors import PermanentFault, TransientFault
 from exchange.links import up_queue
 from exchange.node import AS_HEADER, OP_HEADER, Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
@@ -25,7 +25,7 @@ from tests.conftest import example
 from tests.pki import G22, H53, DevPki
 
 COMMUNE = "000.21.31.H53"
-ANSWERS = "answers"
+ANSWERS = "lienthong.reply.answers"
 
 
 @pytest.fixture
@@ -78,12 +78,12 @@ async def heard(node: Node) -> Answer:
 
 
 async def fetch(node: Node, organ: str) -> list[Message]:
-    await node.transport.declare(QueueSpec("fetch-replies"))
+    await node.transport.declare(QueueSpec("lienthong.reply.fetch"))
     await node.transport.publish(
         node.queues.requests,
         Message(
             b"",
-            reply_to="fetch-replies",
+            reply_to="lienthong.reply.fetch",
             correlation_id="f-1",
             headers={OP_HEADER: "fetch", AS_HEADER: organ},
         ),
@@ -92,7 +92,7 @@ async def fetch(node: Node, organ: str) -> list[Message]:
     requests = node.transport.consume(node.queues.requests, prefetch=1)
     await node.handle_request(await asyncio.wait_for(anext(requests), timeout=5))
     await requests.aclose()
-    replies = node.transport.consume("fetch-replies", prefetch=100)
+    replies = node.transport.consume("lienthong.reply.fetch", prefetch=100)
     got = []
     while True:
         delivery = await asyncio.wait_for(anext(replies), timeout=5)
@@ -252,7 +252,7 @@ async def test_a_package_that_keeps_failing_is_dead_lettered_and_replayable(
     async def broken(data: bytes, policy: VerificationPolicy) -> Admitted:
         nonlocal failures
         failures += 1
-        raise TransientFault("the admission pool is gone")
+        raise PermanentFault("the parser library aborted on this package")
 
     node._admit = broken
     await node.transport.publish(node.queues.inbound, Message(signed, reply_to=ANSWERS), timeout=5)
@@ -265,6 +265,14 @@ async def test_a_package_that_keeps_failing_is_dead_lettered_and_replayable(
     assert failures == 3
     (dead,) = await node.store.dead_letters()
     assert dead.attempts == 3
+    assert "the parser library aborted on this package" in dead.reason
+    # resubmitted as it is, it is not tried again: it waits for an operator
+    await node.transport.publish(node.queues.inbound, Message(signed, reply_to=ANSWERS), timeout=5)
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    held = await node.handle_submission(await anext(stream))
+    await stream.aclose()
+    assert (held.outcome, held.code) == ("dead-lettered", "intake.poison")
+    assert failures == 3
     assert memory(node).depth(node.queues.dead) == 1
     node._admit = real_admit
     await node.replay_dead_letter(dead.id)
@@ -279,3 +287,45 @@ async def test_a_package_submitted_as_another_agency_is_refused(node: Node, pki:
     signed = sign(example("document-new.edxml"), pki.key(G22))
     answer = await submit(node, signed, **{"lienthong-as": H53})
     assert (answer.outcome, answer.code) == ("refused", "submitter.not_sender")
+
+
+async def test_a_transient_fault_is_not_counted_against_the_package(
+    node: Node, pki: DevPki
+) -> None:
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    real_admit = node._admit
+    calls = 0
+
+    async def flaky(data: bytes, policy: VerificationPolicy) -> Admitted:
+        nonlocal calls
+        calls += 1
+        if calls <= 5:  # more than max_attempts (3)
+            raise TransientFault("the CRL is due for renewal")
+        return await real_admit(data, policy)
+
+    node._admit = flaky
+    await node.transport.publish(node.queues.inbound, Message(signed, reply_to=ANSWERS), timeout=5)
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    for _ in range(5):
+        delivery = await anext(stream)
+        with pytest.raises(TransientFault):
+            await node.handle_submission(delivery)
+        await delivery.reject(requeue=True)
+    answer = await node.handle_submission(await anext(stream))
+    await stream.aclose()
+    assert answer.outcome == "accepted"
+    assert await node.store.dead_letters() == []
+
+
+async def test_a_new_document_cannot_take_another_senders_document_id(
+    node: Node, pki: DevPki
+) -> None:
+    await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    hijack = example("document-new.edxml").replace(
+        b"<edXML:OrganId>000.00.00.G22</edXML:OrganId>\n          <edXML:OrganizationInCharge>",
+        b"<edXML:OrganId>000.00.00.H53</edXML:OrganId>\n          <edXML:OrganizationInCharge>",
+        1,
+    )
+    assert hijack != example("document-new.edxml")
+    answer = await submit(node, sign(hijack, pki.key(H53)))
+    assert (answer.outcome, answer.code) == ("refused", "document_id.taken")
