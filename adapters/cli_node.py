@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from adapters import logs
 from adapters.client import NodeClient
@@ -97,7 +98,13 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
             for dead_id in args.ids:
                 try:
                     await replay_dead_letter(
-                        store, transport, queues, dead_id, timeout=config.publish_timeout_s
+                        store,
+                        transport,
+                        queues,
+                        dead_id,
+                        timeout=config.publish_timeout_s,
+                        # a trusted credential keeps the letter's own source (docs/wire.md)
+                        user_id=urlsplit(config.amqp_url).username,
                     )
                 except KeyError:
                     print(f"{dead_id}: no such dead letter")

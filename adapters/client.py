@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from adapters.transport_amqp import AmqpTransport
 from exchange.errors import TransientFault
@@ -30,6 +31,8 @@ class Fetched:
 class NodeClient:
     def __init__(self, amqp_url: str, node_id: str, *, timeout_s: float = 30.0) -> None:
         self.transport = AmqpTransport(amqp_url)
+        # RabbitMQ refuses a user_id other than the login; the node trusts only it
+        self.user_id = urlsplit(amqp_url).username or "guest"
         self.queues = Queues(node_id)
         self.timeout_s = timeout_s
 
@@ -59,6 +62,7 @@ class NodeClient:
                     message_id=request_id,
                     reply_to=reply,
                     correlation_id=request_id,
+                    user_id=self.user_id,
                     headers={SOURCE_HEADER: source, AS_HEADER: as_organ},
                 ),
                 timeout=self.timeout_s,
@@ -93,6 +97,7 @@ class NodeClient:
                 body,
                 reply_to=reply,
                 correlation_id=correlation,
+                user_id=self.user_id,
                 headers={OP_HEADER: op, AS_HEADER: as_organ, **(headers or {})},
             ),
             timeout=self.timeout_s,

@@ -88,6 +88,7 @@ def build_node(
         quorum=config.quorum,
         dedup_retention=timedelta(days=config.store.dedup_retention_days),
         sources=config.sources,
+        credentials=config.credentials,
         topology=directory.topology() if directory.nodes else None,
         link_max_bytes=config.link.max_bytes,
     )

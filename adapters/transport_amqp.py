@@ -47,6 +47,7 @@ class AmqpDelivery:
             reply_to=incoming.reply_to,
             correlation_id=incoming.correlation_id,
             priority=incoming.priority or 0,
+            user_id=incoming.user_id,
         )
 
     @property
@@ -139,6 +140,7 @@ class AmqpTransport:
             reply_to=message.reply_to,
             correlation_id=message.correlation_id,
             priority=message.priority or None,
+            user_id=message.user_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:

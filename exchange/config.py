@@ -35,6 +35,13 @@ A node file, in TOML::
     [sources.amqp]                 # one table per source: which policy it is judged by
     policy = "strict"
 
+    [credentials.vendor-x]         # one table per RabbitMQ login (checked as user_id)
+    source = "vendor-gateway"      # its submissions are judged by that source's policy
+    organs = ["000.00.00.H53"]     # it may send as and fetch for these only
+    trusted = false                # true: may name the source (operators' replays)
+    # Without any [credentials], every login is the "amqp" source and may fetch for any
+    # hosted agency: a development set-up only.
+
     [link]                         # the link to node.parent, opened by this node
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
@@ -76,6 +83,19 @@ class TrustSettings:
 
 
 @dataclass(frozen=True)
+class Credential:
+    """What one RabbitMQ login may do. RabbitMQ checks a message's ``user_id`` against the
+    login that published it, so this is who is really calling (DESIGN §5)."""
+
+    source: str = "amqp"  # the source, so the verification policy, of what it submits
+    organs: frozenset[str] | None = None  # may send as and read for these; None: any
+    trusted: bool = False  # may name the source itself (operators' replays, bridges)
+
+    def may_act_for(self, organ: str) -> bool:
+        return self.organs is None or organ in self.organs
+
+
+@dataclass(frozen=True)
 class LinkSettings:
     parent_url: str | None = None  # the parent's broker; the child opens the link
     max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
@@ -97,6 +117,7 @@ class NodeConfig:
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
     source_file: Path | None = None
     link: LinkSettings = field(default_factory=LinkSettings)
+    credentials: Mapping[str, Credential] = field(default_factory=dict)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -148,7 +169,7 @@ class _Reader:
 
 def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
     r = _Reader(data, source, base)
-    known = {"node", "rabbitmq", "store", "trust", "limits", "sources", "link"}
+    known = {"node", "rabbitmq", "store", "trust", "limits", "sources", "link", "credentials"}
     for key in data:
         if key not in known:
             raise ConfigurationError(
@@ -193,6 +214,29 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
                 f"{', '.join(sorted(PRESETS))}, found {policy!r}"
             )
         sources[name] = PRESETS[policy]
+    credentials: dict[str, Credential] = {}
+    for user, table in r.table("credentials", required=False).items():
+        where = f"{source}: key 'credentials.{user}"
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"{where}': expected a table")
+        cred_source = table.get("source", "amqp")
+        if not isinstance(cred_source, str) or (
+            cred_source != "amqp" and cred_source not in sources
+        ):
+            raise ConfigurationError(
+                f"{where}.source': expected 'amqp' or a name from [sources], found {cred_source!r}"
+            )
+        organs = table.get("organs")
+        if organs is not None and not (
+            isinstance(organs, list) and all(isinstance(o, str) for o in organs)
+        ):
+            raise ConfigurationError(f"{where}.organs': expected a list of OrganIds")
+        trusted = table.get("trusted", False)
+        if not isinstance(trusted, bool):
+            raise ConfigurationError(f"{where}.trusted': expected true or false")
+        credentials[user] = Credential(
+            cred_source, frozenset(organs) if organs is not None else None, trusted
+        )
     return NodeConfig(
         node_id=node_id,
         parent=parent,
@@ -207,6 +251,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         admission_workers=r.positive("limits", "admission_workers", 2),
         sources=sources,
         source_file=Path(source),
+        credentials=credentials,
         link=LinkSettings(
             parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from exchange.admission import Admitted
+from exchange.config import Credential
 from exchange.envelope import (
     Envelope,
     NodeKey,
@@ -127,6 +128,7 @@ class NodeSettings:
     sources: Mapping[str, VerificationPolicy] | None = None
     topology: Topology | None = None  # the node tree; without it, only hosted + parent
     link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
+    credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -286,14 +288,17 @@ class Node:
     async def handle_submission(self, delivery: Delivery) -> Answer:
         message = delivery.message
         data = message.body
-        source = str(message.headers.get(SOURCE_HEADER, "amqp"))
+        credential = self.credential_of(message)
+        source = self.source_of(message, credential)
         digest = hashlib.sha256(data).hexdigest()
         bound = log.bind(digest=digest[:16], source=source, node=self.settings.node_id)
 
         known = await self.store.find_digest(digest)
         if known is not None:
             claimed = message.headers.get(AS_HEADER)
-            if claimed is not None and known.sender is not None and claimed != known.sender:
+            if known.sender is not None and not self._may_send_as(
+                credential, claimed, known.sender
+            ):
                 answer = Answer(
                     "refused",
                     code=SubmitterNotSender.code,
@@ -325,9 +330,11 @@ class Node:
             admitted = await self._admit(data, self.settings.policy_for(source))
             package = admitted.package
             claimed = message.headers.get(AS_HEADER)
-            if claimed is not None and claimed != package.sender.organ_id:
+            if not self._may_send_as(credential, claimed, package.sender.organ_id):
                 raise SubmitterNotSender(
-                    f"submitted as {claimed}, but the package is from {package.sender.organ_id}"
+                    f"this caller ({message.user_id or 'anonymous'}"
+                    + (f", submitting as {claimed}" if claimed else "")
+                    + f") may not send for {package.sender.organ_id}"
                 )
             document = None
             if package.kind is Kind.STATUS and package.document_id:
@@ -374,6 +381,28 @@ class Node:
                 f"DocumentId {package.document_id!r} already names a document from "
                 f"{first.sender} (message {first.message_id})"
             )
+
+    def credential_of(self, message: Message) -> Credential | None:
+        """The caller's credential, by the user_id RabbitMQ validated; None if unknown."""
+        credentials = self.settings.credentials or {}
+        return credentials.get(message.user_id) if message.user_id else None
+
+    def source_of(self, message: Message, credential: Credential | None) -> str:
+        """Which source (so which verification policy) judges the message. A header may
+        name it only for a trusted credential: otherwise a caller could pick a lax policy."""
+        if credential is None:
+            return "amqp"
+        named = message.headers.get(SOURCE_HEADER)
+        if credential.trusted and isinstance(named, str):
+            return named
+        return credential.source
+
+    def _may_send_as(self, credential: Credential | None, claimed: object, sender: str) -> bool:
+        if claimed is not None and claimed != sender:
+            return False
+        if self.settings.credentials:  # configured: only known callers, for their agencies
+            return credential is not None and credential.may_act_for(sender)
+        return True
 
     def _plan_entry(
         self, package: Package, document: KnownDocument | None
@@ -680,14 +709,21 @@ class Node:
             return
         correlation = message.correlation_id or message.message_id
         timeout = self.settings.publish_timeout_s
-        if organ not in self.settings.hosted:
+        credential = self.credential_of(message)
+        allowed = not self.settings.credentials or (
+            credential is not None and credential.may_act_for(organ)
+        )
+        if organ not in self.settings.hosted or not allowed:
+            reason = f"{organ!r} has no mailbox on node {self.settings.node_id}"
             await self.transport.publish(
                 reply,
                 Message(
                     Answer(
                         "refused",
-                        code="agency.not_hosted",
-                        reason=f"{organ!r} has no mailbox on node {self.settings.node_id}",
+                        code="agency.not_hosted" if allowed else "agency.not_yours",
+                        reason=reason
+                        if allowed
+                        else f"this caller may not read the mailbox of {organ!r}",
                     ).encode(),
                     correlation_id=correlation,
                     headers={"lienthong-last": 1, "lienthong-kind": "answer"},
@@ -787,7 +823,13 @@ async def _requeue(delivery: Delivery) -> None:
 
 
 async def replay_dead_letter(
-    store: Store, transport: Transport, queues: Queues, dead_letter_id: int, *, timeout: float
+    store: Store,
+    transport: Transport,
+    queues: Queues,
+    dead_letter_id: int,
+    *,
+    timeout: float,
+    user_id: str | None = None,
 ) -> None:
     """Send a dead letter through intake again, as it came, from the same source."""
     letters = {d.id: d for d in await store.dead_letters(include_replayed=True)}
@@ -801,7 +843,9 @@ async def replay_dead_letter(
     await store.mark_replayed(dead_letter_id)
     try:
         await transport.publish(
-            queues.inbound, Message(data, headers={SOURCE_HEADER: letter.source}), timeout=timeout
+            queues.inbound,
+            Message(data, headers={SOURCE_HEADER: letter.source}, user_id=user_id),
+            timeout=timeout,
         )
     except LienthongError:
         await store.mark_replayed(dead_letter_id, replayed=False)

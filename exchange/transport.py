@@ -44,6 +44,7 @@ class Message:
     reply_to: str | None = None
     correlation_id: str | None = None
     priority: int = 0
+    user_id: str | None = None  # set by the publisher, validated by RabbitMQ against its login
 
 
 class Delivery(Protocol):

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
+from exchange.config import Credential
 from exchange.envelope import NodeKey, open_envelope
 from exchange.errors import PermanentFault, TransientFault
 from exchange.links import up_queue
@@ -55,10 +56,10 @@ def memory(node: Node) -> MemoryTransport:
     return node.transport
 
 
-async def submit(node: Node, data: bytes, **headers: str) -> Answer:
+async def submit(node: Node, data: bytes, user_id: str | None = None, **headers: str) -> Answer:
     await node.transport.publish(
         node.queues.inbound,
-        Message(data, message_id="client-1", reply_to=ANSWERS, headers=headers),
+        Message(data, message_id="client-1", reply_to=ANSWERS, headers=headers, user_id=user_id),
         timeout=5,
     )
     stream = node.transport.consume(node.queues.inbound, prefetch=1)
@@ -184,19 +185,70 @@ async def test_a_refused_package_is_answered_and_leaves_nothing(node: Node) -> N
     assert memory(node).depth(node.queues.inbound) == 0  # acknowledged, not requeued
 
 
-async def test_a_source_with_a_relaxed_policy_gets_its_level(tmp_path: Path, node: Node) -> None:
-    relaxed = NodeSettings(
+def with_credentials(node: Node) -> None:
+    node.settings = NodeSettings(
         node.settings.node_id,
         hosted=node.settings.hosted,
         sources={
             "legacy-gateway": VerificationPolicy(name="legacy-or-unsigned", allow_unsigned=True)
         },
+        credentials={
+            "gateway": Credential(source="legacy-gateway"),
+            "vpcp-qlvb": Credential(organs=frozenset({G22})),
+            "operator": Credential(trusted=True),
+        },
     )
-    node.settings = relaxed
-    answer = await submit(
-        node, example("document-new.edxml"), **{"lienthong-source": "legacy-gateway"}
-    )
+
+
+async def test_a_callers_credential_chooses_its_policy(node: Node) -> None:
+    with_credentials(node)
+    answer = await submit(node, example("document-new.edxml"), user_id="gateway")
     assert (answer.outcome, answer.level) == ("accepted", "unsigned")
+
+
+async def test_a_header_cannot_choose_a_lax_policy(node: Node) -> None:
+    with_credentials(node)
+    named = {"lienthong-source": "legacy-gateway"}
+    answer = await submit(node, example("document-new.edxml"), user_id="vpcp-qlvb", **named)
+    assert (answer.outcome, answer.code) == ("refused", "signature.missing")
+    trusted = await submit(node, example("document-new.edxml"), user_id="operator", **named)
+    assert (trusted.outcome, trusted.level) == ("accepted", "unsigned")
+
+
+async def test_a_caller_sends_only_for_its_own_agencies(node: Node, pki: DevPki) -> None:
+    with_credentials(node)
+    status = sign(example("status-03-accepted.edxml"), pki.key(H53))  # from H53
+    answer = await submit(node, status, user_id="vpcp-qlvb")  # allowed only G22
+    assert (answer.outcome, answer.code) == ("refused", "submitter.not_sender")
+    stranger = await submit(node, status, user_id="nobody-we-know")
+    assert (stranger.outcome, stranger.code) == ("refused", "submitter.not_sender")
+
+
+async def test_a_caller_reads_only_its_own_mailboxes(node: Node, pki: DevPki) -> None:
+    await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    await node.relay_once()
+    with_credentials(node)
+    await node.transport.declare(QueueSpec("lienthong.reply.fetch"))
+    await node.transport.publish(
+        node.queues.requests,
+        Message(
+            b"",
+            reply_to="lienthong.reply.fetch",
+            correlation_id="f-1",
+            user_id="vpcp-qlvb",
+            headers={OP_HEADER: "fetch", AS_HEADER: H53},
+        ),
+        timeout=5,
+    )
+    requests = node.transport.consume(node.queues.requests, prefetch=1)
+    await node.handle_request(await asyncio.wait_for(anext(requests), timeout=5))
+    await requests.aclose()
+    replies = node.transport.consume("lienthong.reply.fetch", prefetch=10)
+    reply = await asyncio.wait_for(anext(replies), timeout=5)
+    await reply.ack()
+    await replies.aclose()
+    assert reply.message.headers["lienthong-kind"] == "answer"
+    assert Answer.decode(reply.message.body).code == "agency.not_yours"
 
 
 async def test_a_status_goes_back_to_the_documents_sender(node: Node, pki: DevPki) -> None:
