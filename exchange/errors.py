@@ -233,6 +233,12 @@ class HopLimitExceeded(PermanentFault):
     code = "envelope.hop_limit"
 
 
+class AdmissionTimedOut(PermanentFault):
+    """Admission of one package ran past its deadline; counted like a crash."""
+
+    code = "intake.admission_timeout"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 

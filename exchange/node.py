@@ -43,6 +43,7 @@ from exchange.envelope import (
     seal,
 )
 from exchange.errors import (
+    AdmissionTimedOut,
     DocumentIdTaken,
     EnvelopeInvalid,
     HopLimitExceeded,
@@ -129,6 +130,7 @@ class NodeSettings:
     topology: Topology | None = None  # the node tree; without it, only hosted + parent
     link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
     credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
+    admission_timeout_s: float = 30.0
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -327,7 +329,7 @@ class Node:
 
         self._crash(f"admit:{digest}")
         try:
-            admitted = await self._admit(data, self.settings.policy_for(source))
+            admitted = await self._admit_in_time(data, self.settings.policy_for(source))
             package = admitted.package
             claimed = message.headers.get(AS_HEADER)
             if not self._may_send_as(credential, claimed, package.sender.organ_id):
@@ -381,6 +383,17 @@ class Node:
                 f"DocumentId {package.document_id!r} already names a document from "
                 f"{first.sender} (message {first.message_id})"
             )
+
+    async def _admit_in_time(self, data: bytes, policy: VerificationPolicy) -> Admitted:
+        """Admission under a deadline: a package that makes it hang is counted like one
+        that crashes it (and so, in the end, dead-lettered), instead of stalling intake."""
+        try:
+            async with asyncio.timeout(self.settings.admission_timeout_s):
+                return await self._admit(data, policy)
+        except TimeoutError:
+            raise AdmissionTimedOut(
+                f"admission took longer than {self.settings.admission_timeout_s} s"
+            ) from None
 
     def credential_of(self, message: Message) -> Credential | None:
         """The caller's credential, by the user_id RabbitMQ validated; None if unknown."""

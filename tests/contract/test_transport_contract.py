@@ -5,11 +5,13 @@ is tested against RabbitMQ alone, at the end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import aio_pika
 import pytest
 
 from adapters.transport_amqp import AmqpTransport
@@ -31,8 +33,30 @@ async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
     await amqp.close()
 
 
+CREATED: list[str] = []
+
+
 def queue_name() -> str:
-    return f"test.{uuid.uuid4().hex[:12]}"
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    CREATED.append(name)
+    return name
+
+
+async def _delete(names: list[str]) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in names:
+            channel = await connection.channel()
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                await channel.queue_delete(name)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _delete_test_queues() -> Iterator[None]:
+    """Durable test queues do not outlive the suite on the broker."""
+    yield
+    asyncio.run(_delete(CREATED))
+    CREATED.clear()
 
 
 async def next_delivery(transport: Transport, queue: str, prefetch: int = 10) -> Delivery:
@@ -119,6 +143,13 @@ async def test_a_bounded_queue_refuses_instead_of_dropping(transport: Transport)
 # --- RabbitMQ only ----------------------------------------------------------------------
 
 
+def _is_fraction(value: str) -> bool:
+    try:
+        return 0 < float(value) <= 1
+    except ValueError:
+        return False
+
+
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
 
@@ -144,10 +175,17 @@ async def test_rabbitmq_a_blocked_broker_fails_the_publish_by_its_deadline() -> 
     amqp = AmqpTransport(AMQP_URL)
     queue = queue_name()
     await amqp.declare(QueueSpec(queue))
+    before = subprocess.run(
+        ["rabbitmqctl", "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     _rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
     try:
         with pytest.raises(PublishFailed, match=r"within 1\.5 s"):
             await amqp.publish(queue, Message(b"x" * 10_000), timeout=1.5)
-    finally:
-        _rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+    finally:  # back to what it was, not to a guess
+        _rabbitmqctl("set_vm_memory_high_watermark", before if _is_fraction(before) else "0.4")
     await amqp.close()

@@ -150,6 +150,16 @@ class NodeProcess:
         finally:
             await store.close()
 
+    async def mailbox_digests(self, organ: str) -> list[str]:
+        """The SHA-256 of every package in a mailbox: what arrived, not what it was called."""
+        store = self.open_store()
+        try:
+            return [
+                e.digest for e in await store.mailbox(organ, unfetched_only=False, limit=10_000)
+            ]
+        finally:
+            await store.close()
+
     async def wait_for_mailbox(self, organ: str, count: int, timeout: float = 60) -> list[str]:
         async with asyncio.timeout(timeout):
             while True:

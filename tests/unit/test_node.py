@@ -381,3 +381,24 @@ async def test_a_new_document_cannot_take_another_senders_document_id(
     assert hijack != example("document-new.edxml")
     answer = await submit(node, sign(hijack, pki.key(H53)))
     assert (answer.outcome, answer.code) == ("refused", "document_id.taken")
+
+
+async def test_a_package_that_hangs_admission_is_counted_then_dead_lettered(
+    node: Node, pki: DevPki
+) -> None:
+    async def hangs(data: bytes, policy: VerificationPolicy) -> Admitted:
+        await asyncio.Event().wait()  # never returns
+        raise AssertionError
+
+    node._admit = hangs
+    node.settings = NodeSettings(
+        node.settings.node_id, hosted=node.settings.hosted, max_attempts=2, admission_timeout_s=0.05
+    )
+    signed = sign(example("document-new.edxml"), pki.key(G22))
+    await node.transport.publish(node.queues.inbound, Message(signed), timeout=5)
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    outcomes = [(await node.handle_submission(await anext(stream))).outcome for _ in range(3)]
+    await stream.aclose()
+    assert outcomes == ["retry", "retry", "dead-lettered"]
+    (dead,) = await node.store.dead_letters()
+    assert "admission took longer than 0.05 s" in dead.reason
