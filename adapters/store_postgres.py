@@ -261,6 +261,7 @@ class PostgresStore:
                         json.dumps([organ.organ_id for organ in package.recipients]),
                     ),
                 )
+                await conn.execute("DELETE FROM attempts WHERE digest = %s", (package.digest,))
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
                         "INSERT INTO outbox (message_id, destination, target, created_at) "
@@ -312,6 +313,29 @@ class PostgresStore:
             (organ_id, message_id, _now()),
         )
         return bool(rows)
+
+    async def finish_outbox(
+        self, deliveries: Sequence[tuple[str, str]], done: Sequence[int]
+    ) -> None:
+        if not deliveries and not done:
+            return
+        now = _now()
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if deliveries:
+                    await cur.executemany(
+                        "INSERT INTO mailbox (organ_id, message_id, delivered_at) "
+                        "VALUES (%s, %s, %s) ON CONFLICT (organ_id, message_id) DO NOTHING",
+                        [(organ, message, now) for organ, message in deliveries],
+                    )
+                if done:
+                    await cur.execute(
+                        "UPDATE outbox SET done_at = %s WHERE id = ANY(%s) AND done_at IS NULL",
+                        (now, list(done)),
+                    )
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
 
     async def mailbox(
         self, organ_id: str, *, unfetched_only: bool, limit: int

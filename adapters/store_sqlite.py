@@ -310,6 +310,7 @@ class SqliteStore:
                 "INSERT INTO dedup (key, digest, message_id, created_at) VALUES (?, ?, ?, ?)",
                 (key, package.digest, intake.message_id, now),
             )
+            db.execute("DELETE FROM attempts WHERE digest = ?", (package.digest,))
             db.executemany(
                 "INSERT INTO outbox (message_id, destination, target, created_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -369,6 +370,27 @@ class SqliteStore:
             return cursor.rowcount == 1
 
         return await self._run(work)
+
+    async def finish_outbox(
+        self, deliveries: Sequence[tuple[str, str]], done: Sequence[int]
+    ) -> None:
+        now = _now()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO mailbox (organ_id, message_id, delivered_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (organ_id, message_id) DO NOTHING",
+                [(organ, message, now) for organ, message in deliveries],
+            )
+            db.executemany(
+                "UPDATE outbox SET done_at = ? WHERE id = ? AND done_at IS NULL",
+                [(now, i) for i in done],
+            )
+            db.execute("COMMIT")
+
+        if deliveries or done:
+            await self._run(work)
 
     async def mailbox(
         self, organ_id: str, *, unfetched_only: bool, limit: int

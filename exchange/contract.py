@@ -8,7 +8,7 @@ compiled once. ``check`` returns every problem it finds; ``enforce`` raises
 from __future__ import annotations
 
 import re
-from functools import cache
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -35,11 +35,22 @@ def schema_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "schemas"
 
 
-@cache
+_compiled = threading.local()
+_compiling = threading.Lock()  # libxml2's schema compiler keeps global state
+
+
 def _schema(kind: Kind, strict: bool) -> etree.XMLSchema:
-    path = schema_dir() / _SCHEMA_FILES[(kind, strict)]
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    return etree.XMLSchema(etree.parse(str(path), parser=parser))
+    """The compiled schema, one per thread: libxml2 schemas are compiled and validate with
+    state of their own (the error log), so threads of the admission pool never share one."""
+    schemas: dict[tuple[Kind, bool], etree.XMLSchema] = _compiled.__dict__.setdefault("schemas", {})
+    schema = schemas.get((kind, strict))
+    if schema is None:
+        path = schema_dir() / _SCHEMA_FILES[(kind, strict)]
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        with _compiling:
+            schema = etree.XMLSchema(etree.parse(str(path), parser=parser))
+        schemas[(kind, strict)] = schema
+    return schema
 
 
 def detect_kind(root: etree._Element) -> Kind:

@@ -131,6 +131,7 @@ class NodeSettings:
     link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
     credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
     admission_timeout_s: float = 30.0
+    intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -269,23 +270,47 @@ class Node:
     # --- intake ---------------------------------------------------------------------
 
     async def consume_intake(self) -> None:
+        """Up to ``intake_concurrency`` submissions at once, each owned by this task group:
+        admission of one overlaps the store and broker round trips of the others.
+
+        A redelivered submission may be the one that killed the process, so it is taken
+        alone, once the others in flight are done: a crash then counts an attempt against
+        it only, never against an innocent package that happened to be in flight."""
         inbound = self.transport.consume(self.queues.inbound, prefetch=self.settings.prefetch)
         backoff = Backoff()
-        async for delivery in inbound:
-            try:
-                await self.handle_submission(delivery)
-                backoff.reset()
-            except TransientFault as fault:  # the store or the broker is away: wait, retry
-                log.warning("intake.transient", code=fault.code, error=fault.message)
-                await _requeue(delivery)
-                await backoff.wait()
-            except LienthongError:
-                raise  # permanent: stop, and let the supervisor and an operator see it
-            except Exception as exc:  # a bug met by one package: count it, requeue, go on
-                log.exception("intake.crashed", node=self.settings.node_id)
-                digest = hashlib.sha256(delivery.message.body).hexdigest()
-                await self.store.record_attempt(digest, f"{type(exc).__name__}: {exc}", delta=0)
-                await _requeue(delivery)
+        width = self.settings.intake_concurrency
+        slots = asyncio.Semaphore(width)
+        async with asyncio.TaskGroup() as group:
+            async for delivery in inbound:
+                if delivery.redelivered:
+                    for _ in range(width):  # drain
+                        await slots.acquire()
+                    for _ in range(width - 1):
+                        slots.release()
+                    await self._intake_one(delivery, slots, backoff)
+                    continue
+                await slots.acquire()
+                group.create_task(self._intake_one(delivery, slots, backoff))
+
+    async def _intake_one(
+        self, delivery: Delivery, slots: asyncio.Semaphore, backoff: Backoff
+    ) -> None:
+        try:
+            await self.handle_submission(delivery)
+            backoff.reset()
+        except TransientFault as fault:  # the store or the broker is away: wait, retry
+            log.warning("intake.transient", code=fault.code, error=fault.message)
+            await _requeue(delivery)
+            await backoff.wait()
+        except LienthongError:
+            raise  # permanent: stop, and let the supervisor and an operator see it
+        except Exception as exc:  # a bug met by one package: count it, requeue, go on
+            log.exception("intake.crashed", node=self.settings.node_id)
+            digest = hashlib.sha256(delivery.message.body).hexdigest()
+            await self.store.record_attempt(digest, f"{type(exc).__name__}: {exc}", delta=0)
+            await _requeue(delivery)
+        finally:
+            slots.release()
 
     async def handle_submission(self, delivery: Delivery) -> Answer:
         message = delivery.message
@@ -360,9 +385,10 @@ class Node:
             await delivery.reject(requeue=True)
             return Answer("retry", code=fault.code, reason=fault.message)
 
-        result = await self._commit(data, package, source, outbox, targets)
+        result = await self._commit(data, package, source, outbox, targets)  # ends the count
         self._crash("after-commit")
-        await self.store.clear_attempts(digest)
+        if result.outcome is not Outcome.COMMITTED:  # a conflict is an answer, not a failure
+            await self.store.clear_attempts(digest)
         answer = answer_for(result)
         await self._settle(
             delivery, answer, bound.bind(message_id=answer.message_id, level=package.level.value)
@@ -542,10 +568,11 @@ class Node:
     async def relay_once(self) -> int:
         rows = await self.store.pending_outbox(self.settings.relay_batch)
         done: list[int] = []
+        deliveries: list[tuple[str, str]] = []
         blocked: set[str] = set()  # links that refused this round: their rows wait, others go
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
-                await self.store.deliver(row.target, row.message_id)
+                deliveries.append((row.target, row.message_id))  # written with the marks
             elif row.target in blocked:
                 continue
             else:
@@ -563,7 +590,9 @@ class Node:
             done.append(row.id)
             if index == len(rows) // 2:
                 self._crash("mid-relay")
-        await self.store.mark_outbox_done(done)
+        # the mailbox rows and the done marks in one transaction: a crash before it leaves
+        # both to be done again, and a mailbox holds each package once (unique key)
+        await self.store.finish_outbox(deliveries, done)
         return len(done)
 
     async def _publish_on_link(self, row: OutboxRow) -> None:

@@ -134,7 +134,8 @@ class Store(Protocol):
     async def clear_attempts(self, digest: str) -> None: ...
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
-        """One transaction: bytes, dedup key, package row, outbox rows; or the dedup answer."""
+        """One transaction: bytes, dedup key, package row, outbox rows, and the end of the
+        package's attempt count; or the dedup answer."""
 
     async def document(self, document_id: str) -> KnownDocument | None:
         """The DocumentId index: the first document with that id this node carried (a
@@ -146,6 +147,12 @@ class Store(Protocol):
 
     async def deliver(self, organ_id: str, message_id: str) -> bool:
         """Put a package in a mailbox; False when it was already there (exactly once)."""
+
+    async def finish_outbox(
+        self, deliveries: Sequence[tuple[str, str]], done: Sequence[int]
+    ) -> None:
+        """One transaction: put (agency, message id) pairs in their mailboxes, at most once
+        each, and mark those outbox rows done."""
 
     async def mailbox(
         self, organ_id: str, *, unfetched_only: bool, limit: int
