@@ -229,6 +229,16 @@ class SqliteStore:
 
     async def record_attempt(self, digest: str, reason: str | None = None, delta: int = 1) -> int:
         def work(db: sqlite3.Connection) -> int:
+            # An attempt must survive the process (kill -9), not a power cut: in WAL mode,
+            # synchronous=NORMAL gives exactly that without an fsync; the next FULL commit
+            # makes it durable too.
+            db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                return _count_attempt(db)
+            finally:
+                db.execute("PRAGMA synchronous = FULL")
+
+        def _count_attempt(db: sqlite3.Connection) -> int:
             row = db.execute(
                 "INSERT INTO attempts (digest, count, last_error, updated_at) "
                 "VALUES (?, max(?, 0), ?, ?) "
