@@ -3,8 +3,8 @@
 This version prepares what every later piece stands on: a development PKI for the
 sandbox topology (central; provinces H53 and H41; district 31 of H53 with communes as
 agencies; one commune with its own node), signs the example packages with their
-senders' keys, and admits each of them under the strict policy. The running topology
-of nodes over RabbitMQ arrives with the node service (issues 3 and 4).
+senders' keys, and admits each of them under the strict policy. Running the whole tree
+of linked nodes here is the next step of the links work.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def run(folder: Path) -> int:
         f"  {me} inspect {out}/document-new.edxml\n"
         f"  {me} verify --ca {pki}/ca.pem --directory {pki}/directory.toml {out}/*.edxml\n"
         f"  {me} validate {schema_dir()}/examples/invalid/*.edxml\n"
-        "The node topology over RabbitMQ (serve, send, fetch) comes with the node service."
+        "To run a node: copy config/node.example.toml, point it at this PKI, give each agency\n"
+        f"a home_node in {pki}/directory.toml, then `{me} serve --config node.toml`, and\n"
+        f"`{me} send` / `{me} fetch` (README). The whole sandbox tree of nodes comes next."
     )
     return 1 if failures else 0
 
