@@ -225,6 +225,8 @@ class Node:
         )
         await self.transport.declare(QueueSpec(self.queues.requests, quorum=q))
         await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
+        if self.settings.topology is None:
+            return  # no tree, no links to children
         me, bound = self.settings.node_id, self.settings.link_max_bytes
         for lane in LANES:
             await self.transport.declare(QueueSpec(up_queue(me, lane), max_length_bytes=bound))

@@ -69,13 +69,22 @@ class _Report:
             self._groups[parent] = groups
         return groups.get(q(name), [])
 
-    def add(self, el: etree._Element, message: str, code: str, severity: str = "error") -> None:
+    def add(
+        self,
+        el: etree._Element,
+        message: str,
+        code: str,
+        severity: str = "error",
+        *,
+        at: etree._Element | None = None,
+    ) -> None:
+        """A problem reported at ``el`` (its path), on the line of ``at`` (default ``el``)."""
         if len(self.problems) >= MAX_PROBLEMS:
             self.unreported += 1
             return
         self.problems.append(
             Problem(
-                line=line_of(el),
+                line=line_of(at if at is not None else el),
                 path=path_of(el),
                 message=message,
                 code=code,
@@ -386,16 +395,11 @@ def check_markup_in_text(report: _Report, root: etree._Element) -> None:
         text_before = (before.tail if before is not None else parent.text) or ""
         if text_before.strip() or (node.tail or "").strip():
             what = "comment" if isinstance(node, etree._Comment) else "processing instruction"
-            if len(report.problems) >= MAX_PROBLEMS:
-                report.unreported += 1
-                continue
-            report.problems.append(
-                Problem(
-                    line=line_of(node),
-                    path=path_of(parent),
-                    message=f"a {what} inside the text of {local(parent)} is not allowed",
-                    code="contract.schema",
-                )
+            report.add(
+                parent,
+                f"a {what} inside the text of {local(parent)} is not allowed",
+                "contract.schema",
+                at=node,
             )
 
 

@@ -7,7 +7,6 @@ Each harness uses fresh node ids, so tests do not share queues; it deletes its q
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -15,8 +14,6 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aio_pika
 
 from adapters.client import NodeClient
 from adapters.pki_files import init_pki
@@ -27,8 +24,8 @@ from exchange.node import Node, NodeSettings
 from exchange.signing import SigningKey, sign
 from tests.conftest import example
 from tests.contract.stores import PG_DSN, drop_location
+from tests.integration.broker import AMQP_URL, delete_queues, wait_for_consumers
 
-AMQP_URL = os.environ.get("LIENTHONG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 G22, H53, COMMUNE = "000.00.00.G22", "000.00.00.H53", "000.21.31.H53"
 AGENCIES = (G22, H53, COMMUNE)
 
@@ -106,22 +103,7 @@ class NodeProcess:
 
     async def ready(self, consumers: int = 1, timeout: float = 60) -> None:
         """Wait until ``consumers`` node processes consume the inbound queue."""
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection, asyncio.timeout(timeout):
-            while True:
-                channel = await connection.channel()
-                try:
-                    queue = await channel.declare_queue(
-                        f"lienthong.{self.node_id}.inbound", passive=True
-                    )
-                    if (queue.declaration_result.consumer_count or 0) >= consumers:
-                        return
-                except aio_pika.exceptions.ChannelClosed:
-                    pass
-                finally:
-                    if not channel.is_closed:
-                        await channel.close()
-                await asyncio.sleep(0.2)
+        await wait_for_consumers([f"lienthong.{self.node_id}.inbound"], consumers, timeout)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -170,12 +152,9 @@ class NodeProcess:
 
     async def cleanup(self) -> None:
         self.stop()
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            for suffix in ("inbound", "requests", "dead"):
-                channel = await connection.channel()
-                with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                    await channel.queue_delete(f"lienthong.{self.node_id}.{suffix}")
+        await delete_queues(
+            f"lienthong.{self.node_id}.{suffix}" for suffix in ("inbound", "requests", "dead")
+        )
         if self.store_kind == "postgres":
             drop_location("postgres", self.schema)
         log = self.folder / "node.log"

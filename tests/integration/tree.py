@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import aio_pika
 from cryptography import x509
 
 from adapters.client import NodeClient
@@ -21,8 +19,7 @@ from exchange.links import LANES, down_queue, up_queue
 from exchange.signing import SigningKey, sign
 from exchange.trust import fingerprint
 from tests.conftest import example
-
-AMQP_URL = os.environ.get("LIENTHONG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+from tests.integration.broker import AMQP_URL, delete_queues, wait_for_consumers
 
 
 class TreeProcesses:
@@ -95,21 +92,7 @@ class TreeProcesses:
         queues = [f"lienthong.{node}.inbound"]
         if self.parents[node]:
             queues.append(down_queue(self.parents[node], node, "normal"))  # type: ignore[arg-type]
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection, asyncio.timeout(60):
-            for queue in queues:
-                while True:
-                    channel = await connection.channel()
-                    try:
-                        declared = await channel.declare_queue(queue, passive=True)
-                        if (declared.declaration_result.consumer_count or 0) > 0:
-                            break
-                    except aio_pika.exceptions.ChannelClosed:
-                        pass
-                    finally:
-                        if not channel.is_closed:
-                            await channel.close()
-                    await asyncio.sleep(0.2)
+        await wait_for_consumers(queues)
 
     def signed(self, sender: str, recipients: list[str], number: int) -> bytes:
         data = example("document-new.edxml")
@@ -151,14 +134,10 @@ class TreeProcesses:
     async def cleanup(self) -> None:
         for name in self.ids:
             self.stop(name)
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            for node, parent in self.parents.items():
-                names = [f"lienthong.{node}.{s}" for s in ("inbound", "requests", "dead")]
-                names += [up_queue(node, lane) for lane in LANES]
-                if parent:
-                    names += [down_queue(parent, node, lane) for lane in LANES]
-                for queue in names:
-                    channel = await connection.channel()
-                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                        await channel.queue_delete(queue)
+        names: list[str] = []
+        for node, parent in self.parents.items():
+            names += [f"lienthong.{node}.{s}" for s in ("inbound", "requests", "dead")]
+            names += [up_queue(node, lane) for lane in LANES]
+            if parent:
+                names += [down_queue(parent, node, lane) for lane in LANES]
+        await delete_queues(names)

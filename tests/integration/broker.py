@@ -1,0 +1,40 @@
+"""Waiting on and cleaning up the real broker, for the process-level tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterable
+
+import aio_pika
+
+AMQP_URL = os.environ.get("LIENTHONG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+async def wait_for_consumers(queues: Iterable[str], count: int = 1, timeout: float = 60) -> None:
+    """Until each queue exists and has ``count`` consumers: the node is ready."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection, asyncio.timeout(timeout):
+        for queue in queues:
+            while True:
+                channel = await connection.channel()
+                try:
+                    declared = await channel.declare_queue(queue, passive=True)
+                    if (declared.declaration_result.consumer_count or 0) >= count:
+                        break
+                except aio_pika.exceptions.ChannelClosed:
+                    pass
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+                await asyncio.sleep(0.2)
+
+
+async def delete_queues(names: Iterable[str]) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in names:
+            channel = await connection.channel()
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                await channel.queue_delete(name)
