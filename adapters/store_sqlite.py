@@ -137,29 +137,6 @@ class BlobFolder:
         finally:
             os.close(directory)
 
-    def put_many(self, items: list[tuple[str, bytes]]) -> None:
-        """Like ``put`` for several blobs, with each folder fsynced once."""
-        folders = set()
-        for digest, data in items:
-            target = self.path(digest)
-            if target.exists():
-                os.utime(target)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(target)
-            folders.add(target.parent)
-        for folder in folders:
-            directory = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-
     def get(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 
@@ -182,8 +159,6 @@ class SqliteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
-        self._waiting: list[tuple[Intake, asyncio.Future[IntakeResult]]] = []
-        self._committer: asyncio.Task[None] | None = None
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -220,8 +195,6 @@ class SqliteStore:
             db.close()
             self._db = None
 
-        if self._committer is not None:  # the store owns its committer: let it finish
-            await asyncio.gather(self._committer, return_exceptions=True)
         if self._db is not None:
             await self._run(shut)
         self._executor.shutdown(wait=True)
@@ -301,87 +274,65 @@ class SqliteStore:
         await self._run(lambda db: db.execute("DELETE FROM attempts WHERE digest = ?", (digest,)))
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
-        """Group commit: intakes that arrive while a transaction is being written wait for
-        the next one and share it, blobs and all, so that several packages in flight cost
-        one transaction fsync (and one folder fsync) instead of one each."""
-        future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((intake, future))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_waiting(), name="group-commit")
-        return await future
-
-    async def _commit_waiting(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                results = await self._run(
-                    functools.partial(self._commit_batch, intakes=[i for i, _ in batch])
-                )
-            except Exception as exc:  # noqa: BLE001 - handed to every waiter, who decides
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
-    def _commit_batch(self, db: sqlite3.Connection, intakes: list[Intake]) -> list[IntakeResult]:
-        # the bytes first, durable before any row names them
-        self.blobs.put_many([(i.package.digest, i.data) for i in intakes])
-        db.execute("BEGIN IMMEDIATE")
-        results = [self._intake_rows(db, intake) for intake in intakes]
-        db.execute("COMMIT")
-        return results
-
-    def _intake_rows(self, db: sqlite3.Connection, intake: Intake) -> IntakeResult:
         package = intake.package
         key = intake.dedup_key
-        same = db.execute(
-            "SELECT message_id, level FROM packages WHERE digest = ?", (package.digest,)
-        ).fetchone()
-        if same:
-            return IntakeResult(Outcome.DUPLICATE, same[0], same[1])
-        earlier = db.execute(
-            "SELECT d.digest, d.message_id, p.level FROM dedup d "
-            "JOIN packages p ON p.message_id = d.message_id WHERE d.key = ?",
-            (key,),
-        ).fetchone()
-        if earlier:
-            outcome = Outcome.DUPLICATE if earlier[0] == package.digest else Outcome.CONFLICT
-            return IntakeResult(outcome, earlier[1], earlier[2])
-        now = intake.received_at.isoformat()
-        db.execute(
-            "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "
-            "source, received_at, envelope, recipients) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                intake.message_id,
-                package.digest,
-                package.size,
-                package.kind.value,
-                package.sender.organ_id,
-                package.document_id,
-                package.level.value,
-                intake.source,
-                now,
-                intake.envelope,
-                json.dumps([organ.organ_id for organ in package.recipients]),
-            ),
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.blobs.put, package.digest, intake.data
         )
-        db.execute(
-            "INSERT INTO dedup (key, digest, message_id, created_at) VALUES (?, ?, ?, ?)",
-            (key, package.digest, intake.message_id, now),
-        )
-        db.execute("DELETE FROM attempts WHERE digest = ?", (package.digest,))
-        db.executemany(
-            "INSERT INTO outbox (message_id, destination, target, created_at) VALUES (?, ?, ?, ?)",
-            [
-                (intake.message_id, item.destination.value, item.target, now)
-                for item in intake.outbox
-            ],
-        )
-        return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
+
+        def work(db: sqlite3.Connection) -> IntakeResult:
+            db.execute("BEGIN IMMEDIATE")
+            same = db.execute(
+                "SELECT message_id, level FROM packages WHERE digest = ?", (package.digest,)
+            ).fetchone()
+            if same:
+                db.execute("COMMIT")
+                return IntakeResult(Outcome.DUPLICATE, same[0], same[1])
+            earlier = db.execute(
+                "SELECT d.digest, d.message_id, p.level FROM dedup d "
+                "JOIN packages p ON p.message_id = d.message_id WHERE d.key = ?",
+                (key,),
+            ).fetchone()
+            if earlier:
+                db.execute("COMMIT")
+                outcome = Outcome.DUPLICATE if earlier[0] == package.digest else Outcome.CONFLICT
+                return IntakeResult(outcome, earlier[1], earlier[2])
+            now = intake.received_at.isoformat()
+            db.execute(
+                "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "
+                "source, received_at, envelope, recipients) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    intake.message_id,
+                    package.digest,
+                    package.size,
+                    package.kind.value,
+                    package.sender.organ_id,
+                    package.document_id,
+                    package.level.value,
+                    intake.source,
+                    now,
+                    intake.envelope,
+                    json.dumps([organ.organ_id for organ in package.recipients]),
+                ),
+            )
+            db.execute(
+                "INSERT INTO dedup (key, digest, message_id, created_at) VALUES (?, ?, ?, ?)",
+                (key, package.digest, intake.message_id, now),
+            )
+            db.execute("DELETE FROM attempts WHERE digest = ?", (package.digest,))
+            db.executemany(
+                "INSERT INTO outbox (message_id, destination, target, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (intake.message_id, item.destination.value, item.target, now)
+                    for item in intake.outbox
+                ],
+            )
+            db.execute("COMMIT")
+            return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
+
+        return await self._run(work)
 
     async def document(self, document_id: str) -> KnownDocument | None:
         def work(db: sqlite3.Connection) -> KnownDocument | None:
