@@ -212,3 +212,28 @@ async def test_orphaned_bytes_are_collected_and_named_ones_kept(store: Store) ->
     else:
         assert await store.collect_garbage(grace_seconds=-1) == 0  # blobs live in the transaction
     assert await store.package_bytes(result_digest(b"<kept/>")) == b"<kept/>"
+
+
+async def test_intakes_committed_together_keep_their_answers(store: Store) -> None:
+    """Several intakes in flight at once (SQLite writes them in one transaction)."""
+    results = await asyncio.gather(
+        store.commit_intake(intake(b"<a>first</a>", message_id="m-1")),
+        store.commit_intake(intake(b"<a>other bytes, same key</a>", message_id="m-2")),
+        store.commit_intake(intake(b"<a>first</a>", message_id="m-3")),
+        *[
+            store.commit_intake(
+                intake(f"<b>{i}</b>".encode(), message_id=f"n-{i}", document_id=f"d-{i}")
+            )
+            for i in range(5)
+        ],
+    )
+    first, other, again, *others = results
+    # whichever of m-1 and m-2 got the key first, the other is told its id
+    winner = first if first.outcome is Outcome.COMMITTED else other
+    assert {first.outcome, other.outcome} == {Outcome.COMMITTED, Outcome.CONFLICT}
+    assert first.message_id == other.message_id == winner.message_id
+    # the same bytes as m-1 again: m-1's answer, whatever it was
+    expected = Outcome.DUPLICATE if winner is first else Outcome.CONFLICT
+    assert (again.outcome, again.message_id) == (expected, winner.message_id)
+    assert [r.outcome for r in others] == [Outcome.COMMITTED] * 5
+    assert len(await store.pending_outbox(100)) == 6
