@@ -215,7 +215,7 @@ async def test_orphaned_bytes_are_collected_and_named_ones_kept(store: Store) ->
 
 
 async def test_intakes_committed_together_keep_their_answers(store: Store) -> None:
-    """Several intakes in flight at once (SQLite writes them in one transaction)."""
+    """Several intakes in flight at once, as a node with concurrent intake makes them."""
     results = await asyncio.gather(
         store.commit_intake(intake(b"<a>first</a>", message_id="m-1")),
         store.commit_intake(intake(b"<a>other bytes, same key</a>", message_id="m-2")),
