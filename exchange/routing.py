@@ -12,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from exchange.errors import RecipientUnreachable, StatusNotAllowed, StatusUnroutable
-from exchange.model import Kind, Package, Priority
+from exchange.links import lane_of
+from exchange.model import Kind, Package
 from exchange.store import Destination, KnownDocument, OutboxItem
 
 RECALL_REQUEST = "13"
-
-
-def lane_of(package: Package) -> str:
-    """Flash documents (hỏa tốc) never wait behind the rest."""
-    return "urgent" if package.priority >= Priority.FLASH else "normal"
 
 
 def status_targets(package: Package, document: KnownDocument) -> tuple[str, ...]:
@@ -55,7 +51,7 @@ def route(
                 raise StatusUnroutable(
                     f"no document {package.document_id!r} has passed through this node"
                 )
-            return (OutboxItem(Destination.LINK, f"{parent}/{lane_of(package)}"),)
+            return (OutboxItem(Destination.LINK, f"{parent}/{lane_of(package.priority)}"),)
         targets: Sequence[str] = status_targets(package, document)
     else:
         targets = [organ.organ_id for organ in package.recipients]
@@ -72,5 +68,6 @@ def route(
                 f"{', '.join(remote)} {'is' if len(remote) == 1 else 'are'} not hosted on this "
                 "node, and it has no link that leads there"
             )
-        items.append(OutboxItem(Destination.LINK, f"{parent}/{lane_of(package)}"))  # one copy
+        lane = lane_of(package.priority)
+        items.append(OutboxItem(Destination.LINK, f"{parent}/{lane}"))  # one copy for them all
     return tuple(items)

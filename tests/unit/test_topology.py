@@ -153,3 +153,10 @@ old_codes = ["000.00.00.H99"]
             {"version": 1, "node": [{"id": "a", "parent": "b"}, {"id": "b", "parent": "a"}]},
             "directory.toml",
         )
+
+
+def test_very_urgent_and_flash_documents_take_the_urgent_lane() -> None:
+    from exchange.links import lane_of
+    from exchange.model import Priority
+
+    assert [lane_of(p) for p in Priority] == ["normal", "normal", "urgent", "urgent", "urgent"]
