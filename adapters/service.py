@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import structlog
 
+from adapters.admission_pool import AdmissionPool
 from adapters.config_files import (
     hosted_agencies,
     load_directory_for,
@@ -27,12 +27,9 @@ from adapters.config_files import (
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
-from exchange.admission import Admission, Admitted, admit
 from exchange.config import NodeConfig
 from exchange.errors import ConfigurationError
 from exchange.node import Node, NodeSettings
-from exchange.policy import VerificationPolicy
-from exchange.xmlsafe import ParseLimits
 
 log = structlog.get_logger("lienthong.serve")
 
@@ -63,20 +60,11 @@ def build_node(
     config: NodeConfig,
     transport: AmqpTransport,
     store: SqliteStore | PostgresStore,
-    pool: ThreadPoolExecutor,
+    admission: AdmissionPool,
     parent_transport: AmqpTransport | None = None,
 ) -> Node:
     directory = load_directory_for(config)
-    admission = Admission(
-        trust=load_trust(config),
-        binder=directory,
-        parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
-    )
-
-    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, admit, data, policy, admission
-        )
+    load_trust(config)  # a broken CA bundle or CRL stops the node here, not in a worker
 
     settings = NodeSettings(
         node_id=config.node_id,
@@ -97,7 +85,7 @@ def build_node(
         settings,
         store=store,
         transport=transport,
-        admit=run_admission,
+        admit=admission,
         node_key=load_node_key(config),
         crash=crash_hook(),  # type: ignore[arg-type]
         parent_transport=parent_transport,
@@ -113,7 +101,8 @@ async def serve(config: NodeConfig) -> None:
     parent_transport = (
         AmqpTransport(config.link.parent_url or config.amqp_url) if config.parent else None
     )
-    pool = ThreadPoolExecutor(max_workers=config.admission_workers, thread_name_prefix="admission")
+    assert config.source_file is not None
+    pool = AdmissionPool(config.source_file, config.admission_workers)
     try:
         node = build_node(config, transport, store, pool, parent_transport)
         await transport.connect()
@@ -133,7 +122,7 @@ async def serve(config: NodeConfig) -> None:
         except asyncio.CancelledError:
             log.info("node.stop", node=config.node_id)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()
         if parent_transport is not None:
             await parent_transport.close()
         await transport.close()

@@ -46,6 +46,19 @@ class LienthongError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # errors cross process boundaries (the admission pool) with all their fields
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[LienthongError], args: tuple[object, ...], state: dict[str, object]
+) -> LienthongError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class SenderFault(LienthongError):
     """The input is at fault. Do not retry; tell the sender exactly why."""

@@ -1,0 +1,67 @@
+"""Admission in worker processes, so that parsing, XSD and signatures use every core.
+
+Each worker builds its own admission context from the node file once, at start
+(trust store, directory, limits), and then judges packages: bytes in, a frozen
+``Admitted`` or one of the node's errors out (both pickle). Threads share one
+interpreter lock, which the XML and signature work holds for most of its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from adapters.config_files import load_directory_for, load_node_config, load_trust
+from exchange.admission import Admission, Admitted, admit
+from exchange.policy import VerificationPolicy
+from exchange.xmlsafe import ParseLimits
+
+_context: Admission | None = None
+
+
+def _follow_parent(parent: int) -> None:
+    """A worker whose node was killed (kill -9 leaves no time to stop the pool) ends too."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _start_worker(config_file: str) -> None:
+    global _context  # one context per worker process, built once
+    threading.Thread(target=_follow_parent, args=(os.getppid(),), daemon=True).start()
+    config = load_node_config(config_file)
+    _context = Admission(
+        trust=load_trust(config),
+        binder=load_directory_for(config),
+        parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
+    )
+
+
+def _admit_here(data: bytes, policy: VerificationPolicy) -> Admitted:
+    assert _context is not None, "the worker was started without its context"
+    return admit(data, policy, _context)
+
+
+class AdmissionPool:
+    def __init__(self, config_file: Path, workers: int) -> None:
+        # spawned, not forked: the node has threads (the store's writer, the broker's
+        # connection), and a fork copies their locks in whatever state they are
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(str(config_file),),
+        )
+
+    async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, _admit_here, data, policy
+        )
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
