@@ -35,3 +35,21 @@ def test_every_error_belongs_to_one_branch() -> None:
         if cls in (errors.LienthongError, *roots):
             continue
         assert sum(issubclass(cls, root) for root in roots) == 1, cls
+
+
+def test_errors_cross_a_process_boundary_whole() -> None:
+    """The admission pool sends errors back from worker processes."""
+    import pickle
+
+    problem = errors.Problem(7, "/edXML/x", "bad", "contract.format")
+    for error in (
+        errors.ContractViolation([problem]),
+        errors.MalformedXml("not XML", line=3),
+        errors.SignatureInvalid("changed after signing"),
+        errors.RevocationUnknown("no CRL"),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert (copy.code, copy.message, str(copy)) == (error.code, error.message, str(error))
+    assert pickle.loads(pickle.dumps(errors.ContractViolation([problem]))).problems == (problem,)
+    assert pickle.loads(pickle.dumps(errors.MalformedXml("x", line=3))).line == 3
