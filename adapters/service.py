@@ -77,7 +77,7 @@ def build_node(
         dedup_retention=timedelta(days=config.store.dedup_retention_days),
         sources=config.sources,
         credentials=config.credentials,
-        intake_concurrency=min(config.prefetch, config.admission_workers * 2),
+        intake_concurrency=min(config.prefetch, config.intake_concurrency),
         topology=directory.topology() if directory.nodes else None,
         link_max_bytes=config.link.max_bytes,
     )

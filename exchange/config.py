@@ -30,7 +30,8 @@ A node file, in TOML::
     [limits]
     max_package_bytes = 8388608
     max_attempts = 5
-    admission_workers = 2
+    admission_workers = 2          # processes that parse, validate and verify
+    intake_concurrency = 16        # submissions in flight at once (at most prefetch)
 
     [sources.amqp]                 # one table per source: which policy it is judged by
     policy = "strict"
@@ -114,6 +115,7 @@ class NodeConfig:
     max_package_bytes: int
     max_attempts: int
     admission_workers: int
+    intake_concurrency: int = 16
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
     source_file: Path | None = None
     link: LinkSettings = field(default_factory=LinkSettings)
@@ -249,6 +251,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         max_package_bytes=r.positive("limits", "max_package_bytes", 8 * 1024 * 1024),
         max_attempts=r.positive("limits", "max_attempts", 5),
         admission_workers=r.positive("limits", "admission_workers", 2),
+        intake_concurrency=r.positive("limits", "intake_concurrency", 16),
         sources=sources,
         source_file=Path(source),
         credentials=credentials,
