@@ -5,18 +5,17 @@ is tested against RabbitMQ alone, at the end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import aio_pika
 import pytest
 
 from adapters.transport_amqp import AmqpTransport
 from adapters.transport_memory import MemoryTransport
 from exchange.transport import Delivery, Message, PublishFailed, QueueSpec, Unroutable
+from tests.integration.broker import delete_queues
 
 AMQP_URL = os.environ.get("LIENTHONG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 Transport = MemoryTransport | AmqpTransport
@@ -42,20 +41,11 @@ def queue_name() -> str:
     return name
 
 
-async def _delete(names: list[str]) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        for name in names:
-            channel = await connection.channel()
-            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                await channel.queue_delete(name)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _delete_test_queues() -> Iterator[None]:
     """Durable test queues do not outlive the suite on the broker."""
     yield
-    asyncio.run(_delete(CREATED))
+    asyncio.run(delete_queues(CREATED))
     CREATED.clear()
 
 

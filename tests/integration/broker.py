@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aio_pika
 
@@ -29,6 +29,17 @@ async def wait_for_consumers(queues: Iterable[str], count: int = 1, timeout: flo
                     if not channel.is_closed:
                         await channel.close()
                 await asyncio.sleep(0.2)
+
+
+async def wait_for_count(
+    read: Callable[[], Awaitable[list[str]]], count: int, timeout: float = 60
+) -> list[str]:
+    """``read()`` once it returns at least ``count`` items (a mailbox, polled: it lives in
+    another process's store); a deadline, not a guess."""
+    async with asyncio.timeout(timeout):
+        while len(found := await read()) < count:  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.2)
+    return found
 
 
 async def delete_queues(names: Iterable[str]) -> None:

@@ -6,7 +6,6 @@ Each harness uses fresh node ids, so tests do not share queues; it deletes its q
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -24,7 +23,12 @@ from exchange.node import Node, NodeSettings
 from exchange.signing import SigningKey, sign
 from tests.conftest import example
 from tests.contract.stores import PG_DSN, drop_location
-from tests.integration.broker import AMQP_URL, delete_queues, wait_for_consumers
+from tests.integration.broker import (
+    AMQP_URL,
+    delete_queues,
+    wait_for_consumers,
+    wait_for_count,
+)
 
 G22, H53, COMMUNE = "000.00.00.G22", "000.00.00.H53", "000.21.31.H53"
 AGENCIES = (G22, H53, COMMUNE)
@@ -143,12 +147,7 @@ class NodeProcess:
             await store.close()
 
     async def wait_for_mailbox(self, organ: str, count: int, timeout: float = 60) -> list[str]:
-        async with asyncio.timeout(timeout):
-            while True:
-                found = await self.mailbox(organ)
-                if len(found) >= count:
-                    return found
-                await asyncio.sleep(0.2)
+        return await wait_for_count(lambda: self.mailbox(organ), count, timeout)
 
     async def cleanup(self) -> None:
         self.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +18,12 @@ from exchange.links import LANES, down_queue, up_queue
 from exchange.signing import SigningKey, sign
 from exchange.trust import fingerprint
 from tests.conftest import example
-from tests.integration.broker import AMQP_URL, delete_queues, wait_for_consumers
+from tests.integration.broker import (
+    AMQP_URL,
+    delete_queues,
+    wait_for_consumers,
+    wait_for_count,
+)
 
 
 class TreeProcesses:
@@ -126,10 +130,7 @@ class TreeProcesses:
             await store.close()
 
     async def wait_for_mailbox(self, organ: str, count: int, timeout: float = 60) -> list[str]:
-        async with asyncio.timeout(timeout):
-            while len(found := await self.mailbox(organ)) < count:  # noqa: ASYNC110 - polls a store
-                await asyncio.sleep(0.2)
-        return found
+        return await wait_for_count(lambda: self.mailbox(organ), count, timeout)
 
     async def cleanup(self) -> None:
         for name in self.ids:

@@ -78,7 +78,8 @@ async def heard(node: Node) -> Answer:
     return Answer.decode(delivery.message.body)
 
 
-async def fetch(node: Node, organ: str) -> list[Message]:
+async def request_fetch(node: Node, organ: str, user_id: str | None = None) -> list[Message]:
+    """Every reply to one fetch request, the last one included."""
     await node.transport.declare(QueueSpec("lienthong.reply.fetch"))
     await node.transport.publish(
         node.queues.requests,
@@ -86,6 +87,7 @@ async def fetch(node: Node, organ: str) -> list[Message]:
             b"",
             reply_to="lienthong.reply.fetch",
             correlation_id="f-1",
+            user_id=user_id,
             headers={OP_HEADER: "fetch", AS_HEADER: organ},
         ),
         timeout=5,
@@ -98,11 +100,18 @@ async def fetch(node: Node, organ: str) -> list[Message]:
     while True:
         delivery = await asyncio.wait_for(anext(replies), timeout=5)
         await delivery.ack()
-        if delivery.message.headers["lienthong-kind"] == "end":
-            break
         got.append(delivery.message)
+        if delivery.message.headers["lienthong-last"]:
+            break
     await replies.aclose()
     return got
+
+
+async def fetch(node: Node, organ: str) -> list[Message]:
+    """The packages a fetch returns."""
+    replies = await request_fetch(node, organ)
+    assert replies[-1].headers["lienthong-kind"] == "end"
+    return [m for m in replies if m.headers["lienthong-kind"] == "package"]
 
 
 async def test_a_document_lands_once_in_each_local_mailbox_byte_identical(
@@ -228,27 +237,9 @@ async def test_a_caller_reads_only_its_own_mailboxes(node: Node, pki: DevPki) ->
     await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
     await node.relay_once()
     with_credentials(node)
-    await node.transport.declare(QueueSpec("lienthong.reply.fetch"))
-    await node.transport.publish(
-        node.queues.requests,
-        Message(
-            b"",
-            reply_to="lienthong.reply.fetch",
-            correlation_id="f-1",
-            user_id="vpcp-qlvb",
-            headers={OP_HEADER: "fetch", AS_HEADER: H53},
-        ),
-        timeout=5,
-    )
-    requests = node.transport.consume(node.queues.requests, prefetch=1)
-    await node.handle_request(await asyncio.wait_for(anext(requests), timeout=5))
-    await requests.aclose()
-    replies = node.transport.consume("lienthong.reply.fetch", prefetch=10)
-    reply = await asyncio.wait_for(anext(replies), timeout=5)
-    await reply.ack()
-    await replies.aclose()
-    assert reply.message.headers["lienthong-kind"] == "answer"
-    assert Answer.decode(reply.message.body).code == "agency.not_yours"
+    (reply,) = await request_fetch(node, H53, user_id="vpcp-qlvb")  # allowed only G22
+    assert reply.headers["lienthong-kind"] == "answer"
+    assert Answer.decode(reply.body).code == "agency.not_yours"
 
 
 async def test_a_status_goes_back_to_the_documents_sender(node: Node, pki: DevPki) -> None:
