@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from exchange.errors import ConfigurationError, TransientFault
 from exchange.store import (
+    Attempt,
     DeadLetter,
     Destination,
     Intake,
@@ -137,7 +138,9 @@ class PostgresStore:
             except Exception as exc:
                 raise TransientFault(f"PostgreSQL store unreachable: {exc}") from exc
 
-    async def _execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _execute(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         await self._open()
         try:
             async with self._pool.connection() as conn:
@@ -177,6 +180,28 @@ class PostgresStore:
             "SELECT message_id, level, sender FROM packages WHERE digest = %s", (digest,)
         )
         return IntakeResult(Outcome.DUPLICATE, *rows[0]) if rows else None
+
+    async def begin_attempt(self, digest: str) -> Attempt:
+        rows = await self._execute(
+            "WITH known AS (SELECT message_id, level, sender FROM packages WHERE digest = %(d)s), "
+            "held AS (SELECT min(id) AS id FROM dead_letters "
+            "         WHERE digest = %(d)s AND replayed_at IS NULL), "
+            "counted AS ("
+            " INSERT INTO attempts (digest, count, last_error, updated_at) "
+            " SELECT %(d)s, 1, NULL, %(now)s "
+            " WHERE NOT EXISTS (SELECT 1 FROM known) AND (SELECT id FROM held) IS NULL "
+            " ON CONFLICT (digest) DO UPDATE SET count = attempts.count + 1, "
+            " updated_at = excluded.updated_at RETURNING count) "
+            "SELECT k.message_id, k.level, k.sender, (SELECT id FROM held), "
+            "(SELECT count FROM counted) FROM (SELECT 1) one LEFT JOIN known k ON true",
+            {"d": digest, "now": _now()},
+        )
+        message_id, level, sender, held, count = rows[0]
+        if message_id is not None:
+            return Attempt(known=IntakeResult(Outcome.DUPLICATE, message_id, level, sender))
+        if held is not None:
+            return Attempt(held=int(held))
+        return Attempt(count=int(count))
 
     async def record_attempt(self, digest: str, reason: str | None = None, delta: int = 1) -> int:
         rows = await self._execute(

@@ -322,7 +322,8 @@ class Node:
         digest = hashlib.sha256(data).hexdigest()
         bound = log.bind(digest=digest[:16], source=source, node=self.settings.node_id)
 
-        known = await self.store.find_digest(digest)
+        begun = await self.store.begin_attempt(digest)
+        known = begun.known
         if known is not None:
             claimed = message.headers.get(AS_HEADER)
             if known.sender is not None and not self._may_send_as(
@@ -338,7 +339,7 @@ class Node:
             await self._settle(delivery, answer, bound)
             return answer
 
-        held = await self.store.dead_letter_for(digest)
+        held = begun.held
         if held is not None:  # a poison package is not tried again until an operator replays it
             answer = Answer(
                 "dead-lettered",
@@ -348,7 +349,7 @@ class Node:
             await self._settle(delivery, answer, bound)
             return answer
 
-        attempts = await self.store.record_attempt(digest)
+        attempts = begun.count
         if attempts > self.settings.max_attempts:
             answer = await self._dead_letter(data, source, attempts)
             await self._settle(delivery, answer, bound)

@@ -72,6 +72,15 @@ class IntakeResult:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """What the store knows of some bytes as their intake starts."""
+
+    known: IntakeResult | None = None  # committed before: the dedup answer
+    held: int | None = None  # held as this (unreplayed) dead letter
+    count: int = 0  # attempts counted, this one included; 0 when known or held
+
+
+@dataclass(frozen=True)
 class KnownDocument:
     """What the DocumentId index says about a document this node carried."""
 
@@ -120,6 +129,10 @@ class Store(Protocol):
 
     async def find_digest(self, digest: str) -> IntakeResult | None:
         """The fast dedup look-up: was exactly these bytes committed before?"""
+
+    async def begin_attempt(self, digest: str) -> Attempt:
+        """One round trip as an intake starts: the fast dedup look-up, then the dead-letter
+        check, and when neither knows the bytes, one more counted attempt."""
 
     async def record_attempt(self, digest: str, reason: str | None = None, delta: int = 1) -> int:
         """Count one more processing attempt of these bytes (before the heavy work);

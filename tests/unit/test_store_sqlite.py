@@ -1,0 +1,51 @@
+"""What only the embedded store has: its blob folder on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from adapters.store_sqlite import MIGRATIONS, SqliteStore
+from tests.contract.stores import intake
+
+
+async def test_blobs_of_the_first_layout_are_moved_once_and_still_read(tmp_path: Path) -> None:
+    """A store written by the first release (ab/cd/<digest>) opens under this one."""
+    folder = tmp_path / "store"
+    data = "<edXML>Công văn số 125</edXML>".encode()
+    digest = hashlib.sha256(data).hexdigest()
+    store = SqliteStore(folder)
+    await store.migrate()
+    await store.commit_intake(intake(data, message_id="m-1"))
+    await store.close()
+    # put it back as the first release left it: two folders deep, at schema version 2
+    legacy = folder / "blobs" / digest[:2] / digest[2:4] / digest
+    legacy.parent.mkdir(parents=True)
+    (folder / "blobs" / digest[:2] / digest).replace(legacy)
+    (legacy.parent / f".{digest}.123.tmp").write_bytes(b"half a write")
+    with sqlite3.connect(folder / "lienthong.db") as db:
+        db.execute("DELETE FROM schema_version WHERE version > 2")
+
+    reopened = SqliteStore(folder)
+    assert await reopened.migrate() == len(MIGRATIONS)
+    assert await reopened.package_bytes(digest) == data
+    assert not legacy.parent.exists()  # the inner folder and the dead write are gone
+    assert await reopened.collect_garbage(grace_seconds=-1) == 0  # named: kept
+    await reopened.close()
+
+
+async def test_the_same_bytes_written_at_once_by_two_intakes_land_whole(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store")
+    await store.migrate()
+    data = b"<edXML>" + b"x" * 200_000 + b"</edXML>"
+    digest = hashlib.sha256(data).hexdigest()
+    for _ in range(20):  # blob writers run side by side: each writes its own temporary file
+        store.blobs.remove(digest)
+        first = store.commit_intake(intake(data, message_id="m-a"))
+        second = store.commit_intake(intake(data, message_id="m-b"))
+        await asyncio.gather(first, second)
+        assert store.blobs.get(digest) == data
+    assert [p.name for p in (tmp_path / "store" / "blobs" / digest[:2]).iterdir()] == [digest]
+    await store.close()
