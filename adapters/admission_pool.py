@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from adapters.config_files import load_directory_for, load_node_config, load_trust
@@ -31,15 +31,19 @@ def _follow_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _start_worker(config_file: str) -> None:
-    global _context  # one context per worker process, built once
-    threading.Thread(target=_follow_parent, args=(os.getppid(),), daemon=True).start()
+def _context_for(config_file: str | Path) -> Admission:
     config = load_node_config(config_file)
-    _context = Admission(
+    return Admission(
         trust=load_trust(config),
         binder=load_directory_for(config),
         parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
     )
+
+
+def _start_worker(config_file: str) -> None:
+    global _context  # one context per worker process, built once
+    threading.Thread(target=_follow_parent, args=(os.getppid(),), daemon=True).start()
+    _context = _context_for(config_file)
 
 
 def _admit_here(data: bytes, policy: VerificationPolicy) -> Admitted:
@@ -65,3 +69,25 @@ class AdmissionPool:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InlineAdmission:
+    """``admission_workers = 0``: admission in one thread of the node's own process. For
+    small nodes and for the sandbox, which packs several nodes into one process; the
+    interpreter lock then shares one core between admission and everything else."""
+
+    def __init__(self, config_file: Path) -> None:
+        self._context = _context_for(config_file)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admission")
+
+    async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, admit, data, policy, self._context
+        )
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+
+def admission_for(config_file: Path, workers: int) -> AdmissionPool | InlineAdmission:
+    return AdmissionPool(config_file, workers) if workers else InlineAdmission(config_file)

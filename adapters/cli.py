@@ -159,7 +159,7 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from adapters import sandbox
 
-    return sandbox.run(Path(args.dir))
+    return sandbox.run(Path(args.dir), once=args.once, suffix=args.suffix)
 
 
 def _add_trust_options(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sandbox", help="a development playground on this machine")
     p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")
+    p.add_argument("--once", action="store_true", help="stop the tree after the first delivery")
+    p.add_argument("--suffix", default="", help=argparse.SUPPRESS)  # node ids of a test's own
     p.set_defaults(func=cmd_sandbox)
     return parser
 

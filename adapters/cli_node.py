@@ -18,9 +18,9 @@ EXIT_OK, EXIT_REFUSED = 0, 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = load_node_config(args.config)
+    configs = [load_node_config(path) for path in args.config]
     logs.configure(args.log_level)
-    asyncio.run(serve(config))
+    asyncio.run(serve(*configs))
     return EXIT_OK
 
 
@@ -119,8 +119,13 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run one node")
-    p.add_argument("--config", required=True, help="the node file (TOML)")
+    p = sub.add_parser("serve", help="run a node (or several, in one process)")
+    p.add_argument(
+        "--config",
+        required=True,
+        action="append",
+        help="the node file (TOML); repeat it to run several nodes in this process",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_serve)
 

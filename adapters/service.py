@@ -10,13 +10,14 @@ crash tests place a kill -9 exactly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from datetime import timedelta
 
 import structlog
 
-from adapters.admission_pool import AdmissionPool
+from adapters.admission_pool import AdmissionPool, InlineAdmission, admission_for
 from adapters.config_files import (
     hosted_agencies,
     load_directory_for,
@@ -60,7 +61,7 @@ def build_node(
     config: NodeConfig,
     transport: AmqpTransport,
     store: SqliteStore | PostgresStore,
-    admission: AdmissionPool,
+    admission: AdmissionPool | InlineAdmission,
     parent_transport: AmqpTransport | None = None,
 ) -> Node:
     directory = load_directory_for(config)
@@ -93,37 +94,52 @@ def build_node(
     )
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(*configs: NodeConfig) -> None:
+    """Run one node, or several in this one process (the sandbox packs its tree so), until
+    SIGTERM or SIGINT; each has its own store, broker connections and admission."""
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [await _open_node(config, stack) for config in configs]
+        try:
+            async with asyncio.TaskGroup() as group:
+                for node in nodes:
+                    group.create_task(node.run(), name=f"node-{node.settings.node_id}")
+        except ExceptionGroup as failed:  # one node stopped (the others with it): say why
+            raise failed.exceptions[0] from None
+        except asyncio.CancelledError:
+            for node in nodes:
+                log.info("node.stop", node=node.settings.node_id)
+
+
+async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> Node:
+    """Build one node; what it opened is closed, in reverse, when ``stack`` unwinds."""
     store = open_store(config)
+    stack.push_async_callback(store.close)
     transport = AmqpTransport(config.amqp_url)
+    stack.push_async_callback(transport.close)
     # the link to the parent is opened by this node, to the parent's broker; a link that is
     # down is not an error, so this connection is made lazily and retried
     parent_transport = (
         AmqpTransport(config.link.parent_url or config.amqp_url) if config.parent else None
     )
+    if parent_transport is not None:
+        stack.push_async_callback(parent_transport.close)
     assert config.source_file is not None
-    pool = AdmissionPool(config.source_file, config.admission_workers)
-    try:
-        node = build_node(config, transport, store, pool, parent_transport)
-        await transport.connect()
-        log.info(
-            "node.start",
-            node=config.node_id,
-            hosted=sorted(node.settings.hosted),
-            store=config.store.kind,
-            inbound=node.queues.inbound,
-        )
-        main = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
-        try:
-            await node.run()
-        except asyncio.CancelledError:
-            log.info("node.stop", node=config.node_id)
-    finally:
-        pool.shutdown()
-        if parent_transport is not None:
-            await parent_transport.close()
-        await transport.close()
-        await store.close()
+    admission = admission_for(config.source_file, config.admission_workers)
+    stack.callback(admission.shutdown)
+    node = build_node(config, transport, store, admission, parent_transport)
+    await transport.connect()
+    log.info(
+        "node.start",
+        node=config.node_id,
+        hosted=sorted(node.settings.hosted),
+        store=config.store.kind,
+        inbound=node.queues.inbound,
+        admission=f"{config.admission_workers} process(es)"
+        if config.admission_workers
+        else "thread",
+    )
+    return node

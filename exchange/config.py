@@ -30,7 +30,8 @@ A node file, in TOML::
     [limits]
     max_package_bytes = 8388608
     max_attempts = 5
-    admission_workers = 2          # processes that parse, validate and verify
+    admission_workers = 2          # processes that parse, validate and verify; 0: a thread
+                                   # of the node's own process (small nodes, the sandbox)
     intake_concurrency = 16        # submissions in flight at once (at most prefetch)
 
     [sources.amqp]                 # one table per source: which policy it is judged by
@@ -157,6 +158,12 @@ class _Reader:
             raise self._fail(f"{table}.{key}", expected, value)
         return value
 
+    def count(self, table: str, key: str, default: Any = ...) -> int:
+        value: int = self.get(table, key, int, "a whole number, 0 or more", default)
+        if value < 0:
+            raise self._fail(f"{table}.{key}", "a whole number, 0 or more", value)
+        return value
+
     def positive(self, table: str, key: str, default: Any = ...) -> int:
         value: int = self.get(table, key, int, "a positive whole number", default)
         if value <= 0:
@@ -250,7 +257,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         trust=trust,
         max_package_bytes=r.positive("limits", "max_package_bytes", 8 * 1024 * 1024),
         max_attempts=r.positive("limits", "max_attempts", 5),
-        admission_workers=r.positive("limits", "admission_workers", 2),
+        admission_workers=r.count("limits", "admission_workers", 2),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),
         sources=sources,
         source_file=Path(source),

@@ -110,6 +110,7 @@ class Envelope:
     hop_limit: int
     hops: tuple[str, ...]  # node ids, entry node first
     status_code: str | None = None
+    hop_times: tuple[str, ...] = ()  # when each hop's node signed its record (ISO 8601, UTC)
 
     @property
     def last_node(self) -> str:
@@ -200,7 +201,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
     if hashlib.sha256(data).hexdigest() != body.get("sha256") or len(data) != body.get("size"):
         raise EnvelopeInvalid("the package bytes do not match the envelope's SHA-256 and size")
     previous: Mapping[str, Any] = body
-    trail = []
+    trail, times = [], []
     for index, hop in enumerate(document["hops"]):
         if not isinstance(hop, dict):
             raise EnvelopeInvalid(f"hop {index + 1} is not a record")
@@ -212,6 +213,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         if hop.get("prev") != hashlib.sha256(canonical(previous)).hexdigest():
             raise EnvelopeInvalid(f"hop {index + 1} does not follow the record before it")
         trail.append(node)
+        times.append(str(hop.get("at", "")))
         previous = hop
     if not trail or trail[0] != signer:
         raise EnvelopeInvalid("the first hop must be the entry node's")
@@ -231,4 +233,5 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         hop_limit=int(body["hop_limit"]),
         hops=tuple(trail),
         status_code=body.get("status_code"),
+        hop_times=tuple(times),
     )

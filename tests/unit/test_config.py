@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.sandbox_tree import load_topology, topology_file
 from exchange.config import NodeConfig, node_config_from_mapping
 from exchange.errors import ConfigurationError
 
@@ -78,6 +79,10 @@ def test_a_good_file_is_read_with_defaults_and_relative_paths() -> None:
             "key 'trust.ca': expected a file or folder path, found nothing",
         ),
         (("[limits]", "[limit]"), "unknown table 'limit'"),
+        (
+            ("max_attempts = 4", "admission_workers = -2"),
+            "key 'limits.admission_workers': expected a whole number, 0 or more, found int -2",
+        ),
     ],
 )
 def test_each_mistake_names_the_file_and_the_key(change: tuple[str, str], message: str) -> None:
@@ -93,3 +98,30 @@ def test_optional_tables_may_be_left_out() -> None:
     assert config.max_attempts == 5
     assert config.link.max_bytes == 64 * 1024 * 1024
     assert config.link.parent_url is None
+
+
+def test_admission_may_run_in_the_nodes_own_process() -> None:
+    assert load(GOOD.replace("max_attempts = 4", "admission_workers = 0")).admission_workers == 0
+    assert load(GOOD).admission_workers == 2
+
+
+def test_the_sandbox_topology_packs_its_tree_into_four_processes() -> None:
+    topology = load_topology(topology_file(), "-x")
+    assert len(topology.processes()) <= 4
+    parents = {node.id: node.parent for node in topology.nodes}
+    assert parents["commune-22-31-h53-x"] == "district-31-h53-x"
+    assert topology.node_of(topology.demo_recipient) == "province-h41-x"
+
+
+def test_a_sandbox_agency_on_no_node_is_named(tmp_path: Path) -> None:
+    broken = tmp_path / "sandbox.toml"
+    broken.write_text(
+        topology_file()
+        .read_text(encoding="utf-8")
+        .replace('home_node = "province-h41"', 'home_node = "province-h99"', 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"000\.00\.00\.H41 names home node 'province-h99'"
+    ):
+        load_topology(broken)

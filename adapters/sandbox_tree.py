@@ -1,0 +1,140 @@
+"""The sandbox tree's files: its topology (config/sandbox.toml), the development PKI, the
+directory that binds agencies to certificates and home nodes, and one node file per node.
+
+Everything is written under the sandbox folder; keys are made once and kept, the
+directory and node files are rewritten on every run from the topology.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from cryptography import x509
+
+from adapters.pki_files import init_pki
+from exchange.errors import ConfigurationError
+from exchange.trust import fingerprint
+
+
+@dataclass(frozen=True)
+class SandboxNode:
+    id: str
+    parent: str | None
+    process: int
+
+
+@dataclass(frozen=True)
+class SandboxAgency:
+    organ_id: str
+    name: str
+    home_node: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    nodes: tuple[SandboxNode, ...]
+    agencies: tuple[SandboxAgency, ...]
+    demo_sender: str
+    demo_recipient: str
+
+    def node_of(self, organ_id: str) -> str:
+        return next(a.home_node for a in self.agencies if a.organ_id == organ_id)
+
+    def processes(self) -> dict[int, list[SandboxNode]]:
+        grouped: dict[int, list[SandboxNode]] = {}
+        for node in self.nodes:
+            grouped.setdefault(node.process, []).append(node)
+        return dict(sorted(grouped.items()))
+
+
+def topology_file() -> Path:
+    """config/sandbox.toml: inside an installed wheel, or in a checkout."""
+    packaged = resources.files("adapters").joinpath("_sandbox.toml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "config" / "sandbox.toml"
+
+
+def load_topology(path: Path, suffix: str = "") -> Topology:
+    """The sandbox topology; ``suffix`` is added to every node id (tests run their own)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        nodes = tuple(
+            SandboxNode(
+                id=n["id"] + suffix,
+                parent=n["parent"] + suffix if n.get("parent") else None,
+                process=int(n["process"]),
+            )
+            for n in data["node"]
+        )
+        agencies = tuple(
+            SandboxAgency(a["organ_id"], a["name"], a["home_node"] + suffix) for a in data["agency"]
+        )
+        demo = data["demo"]
+        topology = Topology(nodes, agencies, demo["sender"], demo["recipient"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: not a sandbox topology: {exc}") from exc
+    known = {n.id for n in nodes}
+    for agency in agencies:
+        if agency.home_node not in known:
+            raise ConfigurationError(
+                f"{path}: agency {agency.organ_id} names home node {agency.home_node!r}, "
+                "which is not a node of the sandbox"
+            )
+    return topology
+
+
+def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Path]:
+    """The PKI (made once), the directory, and a node file per node; returns the node
+    files by node id."""
+    pki = folder / "pki"
+    init_pki(
+        pki, [a.organ_id for a in topology.agencies], [n.id for n in topology.nodes], key_type="ec"
+    )
+    (pki / "directory.toml").write_text(_directory(pki, topology), encoding="utf-8")
+    files = {}
+    for node in topology.nodes:
+        home = folder / "nodes" / node.id
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "node.toml"
+        config.write_text(_node_file(node, pki, amqp_url), encoding="utf-8")
+        files[node.id] = config
+    return files
+
+
+def _directory(pki: Path, topology: Topology) -> str:
+    lines = ["# The sandbox directory, written by `lienthong sandbox` from its topology.", ""]
+    lines += ["version = 1", ""]
+    for node in topology.nodes:
+        lines += ["[[node]]", f'id = "{node.id}"']
+        lines += [f'parent = "{node.parent}"'] if node.parent else []
+        lines += [""]
+    for agency in topology.agencies:
+        cert = x509.load_pem_x509_certificate(
+            (pki / "agencies" / f"{agency.organ_id}.pem").read_bytes()
+        )
+        lines += [
+            "[[agency]]",
+            f'organ_id = "{agency.organ_id}"',
+            f'name = "{agency.name}"',
+            f'home_node = "{agency.home_node}"',
+            f'fingerprints = ["{fingerprint(cert)}"]',
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _node_file(node: SandboxNode, pki: Path, amqp_url: str) -> str:
+    parent = f'parent = "{node.parent}"\n' if node.parent else ""
+    return (
+        f"# node {node.id} of the sandbox, written by `lienthong sandbox`\n"
+        f'[node]\nid = "{node.id}"\n{parent}\n'
+        f'[rabbitmq]\nurl = "{amqp_url}"\nprefetch = 16\n\n'
+        '[store]\nkind = "sqlite"\npath = "store"\n\n'
+        f'[trust]\nca = "{pki}/ca.pem"\ndirectory = "{pki}/directory.toml"\n'
+        f'node_key = "{pki}/nodes/{node.id}.key"\nnode_certs = "{pki}/nodes"\n\n'
+        "[limits]\nadmission_workers = 0  # several nodes share a process: admit in a thread\n"
+    )
