@@ -53,14 +53,24 @@ def _admit_here(data: bytes, policy: VerificationPolicy) -> Admitted:
 
 class AdmissionPool:
     def __init__(self, config_file: Path, workers: int) -> None:
+        self._config_file, self._workers = config_file, workers
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         # spawned, not forked: the node has threads (the store's writer, the broker's
         # connection), and a fork copies their locks in whatever state they are
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(str(config_file),),
+            initargs=(str(self._config_file),),
         )
+
+    async def reload(self) -> None:
+        """New workers, which read the node's files (a newer directory) again; admissions
+        already under way finish in the old ones."""
+        old, self._pool = self._pool, self._new_pool()
+        old.shutdown(wait=False)
 
     async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
         return await asyncio.get_running_loop().run_in_executor(
@@ -77,8 +87,12 @@ class InlineAdmission:
     interpreter lock then shares one core between admission and everything else."""
 
     def __init__(self, config_file: Path) -> None:
+        self._config_file = config_file
         self._context = _context_for(config_file)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admission")
+
+    async def reload(self) -> None:
+        self._context = await asyncio.to_thread(_context_for, self._config_file)
 
     async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
         return await asyncio.get_running_loop().run_in_executor(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters import cli_node, pki_files, render
+from adapters import cli_directory, cli_node, pki_files, render
 from exchange.admission import Admission, admit
 from exchange.directory import Binder, SubjectBinding
 from exchange.errors import ConfigurationError, LienthongError, SenderFault
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_certs_init)
 
     cli_node.add_commands(sub)
+    cli_directory.add_commands(sub)
 
     p = sub.add_parser("sandbox", help="a development playground on this machine")
     p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")

@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from adapters.pki_files import load_directory
 from exchange.config import NodeConfig, node_config_from_mapping
 from exchange.directory import Directory
+from exchange.directory_doc import SignedDirectory, open_directory
 from exchange.envelope import NodeKey, NodePublicKey
-from exchange.errors import ConfigurationError
+from exchange.errors import ConfigurationError, DirectoryRefused
 from exchange.trust import TrustStore
 
 
@@ -38,7 +39,30 @@ def load_trust(config: NodeConfig) -> TrustStore:
 
 
 def load_directory_for(config: NodeConfig) -> Directory:
-    return load_directory(config.trust.directory)
+    signed = load_signed_directory(config)
+    return signed.directory if signed is not None else load_directory(config.trust.directory)
+
+
+def load_signed_directory(config: NodeConfig) -> SignedDirectory | None:
+    """The signed directory the node keeps; None for an unsigned development directory
+    (TOML, allowed only when no ``trust.directory_signer`` is configured)."""
+    path, signer = config.trust.directory, config.trust.directory_signer
+    if signer is None:
+        if path.suffix == ".json":
+            raise ConfigurationError(
+                f"{config.source_file}: key 'trust.directory_signer': expected the node id "
+                f"that signs directories, to check the signed directory {path}"
+            )
+        return None
+    if path.suffix != ".json":
+        raise ConfigurationError(
+            f"{path}: the directory must be the signed document (lienthong directory sign), "
+            f"since trust.directory_signer is set; an unsigned directory is refused"
+        )
+    try:
+        return open_directory(_read(path, "signed directory"), load_peer_keys(config), signer)
+    except DirectoryRefused as exc:
+        raise ConfigurationError(f"{path}: {exc.message}") from exc
 
 
 def hosted_agencies(config: NodeConfig, directory: Directory) -> frozenset[str]:

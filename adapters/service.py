@@ -23,14 +23,16 @@ from adapters.config_files import (
     load_directory_for,
     load_node_key,
     load_peer_keys,
+    load_signed_directory,
     load_trust,
 )
+from adapters.directory_file import DirectoryFile
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
 from exchange.config import NodeConfig
 from exchange.errors import ConfigurationError
-from exchange.node import Node, NodeSettings
+from exchange.node import DirectoryKeeping, Node, NodeSettings
 
 log = structlog.get_logger("lienthong.serve")
 
@@ -64,8 +66,18 @@ def build_node(
     admission: AdmissionPool | InlineAdmission,
     parent_transport: AmqpTransport | None = None,
 ) -> Node:
-    directory = load_directory_for(config)
+    signed = load_signed_directory(config)
+    directory = signed.directory if signed is not None else load_directory_for(config)
     load_trust(config)  # a broken CA bundle or CRL stops the node here, not in a worker
+    keeping = None
+    if signed is not None and config.trust.directory_signer is not None:
+        keeping = DirectoryKeeping(
+            home=DirectoryFile(config.trust.directory),
+            kept=signed,
+            signer=config.trust.directory_signer,
+            reload_admission=admission.reload,
+            check_every_s=config.directory_check_s,
+        )
 
     settings = NodeSettings(
         node_id=config.node_id,
@@ -91,6 +103,7 @@ def build_node(
         crash=crash_hook(),  # type: ignore[arg-type]
         parent_transport=parent_transport,
         peer_keys=load_peer_keys(config),
+        directory=keeping,
     )
 
 

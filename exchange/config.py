@@ -23,7 +23,10 @@ A node file, in TOML::
     [trust]
     ca = "pki/ca.pem"              # the CA bundle agencies' certificates must chain to
     crls = []
-    directory = "pki/directory.toml"
+    directory = "directory.json"   # the signed directory this node keeps (a TOML file:
+                                   # unsigned, for development, without directory_signer)
+    directory_signer = "central"   # the node (the root) whose key signs directories
+    directory_check_s = 30         # the root: how often it looks for a newer one
     node_key = "pki/nodes/province-h53.key"
     node_certs = "pki/nodes"       # peers' node certificates, <node id>.pem
 
@@ -82,6 +85,7 @@ class TrustSettings:
     node_key: Path
     node_certs: Path
     crls: tuple[Path, ...] = ()
+    directory_signer: str | None = None  # the node whose key signs directories (the root)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class NodeConfig:
     max_attempts: int
     admission_workers: int
     intake_concurrency: int = 16
+    directory_check_s: float = 30.0  # how often the root looks for a newer signed directory
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
     source_file: Path | None = None
     link: LinkSettings = field(default_factory=LinkSettings)
@@ -213,6 +218,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         node_key=r.path("trust", "node_key"),
         node_certs=r.path("trust", "node_certs"),
         crls=tuple(Path(c) if Path(c).is_absolute() else base / c for c in crls),
+        directory_signer=r.get("trust", "directory_signer", str, "a node id", None),
     )
     sources: dict[str, VerificationPolicy] = {}
     for name, table in r.table("sources", required=False).items():
@@ -259,6 +265,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         max_attempts=r.positive("limits", "max_attempts", 5),
         admission_workers=r.count("limits", "admission_workers", 2),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),
+        directory_check_s=r.get("trust", "directory_check_s", float, "seconds", 30.0),
         sources=sources,
         source_file=Path(source),
         credentials=credentials,

@@ -55,6 +55,9 @@ class Directory:
         homes = {e.organ_id: e.home_node for e in self.entries.values() if e.home_node}
         return Topology(self.nodes, homes, self.redirects)
 
+    def hosted_by(self, node_id: str) -> frozenset[str]:
+        return frozenset(e.organ_id for e in self.entries.values() if e.home_node == node_id)
+
     def get(self, organ_id: str) -> AgencyEntry | None:
         return self.entries.get(organ_id)
 

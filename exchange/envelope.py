@@ -71,7 +71,7 @@ class NodeKey:
         }
 
 
-def _verify(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], what: str) -> str:
+def verify_record(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], what: str) -> str:
     sig = record.get("sig")
     if not isinstance(sig, dict):
         raise EnvelopeInvalid(f"{what} is not signed")
@@ -193,7 +193,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         raise EnvelopeInvalid(
             f"envelope version {body.get('v')!r} is not understood (expected {VERSION})"
         )
-    signer = _verify(body, keys, "the envelope")
+    signer = verify_record(body, keys, "the envelope")
     if signer != body.get("origin"):
         raise EnvelopeInvalid(
             f"the envelope names origin {body.get('origin')!r} but node {signer} signed it"
@@ -205,7 +205,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
     for index, hop in enumerate(document["hops"]):
         if not isinstance(hop, dict):
             raise EnvelopeInvalid(f"hop {index + 1} is not a record")
-        node = _verify(hop, keys, f"hop {index + 1}")
+        node = verify_record(hop, keys, f"hop {index + 1}")
         if hop.get("node") != node:
             raise EnvelopeInvalid(
                 f"hop {index + 1} names node {hop.get('node')!r} but {node} signed it"

@@ -246,6 +246,19 @@ class HopLimitExceeded(PermanentFault):
     code = "envelope.hop_limit"
 
 
+class DirectoryRefused(PermanentFault):
+    """A directory document that is not signed, not signed by the directory's signer, does
+    not verify, or does not hold a valid directory."""
+
+    code = "directory.refused"
+
+
+class DirectoryStale(PermanentFault):
+    """A directory document no newer than the one this node keeps."""
+
+    code = "directory.stale"
+
+
 class AdmissionTimedOut(PermanentFault):
     """Admission of one package ran past its deadline; counted like a crash."""
 

@@ -27,13 +27,15 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from exchange.admission import Admitted
 from exchange.config import Credential
+from exchange.directory_doc import SignedDirectory
+from exchange.directory_sync import DIRECTORY, KIND_HEADER, DirectoryHome, DirectorySync
 from exchange.envelope import (
     Envelope,
     NodeKey,
@@ -179,6 +181,17 @@ def answer_for(result: IntakeResult) -> Answer:
     )
 
 
+@dataclass(frozen=True)
+class DirectoryKeeping:
+    """What a node needs to keep its signed directory current (exchange/directory_sync)."""
+
+    home: DirectoryHome
+    kept: SignedDirectory
+    signer: str  # the node whose key signs directories: the root
+    reload_admission: Callable[[], Awaitable[None]]  # admission reads the new version
+    check_every_s: float = 30.0
+
+
 class Node:
     def __init__(
         self,
@@ -193,6 +206,7 @@ class Node:
         crash: CrashHook = _no_crash,
         parent_transport: Transport | None = None,
         peer_keys: Mapping[str, NodePublicKey] | None = None,
+        directory: DirectoryKeeping | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -206,6 +220,22 @@ class Node:
         self._crash = crash
         self.queues = Queues(settings.node_id)
         self._outbox_ready = asyncio.Event()
+        self._directory = directory
+        self.directory_sync = (
+            DirectorySync(
+                settings.node_id,
+                signer=directory.signer,
+                keys=self.peer_keys,
+                home=directory.home,
+                transport=self.transport,
+                kept=directory.kept,
+                apply=self._apply_directory,
+                children=lambda: self.settings.children,
+                publish_timeout_s=settings.publish_timeout_s,
+            )
+            if directory is not None
+            else None
+        )
 
     # --- set-up ---------------------------------------------------------------------
 
@@ -256,6 +286,10 @@ class Node:
             tasks.create_task(self.relay_forever(), name="relay")
             tasks.create_task(self.serve_requests(), name="requests")
             tasks.create_task(self.housekeeping(), name="housekeeping")
+            if self.directory_sync is not None and self._directory is not None:
+                tasks.create_task(
+                    self.directory_sync.run(self._directory.check_every_s), name="directory"
+                )
             if self.settings.topology is not None:
                 for lane in LANES:
                     tasks.create_task(
@@ -625,25 +659,33 @@ class Node:
             try:
                 await self.declare_parent_link()
                 await self.consume_link(
-                    self.parent_transport, down_queue(parent, self.settings.node_id, lane), lane
+                    self.parent_transport,
+                    down_queue(parent, self.settings.node_id, lane),
+                    lane,
+                    from_parent=True,
                 )
             except TransientFault as exc:
                 log.info("link.down", parent=parent, error=exc.message)
                 await backoff.wait()
 
-    async def consume_link(self, transport: Transport, queue: str, lane: str) -> None:
+    async def consume_link(
+        self, transport: Transport, queue: str, lane: str, *, from_parent: bool = False
+    ) -> None:
         backoff = Backoff()
         async for delivery in transport.consume(queue, prefetch=self.settings.prefetch):
             try:
-                await self.handle_link(delivery, lane)
+                await self.handle_link(delivery, lane, from_parent=from_parent)
                 backoff.reset()
             except TransientFault as fault:
                 log.warning("link.transient", code=fault.code, error=fault.message)
                 await _requeue(delivery)
                 await backoff.wait()
 
-    async def handle_link(self, delivery: Delivery, lane: str) -> str:
-        """A package from a neighbouring node: check its envelope, add our hop, route it."""
+    async def handle_link(self, delivery: Delivery, lane: str, *, from_parent: bool = False) -> str:
+        """A package from a neighbouring node: check its envelope, add our hop, route it.
+        Or, from the parent only, a newer signed directory."""
+        if delivery.message.headers.get(KIND_HEADER) == DIRECTORY:
+            return await self._take_directory(delivery, from_parent=from_parent)
         topology = self.settings.topology
         assert topology is not None
         data = delivery.message.body
@@ -703,6 +745,39 @@ class Node:
         if came_from != self.settings.parent and topology.parents.get(came_from) != me:
             raise EnvelopeInvalid(f"node {came_from} is neither this node's parent nor a child")
         return envelope, append_hop(wire, self._key, when=self._clock())
+
+    async def _take_directory(self, delivery: Delivery, *, from_parent: bool) -> str:
+        if self.directory_sync is None or not from_parent:
+            log.warning(
+                "directory.refused",
+                node=self.settings.node_id,
+                error="a directory may only come down from the parent, to a node that keeps one",
+            )
+            await delivery.ack()
+            return "directory.refused"
+        outcome = await self.directory_sync.offer(
+            delivery.message.body, came_from=self.settings.parent or "?"
+        )
+        await delivery.ack()  # after it is kept (or refused for good)
+        return outcome
+
+    async def _apply_directory(self, signed: SignedDirectory) -> None:
+        """Put a newer directory to use: admission, then routing and hosted agencies."""
+        assert self._directory is not None
+        await self._directory.reload_admission()
+        directory = signed.directory
+        self.settings = replace(
+            self.settings,
+            topology=directory.topology() if directory.nodes else None,
+            hosted=directory.hosted_by(self.settings.node_id),
+        )
+        if directory.nodes.get(self.settings.node_id) != self.settings.parent:
+            log.warning(
+                "directory.parent_changed",
+                node=self.settings.node_id,
+                error="this node's parent changed in the directory; restart it to follow",
+            )
+        await self.declare()  # queues of new children
 
     async def _status_targets_here(self, envelope: Envelope) -> tuple[str, ...]:
         """A status whose entry node did not know its document: resolve it here."""
