@@ -218,6 +218,9 @@ def _print_next(folder: Path, topology: Topology, files: dict[str, Path], *, onc
         f"  {me} send --config {central} --as 000.00.00.G22 {folder}/signed/document-new.edxml\n"
         f"  {me} fetch --config {province} --as 000.00.00.H53 -o inbox/\n"
         f"  {me} ops dlq list --config {central}\n"
+        f"  # a new directory: raise `version` in {folder}/pki/directory.toml, then\n"
+        f"  {me} directory sign --config {central} {folder}/pki/directory.toml\n"
+        f"  {me} directory show --config {province}\n"
         f"  {me} inspect {folder}/signed/document-new.edxml\n"
         f"  {me} validate {schema_dir()}/examples/invalid/*.edxml"
     )

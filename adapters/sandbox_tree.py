@@ -15,6 +15,8 @@ from pathlib import Path
 from cryptography import x509
 
 from adapters.pki_files import init_pki
+from exchange.directory_doc import sign_directory
+from exchange.envelope import NodeKey
 from exchange.errors import ConfigurationError
 from exchange.trust import fingerprint
 
@@ -42,6 +44,10 @@ class Topology:
 
     def node_of(self, organ_id: str) -> str:
         return next(a.home_node for a in self.agencies if a.organ_id == organ_id)
+
+    @property
+    def root(self) -> str:
+        return next(n.id for n in self.nodes if n.parent is None)
 
     def processes(self) -> dict[int, list[SandboxNode]]:
         grouped: dict[int, list[SandboxNode]] = {}
@@ -94,13 +100,18 @@ def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Pat
     init_pki(
         pki, [a.organ_id for a in topology.agencies], [n.id for n in topology.nodes], key_type="ec"
     )
-    (pki / "directory.toml").write_text(_directory(pki, topology), encoding="utf-8")
+    text = _directory(pki, topology)
+    (pki / "directory.toml").write_text(text, encoding="utf-8")
+    root = topology.root
+    key = NodeKey.from_pem(root, (pki / "nodes" / f"{root}.key").read_bytes())
+    signed = sign_directory(tomllib.loads(text), key)  # the root's, as its operator would
     files = {}
     for node in topology.nodes:
         home = folder / "nodes" / node.id
         home.mkdir(parents=True, exist_ok=True)
+        (home / "directory.json").write_bytes(signed)  # each node keeps its own copy
         config = home / "node.toml"
-        config.write_text(_node_file(node, pki, amqp_url), encoding="utf-8")
+        config.write_text(_node_file(node, pki, amqp_url, root), encoding="utf-8")
         files[node.id] = config
     return files
 
@@ -127,14 +138,15 @@ def _directory(pki: Path, topology: Topology) -> str:
     return "\n".join(lines)
 
 
-def _node_file(node: SandboxNode, pki: Path, amqp_url: str) -> str:
+def _node_file(node: SandboxNode, pki: Path, amqp_url: str, root: str) -> str:
     parent = f'parent = "{node.parent}"\n' if node.parent else ""
     return (
         f"# node {node.id} of the sandbox, written by `lienthong sandbox`\n"
         f'[node]\nid = "{node.id}"\n{parent}\n'
         f'[rabbitmq]\nurl = "{amqp_url}"\nprefetch = 16\n\n'
         '[store]\nkind = "sqlite"\npath = "store"\n\n'
-        f'[trust]\nca = "{pki}/ca.pem"\ndirectory = "{pki}/directory.toml"\n'
+        f'[trust]\nca = "{pki}/ca.pem"\ndirectory = "directory.json"\n'
+        f'directory_signer = "{root}"\ndirectory_check_s = 2\n'
         f'node_key = "{pki}/nodes/{node.id}.key"\nnode_certs = "{pki}/nodes"\n\n'
         "[limits]\nadmission_workers = 0  # several nodes share a process: admit in a thread\n"
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.sandbox_tree import load_topology, topology_file, write_tree
 from tests.conftest import EXAMPLES
 
 VALID = sorted((EXAMPLES / "valid").glob("*.edxml"))
@@ -191,3 +192,36 @@ def test_quarantine_holds_a_package_and_says_so(pki_dir: Path) -> None:
     assert result.returncode == 1
     assert ": quarantined: from 000.00.00.G22" in result.stdout
     assert "held for an operator" in result.stdout
+
+
+def test_the_root_signs_a_new_directory_and_another_node_checks_it(tmp_path: Path) -> None:
+    topology = load_topology(topology_file(), "-c")
+    files = write_tree(tmp_path, topology, "amqp://guest:guest@127.0.0.1:5672/")
+    source = tmp_path / "pki" / "directory.toml"
+    source.write_text(
+        source.read_text(encoding="utf-8").replace("version = 1", "version = 2"), encoding="utf-8"
+    )
+    signed = lienthong("directory", "sign", "--config", files["central-c"], source)
+    assert signed.returncode == 0, signed.stderr
+    assert "directory v2 signed by node central-c, 10 agencies, 5 nodes" in signed.stdout
+    shown = lienthong(
+        "directory",
+        "show",
+        "--config",
+        files["province-h41-c"],
+        files["central-c"].parent / "directory.json",
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "directory v2, signed by central-c" in shown.stdout
+    # a province signing a directory proves nothing: only the root's key counts
+    forged = tmp_path / "forged.json"
+    assert (
+        lienthong(
+            "directory", "sign", "--config", files["province-h53-c"], source, "-o", forged
+        ).returncode
+        == 0
+    )
+    refused = lienthong("directory", "show", "--config", files["province-h41-c"], forged)
+    assert refused.returncode == 1
+    assert "REFUSED [directory.refused]" in refused.stdout
+    assert "signed by node province-h53-c, but only central-c signs directories" in refused.stdout
