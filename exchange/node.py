@@ -154,6 +154,7 @@ class Answer:
     level: str | None = None
     code: str | None = None
     reason: str | None = None
+    unreachable: tuple[str, ...] | None = None  # accepted, but nothing leads to these
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -162,7 +163,10 @@ class Answer:
 
     @classmethod
     def decode(cls, body: bytes) -> Answer:
-        return cls(**json.loads(body))
+        fields = json.loads(body)
+        if fields.get("unreachable") is not None:
+            fields["unreachable"] = tuple(fields["unreachable"])
+        return cls(**fields)
 
 
 def answer_for(result: IntakeResult) -> Answer:
@@ -404,7 +408,7 @@ class Node:
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
             await self._refuse_taken_document_id(package)
-            targets, outbox = self._plan_entry(package, document)
+            targets, outbox, unreachable = self._plan_entry(package, document)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
             answer = Answer("refused", code=fault.code, reason=fault.message)
@@ -427,6 +431,13 @@ class Node:
         if result.outcome is not Outcome.COMMITTED:  # a conflict is an answer, not a failure
             await self.store.clear_attempts(digest)
         answer = answer_for(result)
+        if unreachable and result.outcome is Outcome.COMMITTED:
+            answer = replace(
+                answer,
+                unreachable=unreachable,
+                reason=f"not sent to {', '.join(unreachable)}: no node of this axis hosts "
+                + ("it" if len(unreachable) == 1 else "them"),
+            )
         await self._settle(
             delivery, answer, bound.bind(message_id=answer.message_id, level=package.level.value)
         )
@@ -482,35 +493,42 @@ class Node:
 
     def _plan_entry(
         self, package: Package, document: KnownDocument | None
-    ) -> tuple[tuple[str, ...], tuple[OutboxItem, ...]]:
-        """The recipients an entered package is for, and where each copy goes."""
+    ) -> tuple[tuple[str, ...], tuple[OutboxItem, ...], tuple[str, ...]]:
+        """The recipients an entered package goes to, where each copy goes, and the
+        recipients nothing leads to (the package is refused when that is all of them)."""
         topology = self.settings.topology
         if topology is None:
-            outbox = route(
+            outbox, unreachable = route(
                 package, hosted=self.settings.hosted, parent=self.settings.parent, document=document
             )
-            return tuple(o.organ_id for o in package.recipients), outbox
+            targets = tuple(o.organ_id for o in package.recipients if o.organ_id not in unreachable)
+            return targets, outbox, unreachable
         if package.kind is Kind.STATUS:
             if document is None:  # resolved upstream, where the document passed
                 if self.settings.parent is None:
                     raise StatusUnroutable(
                         f"no document {package.document_id!r} has passed through this node"
                     )
-                return (), (
-                    OutboxItem(
-                        Destination.LINK,
-                        link_target(self.settings.parent, lane_of(package.priority)),
+                return (
+                    (),
+                    (
+                        OutboxItem(
+                            Destination.LINK,
+                            link_target(self.settings.parent, lane_of(package.priority)),
+                        ),
                     ),
+                    (),
                 )
             targets = status_targets(package, document)
         else:
             targets = tuple(o.organ_id for o in package.recipients)
         plan = topology.plan(self.settings.node_id, targets)
-        if plan.unknown:
+        if plan.unknown and not (plan.mailboxes or plan.links):
             raise RecipientUnreachable(
                 f"no node of this axis hosts {', '.join(plan.unknown)}; nothing was sent"
             )
-        return targets, outbox_for(plan, lane_of(package.priority))
+        reached = tuple(t for t in targets if t not in plan.unknown)
+        return reached, outbox_for(plan, lane_of(package.priority)), plan.unknown
 
     async def _commit(
         self,

@@ -43,15 +43,16 @@ def route(
     hosted: Collection[str],
     parent: str | None,
     document: KnownDocument | None = None,
-) -> tuple[OutboxItem, ...]:
-    """One outbox item per destination: a mailbox, or one copy per link lane."""
+) -> tuple[tuple[OutboxItem, ...], tuple[str, ...]]:
+    """One outbox item per destination (a mailbox, or one copy per link lane), and the
+    recipients nothing leads to; refused when nothing leads to any."""
     if package.kind is Kind.STATUS:
         if document is None:
             if parent is None:
                 raise StatusUnroutable(
                     f"no document {package.document_id!r} has passed through this node"
                 )
-            return (OutboxItem(Destination.LINK, f"{parent}/{lane_of(package.priority)}"),)
+            return (OutboxItem(Destination.LINK, f"{parent}/{lane_of(package.priority)}"),), ()
         targets: Sequence[str] = status_targets(package, document)
     else:
         targets = [organ.organ_id for organ in package.recipients]
@@ -62,12 +63,13 @@ def route(
             items.append(OutboxItem(Destination.MAILBOX, organ_id))
         else:
             remote.append(organ_id)
-    if remote:
-        if parent is None:
-            raise RecipientUnreachable(
-                f"{', '.join(remote)} {'is' if len(remote) == 1 else 'are'} not hosted on this "
-                "node, and it has no link that leads there"
-            )
+    if remote and parent is not None:
         lane = lane_of(package.priority)
         items.append(OutboxItem(Destination.LINK, f"{parent}/{lane}"))  # one copy for them all
-    return tuple(items)
+        return tuple(items), ()
+    if remote and not items:
+        raise RecipientUnreachable(
+            f"{', '.join(remote)} {'is' if len(remote) == 1 else 'are'} not hosted on this "
+            "node, and it has no link that leads there; nothing was sent"
+        )
+    return tuple(items), tuple(remote)

@@ -17,6 +17,7 @@ from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
 from exchange.devpki import issue
 from exchange.envelope import NodeKey, open_envelope
+from exchange.links import up_queue
 from exchange.node import Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import SigningKey, sign
@@ -27,6 +28,7 @@ from tests.pki import G22, DevPki
 from tests.unit.test_topology import HOMES, PARENTS
 
 COMMUNE, H41, G14 = "000.21.31.H53", "000.00.00.H41", "000.00.00.G14"
+OLD_H41, NOWHERE = "000.00.00.H99", "000.00.00.H37"
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Tree:
 @pytest.fixture
 async def tree(tmp_path: Path, pki: DevPki, admission: Admission) -> AsyncIterator[Tree]:
     transport = MemoryTransport()
-    topology = Topology(PARENTS, HOMES)
+    topology = Topology(PARENTS, HOMES, redirects={OLD_H41: H41})  # a merged agency's old code
     keys = {n: NodeKey(n, ec.generate_private_key(ec.SECP256R1())) for n in PARENTS}
     public = {n: k.key.public_key() for n, k in keys.items()}
 
@@ -108,8 +110,8 @@ def key_of(pki: DevPki, organ: str) -> SigningKey:
     return pki.key(organ)
 
 
-def document(pki: DevPki, sender: str, first: str, second: str) -> bytes:
-    data = example("document-new.edxml")
+def document(pki: DevPki, sender: str, first: str, second: str, number: int = 125) -> bytes:
+    data = example("document-new.edxml").replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
     data = data.replace(b"000.00.00.H53", first.encode()).replace(b"000.21.31.H53", second.encode())
     return sign(data.replace(b"000.00.00.G22", sender.encode()), key_of(pki, sender))
 
@@ -178,3 +180,34 @@ async def test_a_status_finds_its_way_back_to_the_sender(tree: Tree, pki: DevPki
     found = await tree.wait(COMMUNE)
     assert answer.message_id in found
     assert sent.message_id not in found  # the commune sent the document; it gets the status
+
+
+async def test_addressing_unknown_mixed_and_old_codes(tree: Tree, pki: DevPki) -> None:
+    # at the root, where the whole directory is known: nobody hosts the only recipient,
+    # so it is refused; with a known one beside it, that one gets it and the answer says
+    nowhere = await tree.submit("central", document(pki, G14, NOWHERE, NOWHERE))
+    assert (nowhere.outcome, nowhere.code) == ("refused", "route.unreachable")
+    assert tree.publishes_per_link() == Counter()
+    mixed = await tree.submit("central", document(pki, G14, H41, NOWHERE, 126))
+    assert (mixed.outcome, mixed.unreachable) == ("accepted", (NOWHERE,))
+    assert await tree.wait(H41) == [mixed.message_id]
+    # below the root, an unknown recipient goes up for the root to judge (a lower node's
+    # directory may lag behind); it crosses each link up once and lands nowhere
+    before = tree.publishes_per_link()
+    up = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, NOWHERE, NOWHERE))
+    assert up.outcome == "accepted"
+    await tree.wait(H41)  # the tree has settled what it carried before
+    async with asyncio.timeout(10):
+        while sum((tree.publishes_per_link() - before).values()) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert tree.publishes_per_link() - before == Counter(
+        {
+            up_queue("district-31-h53", "normal"): 1,
+            up_queue("province-h53", "normal"): 1,
+            up_queue("central", "normal"): 1,
+        }
+    )
+    # an old code, from before a merger: redirected to the agency that carries it on
+    old = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, OLD_H41, OLD_H41, 127))
+    assert (old.outcome, old.unreachable) == ("accepted", None)
+    assert await tree.wait(H41, 2) == [mixed.message_id, old.message_id]

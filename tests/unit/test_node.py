@@ -260,12 +260,30 @@ async def test_a_status_from_someone_not_addressed_is_refused(node: Node, pki: D
     assert (answer.outcome, answer.code) == ("refused", "status.not_allowed")
 
 
-async def test_a_recipient_no_link_leads_to_is_refused(node: Node, pki: DevPki) -> None:
-    elsewhere = example("document-new.edxml").replace(b"000.21.31.H53", b"000.00.00.H41")
+async def test_a_package_no_link_leads_to_is_refused(node: Node, pki: DevPki) -> None:
+    elsewhere = (
+        example("document-new.edxml")
+        .replace(b"000.21.31.H53", b"000.00.00.H41")
+        .replace(b"<edXML:OrganId>000.00.00.H53", b"<edXML:OrganId>000.00.00.H37")
+    )
     answer = await submit(node, sign(elsewhere, pki.key(G22)))
     assert (answer.outcome, answer.code) == ("refused", "route.unreachable")
     assert answer.reason is not None
     assert "000.00.00.H41" in answer.reason
+    assert "nothing was sent" in answer.reason
+    assert await node.relay_once() == 0
+
+
+async def test_known_recipients_get_it_and_the_answer_names_the_unreachable_ones(
+    node: Node, pki: DevPki
+) -> None:
+    mixed = example("document-new.edxml").replace(b"000.21.31.H53", b"000.00.00.H41")
+    answer = await submit(node, sign(mixed, pki.key(G22)))
+    assert (answer.outcome, answer.unreachable) == ("accepted", ("000.00.00.H41",))
+    assert answer.reason == "not sent to 000.00.00.H41: no node of this axis hosts it"
+    assert await node.relay_once() == 1
+    (entry,) = await node.store.mailbox(H53, unfetched_only=True, limit=10)
+    assert entry.message_id == answer.message_id
 
 
 async def test_a_remote_recipient_goes_to_the_parent_link_once(node: Node, pki: DevPki) -> None:
