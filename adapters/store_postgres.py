@@ -23,6 +23,7 @@ from exchange.store import (
     Attempt,
     DeadLetter,
     Destination,
+    FailedRow,
     Intake,
     IntakeResult,
     KnownDocument,
@@ -96,6 +97,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE packages ADD COLUMN recipients TEXT NOT NULL DEFAULT '[]';
     CREATE INDEX packages_document ON packages (document_id, kind);
+    """,
+    # version 3: an outbox row given up (expired) keeps its reason
+    """
+    ALTER TABLE outbox ADD COLUMN failure TEXT;
+    CREATE INDEX outbox_failed ON outbox (done_at) WHERE failure IS NOT NULL;
     """,
 ]
 
@@ -317,12 +323,12 @@ class PostgresStore:
 
     async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
         rows = await self._execute(
-            "SELECT o.id, o.message_id, p.digest, o.destination, o.target FROM outbox o "
-            "JOIN packages p ON p.message_id = o.message_id "
+            "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at "
+            "FROM outbox o JOIN packages p ON p.message_id = o.message_id "
             "WHERE o.done_at IS NULL ORDER BY o.id LIMIT %s",
             (limit,),
         )
-        return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4]) for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], r[5]) for r in rows]
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None:
         if ids:
@@ -340,9 +346,12 @@ class PostgresStore:
         return bool(rows)
 
     async def finish_outbox(
-        self, deliveries: Sequence[tuple[str, str]], done: Sequence[int]
+        self,
+        deliveries: Sequence[tuple[str, str]],
+        done: Sequence[int],
+        failed: Sequence[tuple[int, str]] = (),
     ) -> None:
-        if not deliveries and not done:
+        if not deliveries and not done and not failed:
             return
         now = _now()
         await self._open()
@@ -359,8 +368,22 @@ class PostgresStore:
                         "UPDATE outbox SET done_at = %s WHERE id = ANY(%s) AND done_at IS NULL",
                         (now, list(done)),
                     )
+                if failed:
+                    await cur.executemany(
+                        "UPDATE outbox SET done_at = %s, failure = %s "
+                        "WHERE id = %s AND done_at IS NULL",
+                        [(now, reason, i) for i, reason in failed],
+                    )
         except psycopg.OperationalError as exc:
             raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def failed_outbox(self, limit: int = 100) -> Sequence[FailedRow]:
+        rows = await self._execute(
+            "SELECT id, message_id, target, failure, done_at FROM outbox "
+            "WHERE failure IS NOT NULL ORDER BY done_at DESC, id DESC LIMIT %s",
+            (limit,),
+        )
+        return [FailedRow(*r) for r in rows]
 
     async def mailbox(
         self, organ_id: str, *, unfetched_only: bool, limit: int

@@ -32,6 +32,7 @@ from exchange.store import (
     Attempt,
     DeadLetter,
     Destination,
+    FailedRow,
     Intake,
     IntakeResult,
     KnownDocument,
@@ -107,6 +108,11 @@ MIGRATIONS: list[Migration] = [
     """,
     # version 3: blob files one folder deep (ab/<digest>) instead of two (ab/cd/<digest>)
     lambda db, blobs: blobs.adopt_first_layout(),
+    # version 4: an outbox row given up (expired) keeps its reason
+    """
+    ALTER TABLE outbox ADD COLUMN failure TEXT;
+    CREATE INDEX outbox_failed ON outbox (done_at) WHERE failure IS NOT NULL;
+    """,
 ]
 
 
@@ -370,12 +376,12 @@ class SqliteStore:
     async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
         def work(db: sqlite3.Connection) -> list[OutboxRow]:
             rows = db.execute(
-                "SELECT o.id, o.message_id, p.digest, o.destination, o.target FROM outbox o "
-                "JOIN packages p ON p.message_id = o.message_id "
+                "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at "
+                "FROM outbox o JOIN packages p ON p.message_id = o.message_id "
                 "WHERE o.done_at IS NULL ORDER BY o.id LIMIT ?",
                 (limit,),
             ).fetchall()
-            return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4]) for r in rows]
+            return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], _time(r[5])) for r in rows]
 
         return await self._run(work)
 
@@ -402,7 +408,10 @@ class SqliteStore:
         return await self._run(work)
 
     async def finish_outbox(
-        self, deliveries: Sequence[tuple[str, str]], done: Sequence[int]
+        self,
+        deliveries: Sequence[tuple[str, str]],
+        done: Sequence[int],
+        failed: Sequence[tuple[int, str]] = (),
     ) -> None:
         now = _now()
 
@@ -417,10 +426,25 @@ class SqliteStore:
                 "UPDATE outbox SET done_at = ? WHERE id = ? AND done_at IS NULL",
                 [(now, i) for i in done],
             )
+            db.executemany(
+                "UPDATE outbox SET done_at = ?, failure = ? WHERE id = ? AND done_at IS NULL",
+                [(now, reason, i) for i, reason in failed],
+            )
             db.execute("COMMIT")
 
-        if deliveries or done:
+        if deliveries or done or failed:
             await self._run(work)
+
+    async def failed_outbox(self, limit: int = 100) -> Sequence[FailedRow]:
+        def work(db: sqlite3.Connection) -> list[FailedRow]:
+            rows = db.execute(
+                "SELECT id, message_id, target, failure, done_at FROM outbox "
+                "WHERE failure IS NOT NULL ORDER BY done_at DESC, id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [FailedRow(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
+
+        return await self._run(work)
 
     async def mailbox(
         self, organ_id: str, *, unfetched_only: bool, limit: int

@@ -50,6 +50,7 @@ A node file, in TOML::
     [link]                         # the link to node.parent, opened by this node
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
+    expire_after_hours = 168       # a copy waiting longer for its link fails: "expired"
 
 Relative paths are read from the folder of the node file.
 """
@@ -105,6 +106,7 @@ class Credential:
 class LinkSettings:
     parent_url: str | None = None  # the parent's broker; the child opens the link
     max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
+    expire_after_hours: float = 168.0  # a copy that waits longer for its link fails
 
 
 @dataclass(frozen=True)
@@ -272,5 +274,6 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         link=LinkSettings(
             parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
+            expire_after_hours=r.get("link", "expire_after_hours", float, "hours", 168.0),
         ),
     )

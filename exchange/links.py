@@ -18,7 +18,10 @@ from exchange.model import Business, BusinessType, Kind, Level, Organ, Package, 
 from exchange.store import Destination, OutboxItem
 from exchange.topology import RoutePlan
 
-LANES = ("urgent", "normal")
+# urgent: Priority 2-4, never behind the rest; normal; large: claim-check descriptors of
+# packages above the inline cap (DESIGN §7), so a scanned 200 MB file never sits in front of
+# a letter. Each lane is its own queue with its own consumer, bounded in bytes.
+LANES = ("urgent", "normal", "large")
 
 
 def lane_of(priority: Priority) -> str:

@@ -131,6 +131,7 @@ class NodeSettings:
     sources: Mapping[str, VerificationPolicy] | None = None
     topology: Topology | None = None  # the node tree; without it, only hosted + parent
     link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
+    link_expiry: timedelta = timedelta(days=7)  # a copy waiting longer for its link fails
     credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
     admission_timeout_s: float = 30.0
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
@@ -623,11 +624,22 @@ class Node:
     async def relay_once(self) -> int:
         rows = await self.store.pending_outbox(self.settings.relay_batch)
         done: list[int] = []
+        failed: list[tuple[int, str]] = []
         deliveries: list[tuple[str, str]] = []
         blocked: set[str] = set()  # links that refused this round: their rows wait, others go
+        expired_before = self._clock() - self.settings.link_expiry
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 deliveries.append((row.target, row.message_id))  # written with the marks
+            elif row.created_at is not None and row.created_at < expired_before:
+                # judged from the store's own record, never a broker TTL that drops silently
+                reason = (
+                    f"expired: waited for link {row.target} since {row.created_at.isoformat()}, "
+                    f"longer than {self.settings.link_expiry}"
+                )
+                failed.append((row.id, reason))
+                log.warning("link.expired", message_id=row.message_id, target=row.target)
+                continue
             elif row.target in blocked:
                 continue
             else:
@@ -647,8 +659,8 @@ class Node:
                 self._crash("mid-relay")
         # the mailbox rows and the done marks in one transaction: a crash before it leaves
         # both to be done again, and a mailbox holds each package once (unique key)
-        await self.store.finish_outbox(deliveries, done)
-        return len(done)
+        await self.store.finish_outbox(deliveries, done, failed)
+        return len(done) + len(failed)
 
     async def _publish_on_link(self, row: OutboxRow) -> None:
         node, lane = split_target(row.target)

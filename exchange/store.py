@@ -96,6 +96,18 @@ class OutboxRow:
     digest: str
     destination: Destination
     target: str
+    created_at: datetime | None = None  # when the intake wrote it: expiry is judged from it
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    """An outbox row given up, with the reason (expired, for a link down too long)."""
+
+    id: int
+    message_id: str
+    target: str
+    failure: str
+    failed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -162,10 +174,16 @@ class Store(Protocol):
         """Put a package in a mailbox; False when it was already there (exactly once)."""
 
     async def finish_outbox(
-        self, deliveries: Sequence[tuple[str, str]], done: Sequence[int]
+        self,
+        deliveries: Sequence[tuple[str, str]],
+        done: Sequence[int],
+        failed: Sequence[tuple[int, str]] = (),
     ) -> None:
         """One transaction: put (agency, message id) pairs in their mailboxes, at most once
-        each, and mark those outbox rows done."""
+        each, mark those outbox rows done, and the ``failed`` ones done with their reason."""
+
+    async def failed_outbox(self, limit: int = 100) -> Sequence[FailedRow]:
+        """Outbox rows given up, newest first."""
 
     async def mailbox(
         self, organ_id: str, *, unfetched_only: bool, limit: int

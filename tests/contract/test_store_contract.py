@@ -113,6 +113,22 @@ async def test_the_outbox_lists_each_destination_until_done(store: Store) -> Non
     assert len(await store.pending_outbox(1)) == 1
 
 
+async def test_a_given_up_row_keeps_its_reason_and_its_age(store: Store) -> None:
+    written = intake(b"<a/>", message_id="m-1", mailboxes=(), links=("up/normal", "down/urgent"))
+    await store.commit_intake(written)
+    first, second = await store.pending_outbox(10)
+    assert first.created_at == written.received_at  # what expiry is judged from
+    await store.finish_outbox([], [], [(first.id, "expired: waited since then")])
+    await store.finish_outbox([], [], [(first.id, "expired again")])  # once only
+    assert [r.id for r in await store.pending_outbox(10)] == [second.id]
+    (failed,) = await store.failed_outbox()
+    assert (failed.message_id, failed.target, failed.failure) == (
+        "m-1",
+        first.target,
+        "expired: waited since then",
+    )
+
+
 async def test_a_mailbox_holds_a_package_exactly_once(store: Store) -> None:
     await store.commit_intake(intake(b"<a/>", message_id="m-1"))
     assert await store.deliver("000.00.00.H53", "m-1") is True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -411,3 +412,42 @@ async def test_a_package_that_hangs_admission_is_counted_then_dead_lettered(
     assert outcomes == ["retry", "retry", "dead-lettered"]
     (dead,) = await node.store.dead_letters()
     assert "admission took longer than 0.05 s" in dead.reason
+
+
+async def test_a_copy_waiting_longer_than_the_expiry_fails_with_its_reason(
+    tmp_path: Path, admission: Admission, pki: DevPki
+) -> None:
+    """Expiry is judged from the store's record of when the copy was written."""
+    now = [datetime(2026, 11, 20, 8, 0, tzinfo=UTC)]
+    store = SqliteStore(tmp_path / "store")
+    await store.migrate()
+    transport = MemoryTransport()
+    await transport.declare(QueueSpec(ANSWERS))
+
+    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.to_thread(admit, data, policy, admission)
+
+    node = Node(
+        NodeSettings(
+            "commune", hosted=frozenset({G22}), parent="district", link_expiry=timedelta(days=7)
+        ),
+        store=store,
+        transport=transport,
+        admit=run_admission,
+        node_key=NodeKey("commune", ec.generate_private_key(ec.SECP256R1())),
+        clock=lambda: now[0],
+    )
+    await node.declare()
+    # the link to the parent is down: nothing declared its queue, so every publish fails
+    answer = await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    assert answer.outcome == "accepted"
+    assert await node.relay_once() == 0  # waits: a link that is down is not an error
+    now[0] += timedelta(days=6)
+    assert await node.relay_once() == 0  # still within its week
+    now[0] += timedelta(days=2)
+    assert await node.relay_once() == 1  # given up, with its reason
+    (failed,) = await store.failed_outbox()
+    assert (failed.message_id, failed.target) == (answer.message_id, "district/normal")
+    assert failed.failure.startswith("expired: waited for link district/normal since 2026-11-20")
+    assert await node.relay_once() == 0  # and not tried again
+    await store.close()
