@@ -211,3 +211,34 @@ async def test_addressing_unknown_mixed_and_old_codes(tree: Tree, pki: DevPki) -
     old = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, OLD_H41, OLD_H41, 127))
     assert (old.outcome, old.unreachable) == ("accepted", None)
     assert await tree.wait(H41, 2) == [mixed.message_id, old.message_id]
+
+
+async def test_a_ministry_reaches_a_commune_and_recalls_from_every_recipient(
+    tree: Tree, pki: DevPki
+) -> None:
+    sent = await tree.submit("central", document(pki, G14, H41, COMMUNE, 140))
+    assert sent.outcome == "accepted", sent
+    assert await tree.wait(COMMUNE) == [sent.message_id]  # down two levels of another branch
+    assert await tree.wait(H41) == [sent.message_id]
+
+    def about_it(name: str, sender: str) -> bytes:
+        data = example(name).replace(b"125/UBND-VP", b"140/UBND-VP")
+        data = data.replace(b"000.00.00.G22", G14.encode())  # the document's sender
+        return sign(data.replace(b"000.00.00.H53", sender.encode()), key_of(pki, sender))
+
+    # 13: the sender asks for it back, and the request goes to every recipient
+    recall = example("status-13-recall-request.edxml").replace(b"125/UBND-VP", b"140/UBND-VP")
+    recall = recall.replace(b"000.00.00.G22", G14.encode()).replace(b"000.00.00.H53", H41.encode())
+    asked = await tree.submit("central", sign(recall, key_of(pki, G14)))
+    assert asked.outcome == "accepted", asked
+    assert await tree.wait(COMMUNE, 2) == [sent.message_id, asked.message_id]
+    assert await tree.wait(H41, 2) == [sent.message_id, asked.message_id]
+
+    # a status from an agency the document was not addressed to: refused where it enters
+    stranger = "000.00.11.H53"  # a department of the province the document passed through
+    refused = await tree.submit("province-h53", about_it("status-03-accepted.edxml", stranger))
+    assert (refused.outcome, refused.code) == ("refused", "status.not_allowed")
+    # while a recipient's own status goes back to the ministry
+    agreed = await tree.submit("commune-21-31-h53", about_it("status-03-accepted.edxml", COMMUNE))
+    assert agreed.outcome == "accepted", agreed
+    assert await tree.wait(G14) == [agreed.message_id]
