@@ -62,7 +62,7 @@ def run(folder: Path, *, once: bool = False, suffix: str = "") -> int:
         _print_next(folder, topology, files, once=once)
         if once:
             return 0
-        print("\nThe tree runs until Ctrl-C. Logs: " + str(folder / "logs"))
+        print("\nThe tree runs until Ctrl-C. Logs: " + str(folder / "logs"), flush=True)
         _wait_for_interrupt(processes)
         return 0
     finally:
@@ -227,6 +227,12 @@ def _print_next(folder: Path, topology: Topology, files: dict[str, Path], *, onc
 
 
 def _wait_for_interrupt(processes: dict[int, subprocess.Popen[bytes]]) -> None:
+    """Until Ctrl-C or SIGTERM (then the tree is stopped by the caller), or a process ends."""
+
+    def stop(_signal: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     with contextlib.suppress(KeyboardInterrupt):
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1.0)

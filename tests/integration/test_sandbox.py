@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sandbox_tree import load_topology, topology_file
+from adapters.sandbox_tree import Topology, load_topology, topology_file
 from exchange.links import LANES, down_queue, up_queue
 from tests.integration.broker import delete_queues
 
@@ -53,10 +56,83 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
         ]
         assert len(list((tmp_path / "logs").glob("process-*.log"))) == len(topology.processes())
     finally:
-        names = []
+        await delete_queues(queues_of(topology))
+
+
+def queues_of(topology: Topology) -> list[str]:
+    names = []
+    for node in topology.nodes:
+        names += [f"lienthong.{node.id}.{s}" for s in ("inbound", "requests", "dead")]
+        names += [up_queue(node.id, lane) for lane in LANES]
+        if node.parent:
+            names += [down_queue(node.parent, node.id, lane) for lane in LANES]
+    return names
+
+
+async def test_a_directory_signed_at_the_root_reaches_the_commune_node_while_the_tree_runs(
+    tmp_path: Path,
+) -> None:
+    suffix = f"-{uuid.uuid4().hex[:6]}"
+    topology = load_topology(topology_file(), suffix)
+    sandbox = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapters.cli",
+            "sandbox",
+            "--dir",
+            str(tmp_path),
+            f"--suffix={suffix}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert sandbox.stdout is not None
+        async with asyncio.timeout(120):
+            while "The tree runs until Ctrl-C" not in await asyncio.to_thread(
+                sandbox.stdout.readline
+            ):
+                assert sandbox.poll() is None, "the sandbox stopped"
+        source = tmp_path / "pki" / "directory.toml"
+        source.write_text(
+            source.read_text(encoding="utf-8").replace("version = 1", "version = 2"),
+            encoding="utf-8",
+        )
+        root = tmp_path / "nodes" / f"central{suffix}" / "node.toml"
+        signed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "directory",
+                "sign",
+                "--config",
+                str(root),
+                str(source),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert signed.returncode == 0, signed.stderr
+        kept = tmp_path / "nodes" / f"commune-22-31-h53{suffix}" / "directory.json"
+        async with asyncio.timeout(60):  # root checks every 2 s, then three links down
+            while json.loads(kept.read_bytes())["version"] != 2:  # noqa: ASYNC110 - another process's file
+                await asyncio.sleep(0.2)
         for node in topology.nodes:
-            names += [f"lienthong.{node.id}.{s}" for s in ("inbound", "requests", "dead")]
-            names += [up_queue(node.id, lane) for lane in LANES]
-            if node.parent:
-                names += [down_queue(node.parent, node.id, lane) for lane in LANES]
-        await delete_queues(names)
+            assert (
+                json.loads((tmp_path / "nodes" / node.id / "directory.json").read_bytes())[
+                    "version"
+                ]
+                == 2
+            ), node.id
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.communicate(timeout=60)  # reads what is left, closes the pipe
+        await delete_queues(queues_of(topology))
+    assert sandbox.returncode == 0
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "directory.installed" in logs
