@@ -295,14 +295,16 @@ class PostgresStore:
                 await conn.execute("DELETE FROM attempts WHERE digest = %s", (package.digest,))
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
-                        "INSERT INTO outbox (message_id, destination, target, created_at) "
-                        "VALUES (%s, %s, %s, %s)",
+                        "INSERT INTO outbox (message_id, destination, target, created_at, "
+                        "done_at, failure) VALUES (%s, %s, %s, %s, %s, %s)",
                         [
                             (
                                 intake.message_id,
                                 item.destination.value,
                                 item.target,
                                 intake.received_at,
+                                intake.received_at if item.failure else None,
+                                item.failure,
                             )
                             for item in intake.outbox
                         ],

@@ -348,10 +348,17 @@ class SqliteStore:
             )
             db.execute("DELETE FROM attempts WHERE digest = ?", (package.digest,))
             db.executemany(
-                "INSERT INTO outbox (message_id, destination, target, created_at) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO outbox (message_id, destination, target, created_at, done_at, "
+                "failure) VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (intake.message_id, item.destination.value, item.target, now)
+                    (
+                        intake.message_id,
+                        item.destination.value,
+                        item.target,
+                        now,
+                        now if item.failure else None,
+                        item.failure,
+                    )
                     for item in intake.outbox
                 ],
             )

@@ -46,9 +46,21 @@ def split_target(target: str) -> tuple[str, str]:
     return node, lane or "normal"
 
 
-def outbox_for(plan: RoutePlan, lane: str) -> tuple[OutboxItem, ...]:
+def outbox_for(plan: RoutePlan, lane: str, here: str | None = None) -> tuple[OutboxItem, ...]:
+    """A mailbox row per hosted recipient, one link row per next node; with ``here``, also
+    a row given up for each recipient nobody hosts, so the failure and its reason are kept
+    where it was judged (a failed receipt for the sender, once receipts travel back)."""
     items = [OutboxItem(Destination.MAILBOX, organ) for organ in plan.mailboxes]
     items += [OutboxItem(Destination.LINK, link_target(node, lane)) for node in plan.links]
+    if here is not None:
+        items += [
+            OutboxItem(
+                Destination.MAILBOX,
+                organ,
+                failure=f"unknown recipient: no node of this axis hosts {organ} (judged at {here})",
+            )
+            for organ in plan.unknown
+        ]
     return tuple(items)
 
 

@@ -503,7 +503,16 @@ class Node:
                 package, hosted=self.settings.hosted, parent=self.settings.parent, document=document
             )
             targets = tuple(o.organ_id for o in package.recipients if o.organ_id not in unreachable)
-            return targets, outbox, unreachable
+            given_up = tuple(
+                OutboxItem(
+                    Destination.MAILBOX,
+                    organ,
+                    failure=f"unknown recipient: not hosted on {self.settings.node_id}, "
+                    "which has no link that leads there",
+                )
+                for organ in unreachable
+            )
+            return targets, outbox + given_up, unreachable
         if package.kind is Kind.STATUS:
             if document is None:  # resolved upstream, where the document passed
                 if self.settings.parent is None:
@@ -529,7 +538,8 @@ class Node:
                 f"no node of this axis hosts {', '.join(plan.unknown)}; nothing was sent"
             )
         reached = tuple(t for t in targets if t not in plan.unknown)
-        return reached, outbox_for(plan, lane_of(package.priority)), plan.unknown
+        outbox = outbox_for(plan, lane_of(package.priority), self.settings.node_id)
+        return reached, outbox, plan.unknown
 
     async def _commit(
         self,
@@ -746,7 +756,7 @@ class Node:
                 data=data,
                 source=f"link:{came_from}",
                 envelope=extended,
-                outbox=outbox_for(plan, lane),
+                outbox=outbox_for(plan, lane, me),
                 received_at=self._clock(),
                 key=f"message:{envelope.message_id}",
             )

@@ -37,6 +37,7 @@ def dedup_key(package: Package) -> str:
 class OutboxItem:
     destination: Destination
     target: str  # an OrganId for a mailbox; "<link>/<lane>" for a link
+    failure: str | None = None  # written given up, with this reason (an unknown recipient)
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,15 @@ async def test_addressing_unknown_mixed_and_old_codes(tree: Tree, pki: DevPki) -
             up_queue("central", "normal"): 1,
         }
     )
+    # and the root keeps each failure with its reason, where an auditor (and, with
+    # receipts, the sender) finds it
+    root = tree.nodes["central"].store
+    async with asyncio.timeout(10):  # the root commits what the province published to it
+        while len(await root.failed_outbox()) < 2:  # noqa: ASYNC110 - polls a store
+            await asyncio.sleep(0.02)
+    failures = {(f.message_id, f.target, f.failure) for f in await root.failed_outbox()}
+    judged = "unknown recipient: no node of this axis hosts 000.00.00.H37 (judged at central)"
+    assert failures == {(mixed.message_id, NOWHERE, judged), (up.message_id, NOWHERE, judged)}
     # an old code, from before a merger: redirected to the agency that carries it on
     old = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, OLD_H41, OLD_H41, 127))
     assert (old.outcome, old.unreachable) == ("accepted", None)

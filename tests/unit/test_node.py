@@ -285,6 +285,9 @@ async def test_known_recipients_get_it_and_the_answer_names_the_unreachable_ones
     assert await node.relay_once() == 1
     (entry,) = await node.store.mailbox(H53, unfetched_only=True, limit=10)
     assert entry.message_id == answer.message_id
+    (failed,) = await node.store.failed_outbox()  # kept, for the sender's failed receipt
+    assert (failed.message_id, failed.target) == (answer.message_id, "000.00.00.H41")
+    assert failed.failure.startswith("unknown recipient: not hosted on province-h53")
 
 
 async def test_a_remote_recipient_goes_to_the_parent_link_once(node: Node, pki: DevPki) -> None:
