@@ -1,5 +1,10 @@
-"""The node's signed directory on disk: read for the root's checks, replaced atomically
-(written, fsynced, renamed, folder fsynced) when a newer version comes down the link."""
+"""The node's signed directory on disk.
+
+``<trust.directory>`` is the version the node keeps and uses; it is replaced atomically
+(written, fsynced, renamed, folder fsynced) before a newer version is used. At the root,
+``<trust.directory>.next`` is where the operator's newly signed version waits for the
+root's next check (``lienthong directory sign``); admission never reads it.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,42 @@ import asyncio
 import os
 from pathlib import Path
 
+from exchange.errors import TransientFault
+
+
+def next_path(kept: Path) -> Path:
+    return kept.with_name(kept.name + ".next")
+
 
 class DirectoryFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def read(self) -> bytes:
-        return await asyncio.to_thread(self.path.read_bytes)
+    async def read_next(self) -> bytes | None:
+        def read() -> bytes | None:
+            try:
+                return next_path(self.path).read_bytes()
+            except FileNotFoundError:
+                return None
+
+        return await asyncio.to_thread(read)
 
     async def write(self, wire: bytes) -> None:
-        await asyncio.to_thread(self._replace, wire)
-
-    def _replace(self, wire: bytes) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(wire)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.path)
-        folder = os.open(self.path.parent, os.O_RDONLY)
         try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+            await asyncio.to_thread(write_atomically, self.path, wire)
+        except OSError as exc:  # a full disk: keep the old version, try again later
+            raise TransientFault(f"cannot keep the directory in {self.path}: {exc}") from exc
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

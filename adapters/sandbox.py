@@ -54,8 +54,10 @@ def run(folder: Path, *, once: bool = False, suffix: str = "") -> int:
     print(f"sandbox: {len(topology.nodes)} nodes, {len(topology.agencies)} agencies, in {folder}")
     if not _sign_examples(pki, folder / "signed"):
         return 1
-    processes = _start(folder, topology, files)
+    signal.signal(signal.SIGTERM, _interrupt)  # from here on, a stop stops the tree too
+    processes: dict[int, subprocess.Popen[bytes]] = {}
     try:
+        _start(folder, topology, files, processes)
         ok = asyncio.run(_demo(folder, topology, files, processes))
         if not ok:
             return 1
@@ -64,9 +66,17 @@ def run(folder: Path, *, once: bool = False, suffix: str = "") -> int:
             return 0
         print("\nThe tree runs until Ctrl-C. Logs: " + str(folder / "logs"), flush=True)
         _wait_for_interrupt(processes)
+    except KeyboardInterrupt:
+        print("sandbox: stopped")
+        return 130
+    else:
         return 0
     finally:
         _stop(processes)
+
+
+def _interrupt(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _sign_examples(pki: Path, out: Path) -> bool:
@@ -102,11 +112,14 @@ def _agency_key(pki: Path, organ_id: str) -> SigningKey:
 
 
 def _start(
-    folder: Path, topology: Topology, files: dict[str, Path]
-) -> dict[int, subprocess.Popen[bytes]]:
+    folder: Path,
+    topology: Topology,
+    files: dict[str, Path],
+    processes: dict[int, subprocess.Popen[bytes]],
+) -> None:
+    """Start the node processes into ``processes``, so that whatever started is stopped."""
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
-    processes = {}
     for number, nodes in topology.processes().items():
         command = [sys.executable, "-m", "adapters.cli", "serve", "--log-level", "info"]
         for node in nodes:
@@ -116,7 +129,6 @@ def _start(
                 command, stdout=subprocess.DEVNULL, stderr=log, cwd=folder
             )
         print(f"process {number} (pid {processes[number].pid}): {', '.join(n.id for n in nodes)}")
-    return processes
 
 
 async def _demo(
@@ -228,11 +240,6 @@ def _print_next(folder: Path, topology: Topology, files: dict[str, Path], *, onc
 
 def _wait_for_interrupt(processes: dict[int, subprocess.Popen[bytes]]) -> None:
     """Until Ctrl-C or SIGTERM (then the tree is stopped by the caller), or a process ends."""
-
-    def stop(_signal: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     with contextlib.suppress(KeyboardInterrupt):
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1.0)

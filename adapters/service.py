@@ -69,6 +69,12 @@ def build_node(
     signed = load_signed_directory(config)
     directory = signed.directory if signed is not None else load_directory_for(config)
     load_trust(config)  # a broken CA bundle or CRL stops the node here, not in a worker
+    if directory.nodes and directory.nodes.get(config.node_id, "?") != config.parent:
+        raise ConfigurationError(
+            f"{config.source_file}: node {config.node_id} has parent {config.parent!r} here, "
+            f"but the directory (version {directory.version}) says "
+            f"{directory.nodes.get(config.node_id, 'it is not a node of the tree')!r}"
+        )
     keeping = None
     if signed is not None and config.trust.directory_signer is not None:
         keeping = DirectoryKeeping(
@@ -122,10 +128,18 @@ async def serve(*configs: NodeConfig) -> None:
                 for node in nodes:
                     group.create_task(node.run(), name=f"node-{node.settings.node_id}")
         except ExceptionGroup as failed:  # one node stopped (the others with it): say why
-            raise failed.exceptions[0] from None
+            raise _first_cause(failed) from None
         except asyncio.CancelledError:
             for node in nodes:
                 log.info("node.stop", node=node.settings.node_id)
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error itself, out of the task groups of serve and of Node.run around it."""
+    cause: BaseException = group
+    while isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[0]
+    return cause
 
 
 async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> Node:

@@ -153,9 +153,10 @@ class BlobFolder:
         _fsync_folder(target.parent)
 
     def _make_folder(self, folder: Path) -> None:
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            _fsync_folder(folder.parent)  # the new folder's own entry, durable too
+        folder.mkdir(parents=True, exist_ok=True)
+        # the folder's own entry, durable too; once per folder and process (256 in all),
+        # also for one another writer or a killed process made and may not have fsynced
+        _fsync_folder(folder.parent)
         self._folders.add(folder)
 
     def adopt_first_layout(self) -> int:
@@ -306,8 +307,13 @@ class SqliteStore:
             self._blob_io, self.blobs.put, package.digest, intake.data
         )
 
+        blob = self.blobs.path(package.digest)
+
         def work(db: sqlite3.Connection) -> IntakeResult:
             db.execute("BEGIN IMMEDIATE")
+            if not blob.exists():  # collected between its write and now: write it again
+                db.execute("ROLLBACK")
+                raise TransientFault(f"the bytes of {package.digest[:16]}… went missing")
             same = db.execute(
                 "SELECT message_id, level FROM packages WHERE digest = ?", (package.digest,)
             ).fetchone()

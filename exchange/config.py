@@ -165,6 +165,13 @@ class _Reader:
             raise self._fail(f"{table}.{key}", expected, value)
         return value
 
+    def seconds(self, table: str, key: str, default: float, *, unit: str = "seconds") -> float:
+        expected = f"a positive number of {unit}"
+        value: float = self.get(table, key, float, expected, default)
+        if value <= 0:
+            raise self._fail(f"{table}.{key}", expected, value)
+        return value
+
     def count(self, table: str, key: str, default: Any = ...) -> int:
         value: int = self.get(table, key, int, "a whole number, 0 or more", default)
         if value < 0:
@@ -267,13 +274,13 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         max_attempts=r.positive("limits", "max_attempts", 5),
         admission_workers=r.count("limits", "admission_workers", 2),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),
-        directory_check_s=r.get("trust", "directory_check_s", float, "seconds", 30.0),
+        directory_check_s=r.seconds("trust", "directory_check_s", 30.0),
         sources=sources,
         source_file=Path(source),
         credentials=credentials,
         link=LinkSettings(
             parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
-            expire_after_hours=r.get("link", "expire_after_hours", float, "hours", 168.0),
+            expire_after_hours=r.seconds("link", "expire_after_hours", 168.0, unit="hours"),
         ),
     )

@@ -35,7 +35,14 @@ import structlog
 from exchange.admission import Admitted
 from exchange.config import Credential
 from exchange.directory_doc import SignedDirectory
-from exchange.directory_sync import DIRECTORY, KIND_HEADER, DirectoryHome, DirectorySync
+from exchange.directory_sync import (
+    DIRECTORY,
+    KIND_HEADER,
+    VERSION_HEADER,
+    DirectoryHome,
+    DirectorySync,
+)
+from exchange.directory_sync import LANE as DIRECTORY_LANE
 from exchange.envelope import (
     Envelope,
     NodeKey,
@@ -236,6 +243,7 @@ class Node:
                 kept=directory.kept,
                 apply=self._apply_directory,
                 children=lambda: self.settings.children,
+                acceptable=self._directory_acceptable,
                 publish_timeout_s=settings.publish_timeout_s,
             )
             if directory is not None
@@ -269,6 +277,8 @@ class Node:
                 await self.transport.declare(
                     QueueSpec(down_queue(me, child, lane), max_length_bytes=bound)
                 )
+        for child in self.settings.children:  # the directory's own lane, unbounded: it is small
+            await self.transport.declare(QueueSpec(down_queue(me, child, DIRECTORY_LANE)))
 
     async def declare_parent_link(self) -> None:
         """The child's side of its link, on the parent's broker (the child opens it)."""
@@ -281,6 +291,9 @@ class Node:
             await self.parent_transport.declare(
                 QueueSpec(down_queue(parent, self.settings.node_id, lane), max_length_bytes=bound)
             )
+        await self.parent_transport.declare(
+            QueueSpec(down_queue(parent, self.settings.node_id, DIRECTORY_LANE))
+        )
 
     async def run(self) -> None:
         """Intake, relay, mailbox requests and housekeeping, until cancelled."""
@@ -307,6 +320,10 @@ class Node:
                         tasks.create_task(
                             self.consume_parent_link(lane), name=f"from-parent-{lane}"
                         )
+                if self.settings.parent is not None and self.directory_sync is not None:
+                    tasks.create_task(
+                        self.consume_parent_link(DIRECTORY_LANE), name="from-parent-directory"
+                    )
 
     # --- intake ---------------------------------------------------------------------
 
@@ -641,27 +658,25 @@ class Node:
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 deliveries.append((row.target, row.message_id))  # written with the marks
-            elif row.created_at is not None and row.created_at < expired_before:
-                # judged from the store's own record, never a broker TTL that drops silently
-                reason = (
-                    f"expired: waited for link {row.target} since {row.created_at.isoformat()}, "
-                    f"longer than {self.settings.link_expiry}"
-                )
-                failed.append((row.id, reason))
-                log.warning("link.expired", message_id=row.message_id, target=row.target)
-                continue
-            elif row.target in blocked:
-                continue
             else:
-                try:
-                    await self._publish_on_link(row)
-                except TransientFault as exc:
-                    blocked.add(row.target)
-                    log.info("link.waiting", target=row.target, error=exc.message)
-                    continue
-                except (KeyError, OSError):  # the row's bytes are gone: a person must look
-                    log.exception("relay.row_broken", row=row.id, message_id=row.message_id)
-                    blocked.add(row.target)
+                waiting = row.target in blocked
+                if not waiting:
+                    try:
+                        await self._publish_on_link(row)
+                    except TransientFault as exc:
+                        log.info("link.waiting", target=row.target, error=exc.message)
+                        blocked.add(row.target)
+                        waiting = True
+                    except (KeyError, OSError):  # the row's bytes are gone: a person must look
+                        log.exception("relay.row_broken", row=row.id, message_id=row.message_id)
+                        blocked.add(row.target)
+                        continue
+                if waiting:
+                    # a copy that cannot go now is given up once it has waited too long,
+                    # judged from the store's record, never a broker TTL that drops silently
+                    if row.created_at is not None and row.created_at < expired_before:
+                        failed.append((row.id, _expired(row, self.settings.link_expiry)))
+                        log.warning("link.expired", message_id=row.message_id, target=row.target)
                     continue
                 self._crash("after-publish")
             done.append(row.id)
@@ -674,10 +689,13 @@ class Node:
 
     async def _publish_on_link(self, row: OutboxRow) -> None:
         node, lane = split_target(row.target)
+        headers: dict[str, str | int] = {
+            "lienthong-envelope": (await self.store.envelope(row.message_id)).decode()
+        }
+        if self.directory_sync is not None:  # routed by this version: the next node needs it
+            headers[VERSION_HEADER] = self.directory_sync.version
         message = Message(
-            await self.store.package_bytes(row.digest),
-            message_id=row.message_id,
-            headers={"lienthong-envelope": (await self.store.envelope(row.message_id)).decode()},
+            await self.store.package_bytes(row.digest), message_id=row.message_id, headers=headers
         )
         timeout = self.settings.publish_timeout_s
         if node == self.settings.parent:
@@ -726,6 +744,16 @@ class Node:
         Or, from the parent only, a newer signed directory."""
         if delivery.message.headers.get(KIND_HEADER) == DIRECTORY:
             return await self._take_directory(delivery, from_parent=from_parent)
+        routed_by = delivery.message.headers.get(VERSION_HEADER)
+        if (
+            self.directory_sync is not None
+            and isinstance(routed_by, int)
+            and routed_by > self.directory_sync.version
+        ):
+            raise TransientFault(  # requeued with backoff until the directory comes down
+                f"this package was routed by directory v{routed_by}; this node has "
+                f"v{self.directory_sync.version} and waits for the newer one"
+            )
         topology = self.settings.topology
         assert topology is not None
         data = delivery.message.body
@@ -801,6 +829,20 @@ class Node:
         await delivery.ack()  # after it is kept (or refused for good)
         return outcome
 
+    def _directory_acceptable(self, signed: SignedDirectory) -> str | None:
+        """What this node cannot follow without its operator: refused, not half applied."""
+        me, directory = self.settings.node_id, signed.directory
+        if me not in directory.nodes:
+            return f"node {me} is not in it"
+        if directory.nodes[me] != self.settings.parent:
+            return (
+                f"it moves node {me} under {directory.nodes[me]!r}, but this node's parent is "
+                f"{self.settings.parent!r} (node file); change the node file and restart first"
+            )
+        if not directory.hosted_by(me):
+            return f"no agency has home_node = {me!r}"
+        return None
+
     async def _apply_directory(self, signed: SignedDirectory) -> None:
         """Put a newer directory to use: admission, then routing and hosted agencies."""
         assert self._directory is not None
@@ -811,12 +853,6 @@ class Node:
             topology=directory.topology() if directory.nodes else None,
             hosted=directory.hosted_by(self.settings.node_id),
         )
-        if directory.nodes.get(self.settings.node_id) != self.settings.parent:
-            log.warning(
-                "directory.parent_changed",
-                node=self.settings.node_id,
-                error="this node's parent changed in the directory; restart it to follow",
-            )
         await self.declare()  # queues of new children
 
     async def _status_targets_here(self, envelope: Envelope) -> tuple[str, ...]:
@@ -958,6 +994,11 @@ class Node:
             dead_letter_id,
             timeout=self.settings.publish_timeout_s,
         )
+
+
+def _expired(row: OutboxRow, expiry: timedelta) -> str:
+    since = row.created_at.isoformat() if row.created_at else "?"
+    return f"expired: waited for link {row.target} since {since}, longer than {expiry}"
 
 
 class Backoff:

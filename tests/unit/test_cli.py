@@ -197,31 +197,31 @@ def test_quarantine_holds_a_package_and_says_so(pki_dir: Path) -> None:
 def test_the_root_signs_a_new_directory_and_another_node_checks_it(tmp_path: Path) -> None:
     topology = load_topology(topology_file(), "-c")
     files = write_tree(tmp_path, topology, "amqp://guest:guest@127.0.0.1:5672/")
+    root, province = files["central-c"], files["province-h41-c"]
     source = tmp_path / "pki" / "directory.toml"
+    same = lienthong("directory", "sign", "--config", root, source)
+    assert same.returncode == 2, same.stdout
+    assert "raise its version" in same.stderr
     source.write_text(
         source.read_text(encoding="utf-8").replace("version = 1", "version = 2"), encoding="utf-8"
     )
-    signed = lienthong("directory", "sign", "--config", files["central-c"], source)
+    signed = lienthong("directory", "sign", "--config", root, source)
     assert signed.returncode == 0, signed.stderr
     assert "directory v2 signed by node central-c, 10 agencies, 5 nodes" in signed.stdout
-    shown = lienthong(
-        "directory",
-        "show",
-        "--config",
-        files["province-h41-c"],
-        files["central-c"].parent / "directory.json",
-    )
+    assert "takes it and sends it down its links within 2 s" in signed.stdout
+    upcoming = root.parent / "directory.json.next"  # the root takes it on its next round
+    shown = lienthong("directory", "show", "--config", province, upcoming)
     assert shown.returncode == 0, shown.stderr
     assert "directory v2, signed by central-c" in shown.stdout
-    # a province signing a directory proves nothing: only the root's key counts
+    # only the root signs its next directory; a province signing one proves nothing
+    not_root = lienthong("directory", "sign", "--config", files["province-h53-c"], source)
+    assert not_root.returncode == 2
+    assert "does not sign directories" in not_root.stderr
     forged = tmp_path / "forged.json"
     assert (
-        lienthong(
-            "directory", "sign", "--config", files["province-h53-c"], source, "-o", forged
-        ).returncode
-        == 0
-    )
-    refused = lienthong("directory", "show", "--config", files["province-h41-c"], forged)
+        lienthong("directory", "sign", "--config", files["province-h53-c"], source, "-o", forged)
+    ).returncode == 0
+    refused = lienthong("directory", "show", "--config", province, forged)
     assert refused.returncode == 1
     assert "REFUSED [directory.refused]" in refused.stdout
     assert "signed by node province-h53-c, but only central-c signs directories" in refused.stdout

@@ -103,11 +103,12 @@ def test_a_broken_directory_is_refused_before_it_is_signed() -> None:
 
 class MemoryHome:
     def __init__(self, wire: bytes) -> None:
-        self.wire = wire
+        self.wire = wire  # the kept version
+        self.next: bytes | None = None  # the root's operator's next one
         self.writes = 0
 
-    async def read(self) -> bytes:
-        return self.wire
+    async def read_next(self) -> bytes | None:
+        return self.next
 
     async def write(self, wire: bytes) -> None:
         self.wire = wire
@@ -195,10 +196,10 @@ async def test_a_new_version_at_the_root_reaches_every_node_and_routes(
 
     # the root's operator signs version 2, which adds a commune on the commune node
     v2 = sign_directory(content(2, {**HOMES, NEW_COMMUNE: "commune-21-31-h53"}), KEYS["central"])
-    tree.homes["central"].wire = v2
+    tree.homes["central"].next = v2
     await tree.until(2)
     assert {n: h.wire == v2 for n, h in tree.homes.items()} == dict.fromkeys(PARENTS, True)
-    assert tree.homes["central"].writes == 0  # the root's own file is its operator's
+    assert {h.writes for h in tree.homes.values()} == {1}  # each kept it once, root included
     assert NEW_COMMUNE in tree.nodes["commune-21-31-h53"].settings.hosted
 
     again = sign(to_new.replace(b"125/UBND-VP<", b"126/UBND-VP<"), pki.key(G22))
@@ -211,29 +212,72 @@ async def test_a_new_version_at_the_root_reaches_every_node_and_routes(
 
 
 async def test_forged_older_and_sideways_directories_are_refused(tree: Tree) -> None:
-    v2 = sign_directory(content(2), KEYS["central"])
-    tree.homes["central"].wire = v2
+    tree.homes["central"].next = sign_directory(content(2), KEYS["central"])
     await tree.until(2)
     district = tree.nodes["district-31-h53"]
+    home = tree.homes["district-31-h53"]
+    assert home.writes == 1
 
     async def offer(queue: str, wire: bytes) -> None:
         await tree.transport.publish(
             queue, Message(wire, headers={KIND_HEADER: DIRECTORY}), timeout=5
         )
 
-    from_parent = down_queue("province-h53", "district-31-h53", "normal")
+    from_parent = down_queue("province-h53", "district-31-h53", "directory")
+    # sideways: a child may not hand its parent a directory, even a well-signed newer one
+    sideways = up_queue("district-31-h53", "normal")
+    await offer(sideways, sign_directory(content(5), KEYS["central"]))
     # forged: signed by the province, not the root, with a higher version
     await offer(from_parent, sign_directory(content(9, {}), KEYS["province-h53"]))
     # older: version 1, properly signed by the root, replayed
     await offer(from_parent, sign_directory(content(1), KEYS["central"]))
-    # sideways: a child may not hand its parent a directory, even a well-signed newer one
-    await offer(up_queue("district-31-h53", "normal"), sign_directory(content(5), KEYS["central"]))
-    # then a good one, to know the three before it were taken (in order) and refused
+    # one that would move the district under another parent: refused, not half applied
+    moved = content(4)
+    moved["node"] = [
+        {"id": n, **({"parent": "central" if n == "district-31-h53" else p} if p else {})}
+        for n, p in PARENTS.items()
+    ]
+    await offer(from_parent, sign_directory(moved, KEYS["central"]))
+    # then a good one, on the same lane, after them: all before it were taken and refused
     v3 = sign_directory(content(3), KEYS["central"])
     await offer(from_parent, v3)
     async with asyncio.timeout(10):
-        while district.directory_sync.version != 3:  # type: ignore[union-attr]  # noqa: ASYNC110
+        while district.directory_sync.version != 3 or tree.transport.depth(sideways):  # type: ignore[union-attr]  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-    assert tree.homes["district-31-h53"].wire == v3
+    assert district.directory_sync.version == 3  # type: ignore[union-attr]
+    assert (home.wire, home.writes) == (v3, 2)  # v2 and v3 kept; nothing else ever written
     assert district.settings.topology is not None
+    assert district.settings.topology.parents["district-31-h53"] == "province-h53"
     assert district.settings.hosted == frozenset({"000.00.31.H53", "000.20.31.H53"})
+
+
+async def test_a_node_behind_waits_for_the_version_a_package_was_routed_by(
+    tree: Tree, pki: DevPki
+) -> None:
+    """A package routed by v2 reaches a node still on v1: it waits, and is not lost."""
+    commune = tree.nodes["commune-21-31-h53"]
+    sync = commune.directory_sync
+    assert sync is not None
+    gate, taken = asyncio.Event(), sync.offer
+
+    async def slow_offer(wire: bytes, *, came_from: str) -> str:  # the directory is late
+        await gate.wait()
+        return await taken(wire, came_from=came_from)
+
+    sync.offer = slow_offer  # type: ignore[method-assign]
+    v2 = sign_directory(content(2, {**HOMES, NEW_COMMUNE: "commune-21-31-h53"}), KEYS["central"])
+    tree.homes["central"].next = v2
+    async with asyncio.timeout(10):
+        while tree.nodes["district-31-h53"].directory_sync.version != 2:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    to_new = example("document-new.edxml").replace(b"000.21.31.H53", NEW_COMMUNE.encode())
+    answer = await submit(tree, "central", sign(to_new, pki.key(G22)))
+    assert (answer.outcome, answer.unreachable) == ("accepted", None)
+    await asyncio.sleep(0.5)  # it reaches the commune node, which is still on v1: it waits
+    assert await commune.store.mailbox(NEW_COMMUNE, unfetched_only=False, limit=10) == []
+    assert sync.version == 1
+    gate.set()  # the directory arrives: the commune takes it, then the package lands
+    async with asyncio.timeout(20):
+        while not await commune.store.mailbox(NEW_COMMUNE, unfetched_only=False, limit=10):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert sync.version == 2

@@ -24,18 +24,18 @@ async def test_blobs_of_the_first_layout_are_moved_once_and_still_read(
         first_release.setattr(store_sqlite, "MIGRATIONS", MIGRATIONS[:2])
         store = SqliteStore(folder)
         assert await store.migrate() == 2
-        await store.commit_intake(intake(data, message_id="m-1"))
         await store.close()
     # and its blob layout: two folders deep, with a write that died half way
     legacy = folder / "blobs" / digest[:2] / digest[2:4] / digest
     legacy.parent.mkdir(parents=True)
-    (folder / "blobs" / digest[:2] / digest).replace(legacy)
+    legacy.write_bytes(data)
     (legacy.parent / f".{digest}.123.tmp").write_bytes(b"half a write")
 
     reopened = SqliteStore(folder)
     assert await reopened.migrate() == len(MIGRATIONS)
     assert await reopened.package_bytes(digest) == data
     assert not legacy.parent.exists()  # the inner folder and the dead write are gone
+    await reopened.commit_intake(intake(data, message_id="m-1"))  # a row names it now
     assert await reopened.collect_garbage(grace_seconds=-1) == 0  # named: kept
     await reopened.close()
 
