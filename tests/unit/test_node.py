@@ -453,4 +453,14 @@ async def test_a_copy_waiting_longer_than_the_expiry_fails_with_its_reason(
     assert (failed.message_id, failed.target) == (answer.message_id, "district/normal")
     assert failed.failure.startswith("expired: waited for link district/normal since 2026-11-20")
     assert await node.relay_once() == 0  # and not tried again
+    # a copy whose link is back is sent, however long it waited: only one that cannot go fails
+    late = sign(
+        example("document-new.edxml").replace(b"125/UBND-VP<", b"128/UBND-VP<"), pki.key(G22)
+    )
+    assert (await submit(node, late)).outcome == "accepted"
+    now[0] += timedelta(days=30)  # the node itself was down a month
+    await transport.declare(QueueSpec(up_queue("district", "normal")))
+    assert await node.relay_once() == 1
+    assert transport.depth(up_queue("district", "normal")) == 1
+    assert len(await store.failed_outbox()) == 1  # still only the first
     await store.close()
