@@ -60,6 +60,8 @@ class FaultProxy:
         self._dropping: set[Direction] = set()  # new connections are dead this way too
         self._refusing = False
         self.accepted = 0  # connections taken so far (set up or refused)
+        self.refused = 0  # connections refused while cut
+        self.hung_up = 0  # connections their client closed, even where the close was lost
 
     # --- life ---------------------------------------------------------------------------
 
@@ -126,7 +128,7 @@ class FaultProxy:
     def cut(self) -> None:
         self._refusing = True
         for connection in list(self._connections):
-            connection.abort()
+            self._drop(connection)
 
     # --- the pumps ----------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class FaultProxy:
         if self._refusing:
             writer.transport.abort()
             self.accepted += 1
+            self.refused += 1
             return
         dead = set(self._dropping)  # as the network was when the connection came
         try:
@@ -172,6 +175,8 @@ class FaultProxy:
                     chunk = await source.read(CHUNK)
                 except OSError:
                     chunk = b""
+                if not chunk and direction is Direction.UP and connection in self._connections:
+                    self.hung_up += 1
                 if direction in connection.dead:
                     if not chunk:  # a dead peer does not say goodbye: the other way stays open
                         connection.pumps -= 1

@@ -137,6 +137,20 @@ async def test_a_blackhole_drops_bytes_and_closes_both_ways_and_keeps_sockets_op
     assert proxy.connections == 1
 
 
+async def test_a_blackhole_keeps_a_clients_close_from_the_server(
+    proxy: Proxied, echo: Echo
+) -> None:
+    _, writer = await proxy.dial()
+    proxy.blackhole()
+    writer.close()
+    async with asyncio.timeout(5):
+        while not proxy.hung_up:  # noqa: ASYNC110 - the proxy sees the close
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(QUIET_S)  # a window for a close to arrive: none must
+    (server_side,) = echo.writers
+    assert not server_side.is_closing()
+
+
 async def test_a_blackholed_connection_stays_dead_after_restore_and_new_ones_pass(
     proxy: Proxied,
 ) -> None:
@@ -182,7 +196,7 @@ async def test_a_cut_closes_connections_and_refuses_new_ones_until_restored(
     refused, _ = await proxy.dial()
     async with asyncio.timeout(5):
         assert await closed(refused)
-    assert proxy.connections == 0
+    assert (proxy.connections, proxy.refused) == (0, 1)
     proxy.restore()
     assert await round_trip(await proxy.dial(), b"back") == b"back"
 
