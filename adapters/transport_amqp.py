@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -73,8 +74,10 @@ class AmqpDelivery:
 
 
 class AmqpTransport:
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
-        self._url = url
+    def __init__(
+        self, url: str, *, connect_timeout: float = 10.0, heartbeat_s: int | None = None
+    ) -> None:
+        self._url = with_heartbeat(url, heartbeat_s) if heartbeat_s else url
         self._connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
@@ -190,6 +193,16 @@ class AmqpTransport:
     def _closed(self, _connection: object, exc: BaseException | None = None) -> None:
         if self._connection is not None and exc is not None:  # not a close we asked for
             log.warning("rabbitmq.connection_lost", error=repr(exc))
+
+
+def with_heartbeat(url: str, seconds: int) -> str:
+    """``url`` asking for an AMQP heartbeat of ``seconds``, unless it names one itself.
+    aiormq gives a connection up when no frame came for (heartbeat + 1) x 3 seconds."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "heartbeat" for key, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("heartbeat", str(seconds))])))
 
 
 def _safe(url: str) -> str:

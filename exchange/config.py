@@ -47,6 +47,7 @@ A node file, in TOML::
     [link]                         # the link to node.parent, opened by this node
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
+    heartbeat_s = 15               # AMQP heartbeat of the link (?heartbeat=N in parent_url wins)
 
 Relative paths are read from the folder of the node file.
 """
@@ -101,6 +102,9 @@ class Credential:
 class LinkSettings:
     parent_url: str | None = None  # the parent's broker; the child opens the link
     max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
+    # A link that dies without a word (a NAT mapping dropped, a peer gone) is noticed when
+    # no frame came for about three heartbeats; the heartbeats also keep NAT mappings open.
+    heartbeat_s: int = 15
 
 
 @dataclass(frozen=True)
@@ -265,5 +269,6 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         link=LinkSettings(
             parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
+            heartbeat_s=r.positive("link", "heartbeat_s", 15),
         ),
     )
