@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -569,10 +569,21 @@ class Node:
     # --- relay ----------------------------------------------------------------------
 
     async def relay_once(self) -> int:
-        rows = await self.store.pending_outbox(self.settings.relay_batch)
+        """One round over the outbox, oldest rows first, in batches. A link that refuses
+        is skipped for the rest of the round, and the rows behind its backlog still go: a
+        full lane to an offline child holds up no other link and no mailbox."""
+        blocked: set[str] = set()  # links that refused this round: their rows wait, others go
+        moved = 0
+        while True:
+            rows = await self.store.pending_outbox(self.settings.relay_batch, skip_targets=blocked)
+            done = await self._relay_batch(rows, blocked)
+            moved += done
+            if len(rows) < self.settings.relay_batch or done == len(rows):
+                return moved
+
+    async def _relay_batch(self, rows: Sequence[OutboxRow], blocked: set[str]) -> int:
         done: list[int] = []
         deliveries: list[tuple[str, str]] = []
-        blocked: set[str] = set()  # links that refused this round: their rows wait, others go
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 deliveries.append((row.target, row.message_id))  # written with the marks
