@@ -7,7 +7,10 @@
   raises ``PublishFailed``, never hangs);
 - each consumer has its own channel with a bounded prefetch and manual acks;
 - queues are durable; quorum queues take a delivery limit; bounded queues refuse
-  publishes past ``x-max-length-bytes`` instead of dropping old messages.
+  publishes past ``x-max-length-bytes`` instead of dropping old messages;
+- a connection aiormq finds dead (no frame within its heartbeat grace) cancels what
+  waits on it: that cancellation is not the caller's, so it is translated too
+  (``PublishFailed``, ``TransientFault``) instead of ending the caller's task.
 
 aio-pika and aiormq errors are translated here, at the seam, into the node's own tree.
 """
@@ -133,6 +136,10 @@ class AmqpTransport:
             raise TransientFault(
                 f"queue {spec.name} exists with other settings than configured: {exc}"
             ) from exc
+        except asyncio.CancelledError as exc:
+            if _cancelled_by_caller():
+                raise
+            raise TransientFault(f"declaring {spec.name}: the connection was lost") from exc
 
     async def publish(self, queue: str, message: Message, *, timeout: float) -> None:
         channel = await self._channel()
@@ -165,6 +172,12 @@ class AmqpTransport:
             ConnectionError,
         ) as exc:
             raise PublishFailed(f"publish to {queue!r} failed: {exc}") from exc
+        except asyncio.CancelledError as exc:
+            if _cancelled_by_caller():
+                raise
+            raise PublishFailed(
+                f"publish to {queue!r}: the connection was lost before the confirm"
+            ) from exc
         if not isinstance(confirmation, aiormq.spec.Basic.Ack):
             raise PublishFailed(
                 f"RabbitMQ did not acknowledge the publish to {queue!r}: {confirmation!r}"
@@ -203,6 +216,13 @@ def with_heartbeat(url: str, seconds: int) -> str:
     if any(key == "heartbeat" for key, _ in query):
         return url
     return urlunsplit(parts._replace(query=urlencode([*query, ("heartbeat", str(seconds))])))
+
+
+def _cancelled_by_caller() -> bool:
+    """For a CancelledError: True when this task is being cancelled (a shutdown), False
+    when the library cancelled only what the task waited on (a connection found dead)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _safe(url: str) -> str:

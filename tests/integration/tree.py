@@ -119,6 +119,10 @@ class TreeProcesses:
         """``stop``, off the event loop: a fault proxy in this loop keeps working meanwhile."""
         await asyncio.to_thread(self.stop, name)
 
+    async def ready_inbound(self, name: str) -> None:
+        """Wait until the node consumes its inbound queue (its link may be down)."""
+        await wait_for_consumers([f"lienthong.{self.ids[name]}.inbound"])
+
     async def ready(self, name: str) -> None:
         """Wait until the node consumes its inbound queue (and, below the root, its link)."""
         node = self.ids[name]
