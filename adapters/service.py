@@ -149,9 +149,14 @@ async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> No
     transport = AmqpTransport(config.amqp_url)
     stack.push_async_callback(transport.close)
     # the link to the parent is opened by this node, to the parent's broker; a link that is
-    # down is not an error, so this connection is made lazily and retried
+    # down is not an error, so this connection is made lazily and retried; its heartbeat
+    # notices a link that died without a word
     parent_transport = (
-        AmqpTransport(config.link.parent_url or config.amqp_url) if config.parent else None
+        AmqpTransport(
+            config.link.parent_url or config.amqp_url, heartbeat_s=config.link.heartbeat_s
+        )
+        if config.parent
+        else None
     )
     if parent_transport is not None:
         stack.push_async_callback(parent_transport.close)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -323,12 +323,14 @@ class PostgresStore:
             return None
         return KnownDocument(rows[0][0], rows[0][1], tuple(json.loads(rows[0][2])))
 
-    async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
+    async def pending_outbox(
+        self, limit: int, *, skip_targets: Collection[str] = ()
+    ) -> Sequence[OutboxRow]:
         rows = await self._execute(
             "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at "
             "FROM outbox o JOIN packages p ON p.message_id = o.message_id "
-            "WHERE o.done_at IS NULL ORDER BY o.id LIMIT %s",
-            (limit,),
+            "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) ORDER BY o.id LIMIT %s",
+            (sorted(skip_targets), limit),
         )
         return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], r[5]) for r in rows]
 

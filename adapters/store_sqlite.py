@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -386,13 +386,18 @@ class SqliteStore:
 
     # --- outbox and mailboxes -------------------------------------------------------
 
-    async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]:
+    async def pending_outbox(
+        self, limit: int, *, skip_targets: Collection[str] = ()
+    ) -> Sequence[OutboxRow]:
+        skipped = json.dumps(sorted(skip_targets))
+
         def work(db: sqlite3.Connection) -> list[OutboxRow]:
             rows = db.execute(
                 "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at "
                 "FROM outbox o JOIN packages p ON p.message_id = o.message_id "
-                "WHERE o.done_at IS NULL ORDER BY o.id LIMIT ?",
-                (limit,),
+                "WHERE o.done_at IS NULL "
+                "AND o.target NOT IN (SELECT value FROM json_each(?)) ORDER BY o.id LIMIT ?",
+                (skipped, limit),
             ).fetchall()
             return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], _time(r[5])) for r in rows]
 

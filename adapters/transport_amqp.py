@@ -7,7 +7,10 @@
   raises ``PublishFailed``, never hangs);
 - each consumer has its own channel with a bounded prefetch and manual acks;
 - queues are durable; quorum queues take a delivery limit; bounded queues refuse
-  publishes past ``x-max-length-bytes`` instead of dropping old messages.
+  publishes past ``x-max-length-bytes`` instead of dropping old messages;
+- a connection aiormq finds dead (no frame within its heartbeat grace) cancels what
+  waits on it: that cancellation is not the caller's, so it is translated too
+  (``PublishFailed``, ``TransientFault``) instead of ending the caller's task.
 
 aio-pika and aiormq errors are translated here, at the seam, into the node's own tree.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -73,8 +77,10 @@ class AmqpDelivery:
 
 
 class AmqpTransport:
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
-        self._url = url
+    def __init__(
+        self, url: str, *, connect_timeout: float = 10.0, heartbeat_s: int | None = None
+    ) -> None:
+        self._url = with_heartbeat(url, heartbeat_s) if heartbeat_s else url
         self._connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
@@ -130,6 +136,10 @@ class AmqpTransport:
             raise TransientFault(
                 f"queue {spec.name} exists with other settings than configured: {exc}"
             ) from exc
+        except asyncio.CancelledError as exc:
+            if _cancelled_by_caller():
+                raise
+            raise TransientFault(f"declaring {spec.name}: the connection was lost") from exc
 
     async def publish(self, queue: str, message: Message, *, timeout: float) -> None:
         channel = await self._channel()
@@ -162,6 +172,12 @@ class AmqpTransport:
             ConnectionError,
         ) as exc:
             raise PublishFailed(f"publish to {queue!r} failed: {exc}") from exc
+        except asyncio.CancelledError as exc:
+            if _cancelled_by_caller():
+                raise
+            raise PublishFailed(
+                f"publish to {queue!r}: the connection was lost before the confirm"
+            ) from exc
         if not isinstance(confirmation, aiormq.spec.Basic.Ack):
             raise PublishFailed(
                 f"RabbitMQ did not acknowledge the publish to {queue!r}: {confirmation!r}"
@@ -190,6 +206,23 @@ class AmqpTransport:
     def _closed(self, _connection: object, exc: BaseException | None = None) -> None:
         if self._connection is not None and exc is not None:  # not a close we asked for
             log.warning("rabbitmq.connection_lost", error=repr(exc))
+
+
+def with_heartbeat(url: str, seconds: int) -> str:
+    """``url`` asking for an AMQP heartbeat of ``seconds``, unless it names one itself.
+    aiormq gives a connection up when no frame came for (heartbeat + 1) x 3 seconds."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "heartbeat" for key, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("heartbeat", str(seconds))])))
+
+
+def _cancelled_by_caller() -> bool:
+    """For a CancelledError: True when this task is being cancelled (a shutdown), False
+    when the library cancelled only what the task waited on (a connection found dead)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _safe(url: str) -> str:

@@ -51,6 +51,7 @@ A node file, in TOML::
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
     expire_after_hours = 168       # a copy waiting longer for its link fails: "expired"
+    heartbeat_s = 15               # AMQP heartbeat of the link (?heartbeat=N in parent_url wins)
 
 Relative paths are read from the folder of the node file.
 """
@@ -107,6 +108,9 @@ class LinkSettings:
     parent_url: str | None = None  # the parent's broker; the child opens the link
     max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
     expire_after_hours: float = 168.0  # a copy that waits longer for its link fails
+    # A link that dies without a word (a NAT mapping dropped, a peer gone) is noticed when
+    # no frame came for about three heartbeats; the heartbeats also keep NAT mappings open.
+    heartbeat_s: int = 15
 
 
 @dataclass(frozen=True)
@@ -282,5 +286,6 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
             expire_after_hours=r.seconds("link", "expire_after_hours", 168.0, unit="hours"),
+            heartbeat_s=r.positive("link", "heartbeat_s", 15),
         ),
     )

@@ -27,7 +27,7 @@ import structlog
 from exchange.directory_doc import SignedDirectory, newer, open_directory
 from exchange.envelope import NodePublicKey
 from exchange.errors import DirectoryRefused, DirectoryStale, LienthongError, TransientFault
-from exchange.links import down_queue
+from exchange.links import DIRECTORY_LANE, down_queue
 from exchange.transport import Message, Transport
 
 log = structlog.get_logger("lienthong.directory")
@@ -35,7 +35,7 @@ log = structlog.get_logger("lienthong.directory")
 KIND_HEADER = "lienthong-kind"
 VERSION_HEADER = "lienthong-directory-version"  # on link publishes: the sender's version
 DIRECTORY = "directory"
-LANE = "directory"  # down each link: the directory alone
+LANE = DIRECTORY_LANE  # down each link: the directory alone
 
 
 class DirectoryHome(Protocol):

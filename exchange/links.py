@@ -22,6 +22,8 @@ from exchange.topology import RoutePlan
 # packages above the inline cap (DESIGN §7), so a scanned 200 MB file never sits in front of
 # a letter. Each lane is its own queue with its own consumer, bounded in bytes.
 LANES = ("urgent", "normal", "large")
+DIRECTORY_LANE = "directory"  # down each link only: the signed directory (directory_sync)
+DOWN_LANES = (*LANES, DIRECTORY_LANE)
 
 
 def lane_of(priority: Priority) -> str:

@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -42,7 +42,6 @@ from exchange.directory_sync import (
     DirectoryHome,
     DirectorySync,
 )
-from exchange.directory_sync import LANE as DIRECTORY_LANE
 from exchange.envelope import (
     Envelope,
     NodeKey,
@@ -64,6 +63,7 @@ from exchange.errors import (
     TransientFault,
 )
 from exchange.links import (
+    DIRECTORY_LANE,
     LANES,
     down_queue,
     lane_of,
@@ -649,11 +649,22 @@ class Node:
     # --- relay ----------------------------------------------------------------------
 
     async def relay_once(self) -> int:
-        rows = await self.store.pending_outbox(self.settings.relay_batch)
+        """One round over the outbox, oldest rows first, in batches. A link that refuses
+        is skipped for the rest of the round, and the rows behind its backlog still go: a
+        full lane to an offline child holds up no other link and no mailbox."""
+        blocked: set[str] = set()  # links that refused this round: their rows wait, others go
+        moved = 0
+        while True:
+            rows = await self.store.pending_outbox(self.settings.relay_batch, skip_targets=blocked)
+            done = await self._relay_batch(rows, blocked)
+            moved += done
+            if len(rows) < self.settings.relay_batch or done == len(rows):
+                return moved
+
+    async def _relay_batch(self, rows: Sequence[OutboxRow], blocked: set[str]) -> int:
         done: list[int] = []
         failed: list[tuple[int, str]] = []
         deliveries: list[tuple[str, str]] = []
-        blocked: set[str] = set()  # links that refused this round: their rows wait, others go
         expired_before = self._clock() - self.settings.link_expiry
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:

@@ -9,7 +9,7 @@ and dead letters (DESIGN §6).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -167,7 +167,11 @@ class Store(Protocol):
         """The DocumentId index: the first document with that id this node carried (a
         later package reusing the id cannot redirect the statuses of the first)."""
 
-    async def pending_outbox(self, limit: int) -> Sequence[OutboxRow]: ...
+    async def pending_outbox(
+        self, limit: int, *, skip_targets: Collection[str] = ()
+    ) -> Sequence[OutboxRow]:
+        """The oldest rows not yet done, none of them for ``skip_targets`` (the links
+        that refused a publish this round)."""
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None: ...
 

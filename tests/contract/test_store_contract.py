@@ -129,6 +129,21 @@ async def test_a_given_up_row_keeps_its_reason_and_its_age(store: Store) -> None
     )
 
 
+async def test_the_outbox_passes_over_the_links_that_refused(store: Store) -> None:
+    await store.commit_intake(
+        intake(b"<a/>", message_id="m-1", mailboxes=(), links=("full/normal",))
+    )
+    await store.commit_intake(
+        intake(
+            b"<b/>", message_id="m-2", mailboxes=("A",), links=("other/normal",), document_id="d-2"
+        )
+    )
+    assert [r.target for r in await store.pending_outbox(1)] == ["full/normal"]
+    passed_over = await store.pending_outbox(10, skip_targets={"full/normal"})
+    assert sorted(r.target for r in passed_over) == ["A", "other/normal"]
+    assert await store.pending_outbox(10, skip_targets={"full/normal", "A", "other/normal"}) == []
+
+
 async def test_a_mailbox_holds_a_package_exactly_once(store: Store) -> None:
     await store.commit_intake(intake(b"<a/>", message_id="m-1"))
     assert await store.deliver("000.00.00.H53", "m-1") is True

@@ -49,3 +49,12 @@ async def delete_queues(names: Iterable[str]) -> None:
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                 await channel.queue_delete(name)
+
+
+async def queue_depth(name: str) -> int:
+    """How many messages wait in a queue now (ready, not yet delivered)."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(name, passive=True)
+        return declared.declaration_result.message_count or 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sandbox_tree import Topology, load_topology, topology_file
-from exchange.links import LANES, down_queue, up_queue
+from exchange.links import DOWN_LANES, LANES, down_queue, up_queue
 from tests.integration.broker import delete_queues
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def queues_of(topology: Topology) -> list[str]:
         names += [f"lienthong.{node.id}.{s}" for s in ("inbound", "requests", "dead")]
         names += [up_queue(node.id, lane) for lane in LANES]
         if node.parent:
-            names += [down_queue(node.parent, node.id, lane) for lane in LANES]
+            names += [down_queue(node.parent, node.id, lane) for lane in DOWN_LANES]
     return names
 
 

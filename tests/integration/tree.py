@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -14,8 +16,9 @@ from cryptography import x509
 from adapters.client import NodeClient
 from adapters.pki_files import init_pki
 from adapters.store_sqlite import SqliteStore
-from exchange.links import LANES, down_queue, up_queue
+from exchange.links import DOWN_LANES, LANES, down_queue, up_queue
 from exchange.signing import SigningKey, sign
+from exchange.store import MailboxEntry
 from exchange.trust import fingerprint
 from tests.conftest import example
 from tests.integration.broker import (
@@ -27,7 +30,23 @@ from tests.integration.broker import (
 
 
 class TreeProcesses:
-    def __init__(self, folder: Path, parents: dict[str, str | None], homes: dict[str, str]) -> None:
+    """``link_urls`` points a child's link (its ``[link] parent_url``) elsewhere than the
+    broker itself, e.g. through a fault proxy. The other options hold for every node:
+    ``link_max_bytes`` bounds every link lane (parent and child declare the same queues,
+    so it is one number for the whole tree), ``link_heartbeat_s`` is each link's AMQP
+    heartbeat, ``publish_timeout_s`` each publish's deadline."""
+
+    def __init__(
+        self,
+        folder: Path,
+        parents: dict[str, str | None],
+        homes: dict[str, str],
+        *,
+        link_urls: Mapping[str, str] | None = None,
+        link_max_bytes: int | None = None,
+        link_heartbeat_s: int | None = None,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
         self.folder = folder
         suffix = uuid.uuid4().hex[:6]
         self.ids = {name: f"{name}-{suffix}" for name in parents}
@@ -57,12 +76,18 @@ class TreeProcesses:
             folder_n = folder / name
             folder_n.mkdir()
             parent = self.parents[node]
+            url = (link_urls or {}).get(name)
+            link = [f'parent_url = "{url}"'] if url else []
+            link += [f"max_bytes = {link_max_bytes}"] if link_max_bytes else []
+            link += [f"heartbeat_s = {link_heartbeat_s}"] if link_heartbeat_s else []
             (folder_n / "node.toml").write_text(
                 f'[node]\nid = "{node}"\n' + (f'parent = "{parent}"\n' if parent else "") + "\n"
-                f'[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 16\n\n'
+                f'[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 16\n'
+                f"publish_timeout_s = {publish_timeout_s}\n\n"
                 '[store]\nkind = "sqlite"\npath = "store"\n\n'
                 f'[trust]\nca = "{self.pki}/ca.pem"\ndirectory = "{self.pki}/directory.toml"\n'
                 f'node_key = "{self.pki}/nodes/{node}.key"\nnode_certs = "{self.pki}/nodes"\n'
+                + ("\n[link]\n" + "\n".join(link) + "\n" if link else "")
             )
 
     def config(self, name: str) -> Path:
@@ -90,6 +115,14 @@ class TreeProcesses:
                     process.kill()
                     process.wait(timeout=10)
 
+    async def stopped(self, name: str) -> None:
+        """``stop``, off the event loop: a fault proxy in this loop keeps working meanwhile."""
+        await asyncio.to_thread(self.stop, name)
+
+    async def ready_inbound(self, name: str) -> None:
+        """Wait until the node consumes its inbound queue (its link may be down)."""
+        await wait_for_consumers([f"lienthong.{self.ids[name]}.inbound"])
+
     async def ready(self, name: str) -> None:
         """Wait until the node consumes its inbound queue (and, below the root, its link)."""
         node = self.ids[name]
@@ -98,7 +131,17 @@ class TreeProcesses:
             queues.append(down_queue(self.parents[node], node, "normal"))  # type: ignore[arg-type]
         await wait_for_consumers(queues)
 
-    def signed(self, sender: str, recipients: list[str], number: int) -> bytes:
+    def signed(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        number: int,
+        *,
+        size: int = 0,
+        priority: int = 0,
+    ) -> bytes:
+        """A document from ``sender``, signed; ``size`` pads its content to about that many
+        bytes, ``priority`` is its edXML Priority (2-4 take a link's urgent lane)."""
         data = example("document-new.edxml")
         tos = "".join(
             f"<edXML:To><edXML:OrganId>{r}</edXML:OrganId></edXML:To>" for r in recipients
@@ -109,6 +152,10 @@ class TreeProcesses:
         data = data.replace(b"000.00.00.G22", sender.encode())
         data = data.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
         data = data.replace(b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode())
+        data = data.replace(b"<edXML:Priority>0<", f"<edXML:Priority>{priority}<".encode())
+        if size > len(data):
+            filler = (b"Kinh gui cac xa. " * (size // 17 + 1))[: size - len(data)]
+            data = data.replace(b"<edXML:Content>", b"<edXML:Content>" + filler, 1)
         key = SigningKey.from_pem(
             (self.pki / "agencies" / f"{sender}.key").read_bytes(),
             (self.pki / "agencies" / f"{sender}.pem").read_bytes(),
@@ -119,13 +166,15 @@ class TreeProcesses:
         return NodeClient(AMQP_URL, self.ids[name], timeout_s=30)
 
     async def mailbox(self, organ: str) -> list[str]:
+        return [e.message_id for e in await self.mailbox_entries(organ)]
+
+    async def mailbox_entries(self, organ: str) -> Sequence[MailboxEntry]:
+        """The agency's mailbox, in the order it was delivered."""
         name = next(n for n, node in self.ids.items() if node == self.homes[organ])
         store = SqliteStore(self.folder / name / "store")
         try:
             await store.migrate()
-            return [
-                e.message_id for e in await store.mailbox(organ, unfetched_only=False, limit=10_000)
-            ]
+            return await store.mailbox(organ, unfetched_only=False, limit=10_000)
         finally:
             await store.close()
 
@@ -134,11 +183,11 @@ class TreeProcesses:
 
     async def cleanup(self) -> None:
         for name in self.ids:
-            self.stop(name)
+            await self.stopped(name)
         names: list[str] = []
         for node, parent in self.parents.items():
             names += [f"lienthong.{node}.{s}" for s in ("inbound", "requests", "dead")]
             names += [up_queue(node, lane) for lane in LANES]
             if parent:
-                names += [down_queue(parent, node, lane) for lane in LANES]
+                names += [down_queue(parent, node, lane) for lane in DOWN_LANES]
         await delete_queues(names)

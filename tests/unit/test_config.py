@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sandbox_tree import load_topology, topology_file
+from adapters.transport_amqp import with_heartbeat
 from exchange.config import NodeConfig, node_config_from_mapping
 from exchange.errors import ConfigurationError
 
@@ -98,6 +99,19 @@ def test_optional_tables_may_be_left_out() -> None:
     assert config.max_attempts == 5
     assert config.link.max_bytes == 64 * 1024 * 1024
     assert config.link.parent_url is None
+    assert config.link.heartbeat_s == 15
+
+
+def test_a_link_heartbeat_is_asked_of_the_parents_broker_unless_its_url_names_one() -> None:
+    config = load(GOOD + '[link]\nparent_url = "amqp://u:p%40ss@parent:5672/lt"\nheartbeat_s = 5\n')
+    assert config.link.heartbeat_s == 5
+    assert config.link.parent_url is not None
+    asked = with_heartbeat(config.link.parent_url, config.link.heartbeat_s)
+    assert asked == "amqp://u:p%40ss@parent:5672/lt?heartbeat=5"
+    assert with_heartbeat("amqp://h/?name=x", 5) == "amqp://h/?name=x&heartbeat=5"
+    assert with_heartbeat("amqp://h/?heartbeat=30", 5) == "amqp://h/?heartbeat=30"
+    with pytest.raises(ConfigurationError, match=r"link\.heartbeat_s"):
+        load(GOOD + "[link]\nheartbeat_s = 0\n")
 
 
 def test_admission_may_run_in_the_nodes_own_process() -> None:

@@ -251,3 +251,63 @@ async def test_a_ministry_reaches_a_commune_and_recalls_from_every_recipient(
     agreed = await tree.submit("commune-21-31-h53", about_it("status-03-accepted.edxml", COMMUNE))
     assert agreed.outcome == "accepted", agreed
     assert await tree.wait(G14) == [agreed.message_id]
+
+
+def letter(pki: DevPki, to: str, number: int) -> bytes:
+    """A document from G22 to one agency, its own DocumentId by ``number``."""
+    data = example("document-new.edxml")
+    start, end = data.index(b"<edXML:To>"), data.rindex(b"</edXML:To>") + len(b"</edXML:To>")
+    data = (
+        data[:start]
+        + f"<edXML:To><edXML:OrganId>{to}</edXML:OrganId></edXML:To>".encode()
+        + data[end:]
+    )
+    data = data.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
+    return sign(
+        data.replace(b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode()),
+        pki.key(G22),
+    )
+
+
+async def test_a_full_lane_holds_back_its_own_link_only(
+    tmp_path: Path, pki: DevPki, admission: Admission
+) -> None:
+    """An offline child's lane is full, and more rows wait for it than one relay batch
+    holds: the other child's link and the local mailbox still get their packages."""
+    transport = MemoryTransport()
+
+    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.to_thread(admit, data, policy, admission)
+
+    central = Node(
+        NodeSettings(
+            "central",
+            hosted=frozenset({G22, G14}),
+            topology=Topology(PARENTS, HOMES),
+            relay_batch=3,
+            link_max_bytes=8 * 1024,  # one package
+        ),
+        store=SqliteStore(tmp_path / "central"),
+        transport=transport,
+        admit=run_admission,
+        node_key=NodeKey("central", ec.generate_private_key(ec.SECP256R1())),
+    )
+    await central.store.migrate()
+    await central.declare()
+    try:
+        for number, to in enumerate(["000.00.00.H53"] * 5 + [H41, G14]):
+            await transport.publish(
+                central.queues.inbound, Message(letter(pki, to, number)), timeout=5
+            )
+            stream = transport.consume(central.queues.inbound, prefetch=1)
+            answer = await central.handle_submission(await anext(stream))
+            await stream.aclose()
+            assert answer.outcome == "accepted", answer
+        for _ in range(3):  # rounds: the full lane refuses again each time
+            await central.relay_once()
+        assert transport.depth("lienthong.link.central.down.province-h41.normal") == 1
+        assert len(await central.store.mailbox(G14, unfetched_only=False, limit=10)) == 1
+        assert transport.depth("lienthong.link.central.down.province-h53.normal") == 1
+        assert len(await central.store.pending_outbox(10)) == 4, "the refused rows wait"
+    finally:
+        await central.store.close()
