@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -39,6 +40,22 @@ def load_trust(config: NodeConfig) -> TrustStore:
 
 def load_directory_for(config: NodeConfig) -> Directory:
     return load_directory(config.trust.directory)
+
+
+def load_directories(configs: Iterable[NodeConfig]) -> dict[Path, Directory]:
+    """Each directory file the nodes name, read once: nodes that one process runs share
+    it (a tree of 111 nodes in 4 processes, with a directory of 10,000 agencies, took
+    20 s to start reading it twice per node). Keyed by ``directory_key``."""
+    loaded: dict[Path, Directory] = {}
+    for config in configs:
+        key = directory_key(config)
+        if key not in loaded:
+            loaded[key] = load_directory(config.trust.directory)
+    return loaded
+
+
+def directory_key(config: NodeConfig) -> Path:
+    return config.trust.directory.resolve()
 
 
 def hosted_agencies(config: NodeConfig, directory: Directory) -> frozenset[str]:

@@ -19,7 +19,9 @@ import structlog
 
 from adapters.admission_pool import AdmissionPool, InlineAdmission, admission_for
 from adapters.config_files import (
+    directory_key,
     hosted_agencies,
+    load_directories,
     load_directory_for,
     load_node_key,
     load_peer_keys,
@@ -29,6 +31,7 @@ from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
 from exchange.config import NodeConfig
+from exchange.directory import Directory
 from exchange.errors import ConfigurationError
 from exchange.node import Node, NodeSettings
 
@@ -63,8 +66,11 @@ def build_node(
     store: SqliteStore | PostgresStore,
     admission: AdmissionPool | InlineAdmission,
     parent_transport: AmqpTransport | None = None,
+    directory: Directory | None = None,
 ) -> Node:
-    directory = load_directory_for(config)
+    """The node of ``config``; ``directory`` is its directory file already read, if it was."""
+    if directory is None:
+        directory = load_directory_for(config)
     load_trust(config)  # a broken CA bundle or CRL stops the node here, not in a worker
 
     settings = NodeSettings(
@@ -101,8 +107,12 @@ async def serve(*configs: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    directories = load_directories(configs)  # each file once, however many nodes name it
     async with contextlib.AsyncExitStack() as stack:
-        nodes = [await _open_node(config, stack) for config in configs]
+        nodes = [
+            await _open_node(config, stack, directories[directory_key(config)])
+            for config in configs
+        ]
         try:
             async with asyncio.TaskGroup() as group:
                 for node in nodes:
@@ -114,7 +124,9 @@ async def serve(*configs: NodeConfig) -> None:
                 log.info("node.stop", node=node.settings.node_id)
 
 
-async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> Node:
+async def _open_node(
+    config: NodeConfig, stack: contextlib.AsyncExitStack, directory: Directory
+) -> Node:
     """Build one node; what it opened is closed, in reverse, when ``stack`` unwinds."""
     store = open_store(config)
     stack.push_async_callback(store.close)
@@ -128,9 +140,9 @@ async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> No
     if parent_transport is not None:
         stack.push_async_callback(parent_transport.close)
     assert config.source_file is not None
-    admission = admission_for(config.source_file, config.admission_workers)
+    admission = admission_for(config.source_file, config.admission_workers, directory)
     stack.callback(admission.shutdown)
-    node = build_node(config, transport, store, admission, parent_transport)
+    node = build_node(config, transport, store, admission, parent_transport, directory)
     await transport.connect()
     log.info(
         "node.start",
