@@ -35,7 +35,7 @@ import aio_pika
 from bench import hops
 from bench.arrivals import Arrivals, Run, summarise
 from bench.documents import numbered, signed_document
-from bench.timing import spread
+from bench.route_report import report, report_cpu
 from bench.tree import (
     AMQP_URL,
     BenchNode,
@@ -231,7 +231,7 @@ def run(*, rounds: int, quick: bool) -> None:
     25 % of the calibrated capacity. ``rounds`` is not used: the route repeats 3 times."""
     del rounds
     repeats = 1 if quick else 3
-    burst, paced_seconds = (20, 1.0) if quick else (1000, 10.0)
+    burst, paced_seconds, least = (20, 0.5, 10) if quick else (1000, 10.0, 20)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ours = Lienthong(folder, admission_workers=0 if quick else 2)
@@ -256,7 +256,7 @@ def run(*, rounds: int, quick: bool) -> None:
                 asyncio.run(offer(system, batch(10), None))  # warm: connections, files
             calibration, _ = asyncio.run(offer(ours, batch(burst), None))
             rate = calibration.throughput * 0.25
-            count = max(20, int(rate * paced_seconds))
+            count = max(least, int(rate * paced_seconds))
             for repeat in range(repeats):
                 for system in systems if repeat % 2 == 0 else systems[::-1]:
                     before = {k: cpu_seconds([p]) for k, p in system.pids().items()}
@@ -274,72 +274,5 @@ def run(*, rounds: int, quick: bool) -> None:
                 system.stop()
             asyncio.run(delete_queues([q for s in systems for q in s.queues()]))
         roles = {node_id: level for level, node_id in ours.ids.items()}
-        _report(capacity, paced, rate, count, burst, calibration, legs, roles)
-        _report_cpu(cpu)
-
-
-def _report(
-    capacity: dict[str, list[float]],
-    paced: dict[str, list[Run]],
-    rate: float,
-    count: int,
-    burst: int,
-    calibration: Run,
-    legs: list[tuple[str, float]],
-    roles: dict[str, str],
-) -> None:
-    ours, base = capacity
-    print("\n### Route (4 hops): signed 10 KiB documents, commune → … → central\n")
-    print(
-        f"Capacity: {burst} packages published at once, to the last row seen; "
-        f"{len(capacity[ours])} repeat(s), the systems in turn.\n"
-    )
-    print(f"| system | packages/s | {ours} / {base}, per repeat |")
-    print("|---|---|---|")
-    for name, values in capacity.items():
-        ratios = [a / b for a, b in zip(capacity[ours], values, strict=True)]
-        print(f"| {name} | {spread(values)} | {spread(ratios, '{:.2f}')} |")
-    print(
-        f"\nPaced: {rate:.0f} packages/s (25 % of lienthong's calibrated "
-        f"{calibration.throughput:.0f}/s), {count} packages per run; latency from publish "
-        "to the row seen:\n"
-    )
-    print("| system | achieved packages/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
-    for name, runs in paced.items():
-        print(
-            f"| {name} | {spread([r.throughput for r in runs])} "
-            f"| {spread([r.p50_ms for r in runs], '{:.1f}')} "
-            f"| {spread([r.p99_ms for r in runs], '{:.1f}')} |"
-        )
-    added50 = [a.p50_ms - b.p50_ms for a, b in zip(paced[ours], paced[base], strict=True)]
-    added99 = [a.p99_ms - b.p99_ms for a, b in zip(paced[ours], paced[base], strict=True)]
-    print(
-        f"| **{ours} − {base}, per repeat** | | **{spread(added50, '{:.1f}')}** "
-        f"| {spread(added99, '{:.1f}')} |"
-    )
-    verdict = "met" if max(added50) < 30 else "NOT met" if min(added50) >= 30 else "met in some"
-    print(f"\nTarget, lienthong adds under 30 ms p50: {verdict}.")
-    print("\nWhere lienthong's time goes (median over the paced packages, from the hop records):\n")
-    print("| leg | ms |")
-    print("|---|---|")
-    for name, ms in legs:
-        for node_id, level in roles.items():
-            name = name.replace(node_id, level)
-        print(f"| {name} | {ms:.1f} |")
-
-
-def _report_cpu(cpu: dict[tuple[str, str], list[float]]) -> None:
-    print(
-        "\nCPU per package in the capacity runs, by process (user + system, from /proc; the "
-        "commune's admission workers counted with it; RabbitMQ and the load generator not):\n"
-    )
-    print("| system | process | CPU ms per package |")
-    print("|---|---|---|")
-    totals: dict[str, list[float]] = {}
-    for (system, label), values in cpu.items():
-        print(f"| {system} | {label} | {spread(values, '{:.2f}')} |")
-        totals.setdefault(system, [0.0] * len(values))
-        totals[system] = [a + b for a, b in zip(totals[system], values, strict=True)]
-    for system, values in totals.items():
-        print(f"| {system} | **all** | **{spread(values, '{:.2f}')}** |")
+        report(capacity, paced, rate, count, burst, calibration, legs, roles)
+        report_cpu(cpu)
