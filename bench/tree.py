@@ -176,8 +176,18 @@ async def wait_for_consumers(queues: Iterable[str], timeout: float, check: objec
                 await asyncio.sleep(0.1)
 
 
-async def delete_queues(names: Iterable[str]) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
+async def delete_queues(names: Iterable[str], patience_s: float = 120) -> None:
+    """Delete the queues; a broker that is away (others restart it on this machine) is
+    waited for, up to ``patience_s``."""
+    deadline = asyncio.get_running_loop().time() + patience_s
+    while True:
+        try:
+            connection = await aio_pika.connect(AMQP_URL)
+            break
+        except (ConnectionError, aio_pika.exceptions.AMQPConnectionError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(1.0)
     async with connection:
         channel = await connection.channel()
         for name in names:
