@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,14 +158,16 @@ class BenchTree:
         return names
 
 
-async def wait_for_consumers(queues: Iterable[str], timeout: float, check: object = None) -> None:
+async def wait_for_consumers(
+    queues: Iterable[str], timeout: float, check: Callable[[], None] | None = None
+) -> None:
     """Until each queue exists and has a consumer; ``check()`` may raise to give up."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection, asyncio.timeout(timeout):
         channel = await connection.channel()
         for queue in queues:
             while True:
-                if callable(check):
+                if check is not None:
                     check()
                 try:
                     declared = await channel.declare_queue(queue, passive=True)
