@@ -18,6 +18,7 @@ from pathlib import Path
 
 from adapters.config_files import load_directory_for, load_node_config, load_trust
 from exchange.admission import Admission, Admitted, admit
+from exchange.directory import Directory
 from exchange.policy import VerificationPolicy
 from exchange.xmlsafe import ParseLimits
 
@@ -31,11 +32,11 @@ def _follow_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _context_for(config_file: str | Path) -> Admission:
+def _context_for(config_file: str | Path, directory: Directory | None = None) -> Admission:
     config = load_node_config(config_file)
     return Admission(
         trust=load_trust(config),
-        binder=load_directory_for(config),
+        binder=directory if directory is not None else load_directory_for(config),
         parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
     )
 
@@ -84,11 +85,12 @@ class AdmissionPool:
 class InlineAdmission:
     """``admission_workers = 0``: admission in one thread of the node's own process. For
     small nodes and for the sandbox, which packs several nodes into one process; the
-    interpreter lock then shares one core between admission and everything else."""
+    interpreter lock then shares one core between admission and everything else. The
+    directory, when given, is the one the node itself was built with (read once)."""
 
-    def __init__(self, config_file: Path) -> None:
+    def __init__(self, config_file: Path, directory: Directory | None = None) -> None:
         self._config_file = config_file
-        self._context = _context_for(config_file)
+        self._context = _context_for(config_file, directory)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admission")
 
     async def reload(self) -> None:
@@ -103,5 +105,10 @@ class InlineAdmission:
         self._thread.shutdown(wait=True, cancel_futures=True)
 
 
-def admission_for(config_file: Path, workers: int) -> AdmissionPool | InlineAdmission:
-    return AdmissionPool(config_file, workers) if workers else InlineAdmission(config_file)
+def admission_for(
+    config_file: Path, workers: int, directory: Directory | None = None
+) -> AdmissionPool | InlineAdmission:
+    """Worker processes read the directory themselves; a thread shares ``directory``."""
+    if workers:
+        return AdmissionPool(config_file, workers)
+    return InlineAdmission(config_file, directory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -63,6 +64,30 @@ def load_signed_directory(config: NodeConfig) -> SignedDirectory | None:
         return open_directory(_read(path, "signed directory"), load_peer_keys(config), signer)
     except DirectoryRefused as exc:
         raise ConfigurationError(f"{path}: {exc.message}") from exc
+
+
+def load_directories(
+    configs: Iterable[NodeConfig],
+) -> dict[Path, tuple[Directory, SignedDirectory | None]]:
+    """Each directory file the nodes name, read (and, when signed, checked) once: nodes
+    that one process runs share it (a tree of 111 nodes in 4 processes, with a directory of
+    10,000 agencies, took 20 s to start reading it twice per node). Keyed by
+    ``directory_key``; with the signed document it came in, if it was signed."""
+    loaded: dict[Path, tuple[Directory, SignedDirectory | None]] = {}
+    for config in configs:
+        key = directory_key(config)
+        if key not in loaded:
+            signed = load_signed_directory(config)
+            loaded[key] = (
+                (signed.directory, signed)
+                if signed is not None
+                else (load_directory(config.trust.directory), None)
+            )
+    return loaded
+
+
+def directory_key(config: NodeConfig) -> Path:
+    return config.trust.directory.resolve()
 
 
 def hosted_agencies(config: NodeConfig, directory: Directory) -> frozenset[str]:

@@ -19,7 +19,9 @@ import structlog
 
 from adapters.admission_pool import AdmissionPool, InlineAdmission, admission_for
 from adapters.config_files import (
+    directory_key,
     hosted_agencies,
+    load_directories,
     load_directory_for,
     load_node_key,
     load_peer_keys,
@@ -31,6 +33,8 @@ from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
 from exchange.config import NodeConfig
+from exchange.directory import Directory
+from exchange.directory_doc import SignedDirectory
 from exchange.errors import ConfigurationError
 from exchange.node import DirectoryKeeping, Node, NodeSettings
 
@@ -65,9 +69,14 @@ def build_node(
     store: SqliteStore | PostgresStore,
     admission: AdmissionPool | InlineAdmission,
     parent_transport: AmqpTransport | None = None,
+    directory: Directory | None = None,
+    signed: SignedDirectory | None = None,
 ) -> Node:
-    signed = load_signed_directory(config)
-    directory = signed.directory if signed is not None else load_directory_for(config)
+    """The node of ``config``; ``directory`` (and ``signed``, the document it came in) is
+    its directory file already read, if it was."""
+    if directory is None:
+        signed = load_signed_directory(config)
+        directory = signed.directory if signed is not None else load_directory_for(config)
     load_trust(config)  # a broken CA bundle or CRL stops the node here, not in a worker
     if directory.nodes and directory.nodes.get(config.node_id, "?") != config.parent:
         raise ConfigurationError(
@@ -121,8 +130,12 @@ async def serve(*configs: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    directories = load_directories(configs)  # each file once, however many nodes name it
     async with contextlib.AsyncExitStack() as stack:
-        nodes = [await _open_node(config, stack) for config in configs]
+        nodes = [
+            await _open_node(config, stack, directories[directory_key(config)])
+            for config in configs
+        ]
         try:
             async with asyncio.TaskGroup() as group:
                 for node in nodes:
@@ -142,7 +155,11 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return cause
 
 
-async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> Node:
+async def _open_node(
+    config: NodeConfig,
+    stack: contextlib.AsyncExitStack,
+    directory: tuple[Directory, SignedDirectory | None],
+) -> Node:
     """Build one node; what it opened is closed, in reverse, when ``stack`` unwinds."""
     store = open_store(config)
     stack.push_async_callback(store.close)
@@ -161,9 +178,9 @@ async def _open_node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> No
     if parent_transport is not None:
         stack.push_async_callback(parent_transport.close)
     assert config.source_file is not None
-    admission = admission_for(config.source_file, config.admission_workers)
+    admission = admission_for(config.source_file, config.admission_workers, directory[0])
     stack.callback(admission.shutdown)
-    node = build_node(config, transport, store, admission, parent_transport)
+    node = build_node(config, transport, store, admission, parent_transport, *directory)
     await transport.connect()
     log.info(
         "node.start",

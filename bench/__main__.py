@@ -12,9 +12,14 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-from bench import admission, intake
+from bench import admission, fanout, intake, route
 
-SCENARIOS = {"admission": admission.run, "intake": intake.run}
+SCENARIOS = {
+    "admission": admission.run,
+    "intake": intake.run,
+    "route": route.run,
+    "fanout": fanout.run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,8 +38,11 @@ SENDER = "000.00.00.G22"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
-def make_package(target_bytes: int, key: SigningKey) -> bytes:
-    template = (schema_dir() / "examples" / "valid" / "document-new.edxml").read_bytes()
+def make_package(target_bytes: int, key: SigningKey, template: bytes | None = None) -> bytes:
+    """A signed document of about ``target_bytes``: ``template`` (default: the example new
+    document) with an incompressible attachment sized to fit."""
+    if template is None:
+        template = (schema_dir() / "examples" / "valid" / "document-new.edxml").read_bytes()
     root = etree.fromstring(template, _PARSER)
     payload = root.find(f".//{{{NS}}}ContentTransferEncoded")
     assert payload is not None

@@ -3,24 +3,66 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import pytest
 
-def test_the_admission_scenario_runs_and_reports_a_ratio() -> None:
+NUMBER = re.compile(r"^-?\d+(\.\d+)? \(-?\d+(\.\d+)?–-?\d+(\.\d+)?\)$")
+
+
+def _bench(*args: str, timeout: float = 120) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "admission", "--quick"],
+        [sys.executable, "-m", "bench", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith(("| 10 KiB", "| 1 MiB"))]
+    return result.stdout
+
+
+def _cells(stdout: str, first: str) -> list[str]:
+    """The cells of the table row that starts with ``first``."""
+    row = next(line for line in stdout.splitlines() if line.startswith(f"| {first} "))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_the_admission_scenario_runs_and_reports_a_ratio() -> None:
+    stdout = _bench("admission", "--quick")
+    rows = [line for line in stdout.splitlines() if line.startswith(("| 10 KiB", "| 1 MiB"))]
     assert len(rows) == 2
     for row in rows:
         ratio = row.rstrip(" |").rsplit("|", 1)[-1].split()[0]
         assert float(ratio) > 0
+
+
+@pytest.mark.integration
+def test_the_route_scenario_runs_both_systems_and_reports_latency() -> None:
+    stdout = _bench("route", "--quick")
+    for system in ("lienthong", "raw aio-pika forwarders"):
+        capacity, *_ = _cells(stdout, system)[1:]
+        assert NUMBER.match(capacity), capacity
+    _, _, added_p50, _ = _cells(stdout, "**lienthong − raw aio-pika forwarders, per repeat**")
+    assert NUMBER.match(added_p50.strip("*"))
+    assert "Target, lienthong adds under 30 ms p50:" in stdout
+    assert "| commune → district |" in stdout  # the legs, read from the hop records
+
+
+@pytest.mark.integration
+def test_the_fanout_scenario_reaches_every_mailbox_of_a_small_tree() -> None:
+    stdout = _bench("fanout", "--quick")
+    assert "Trees: 7 nodes (1 central, 2 provinces, 4 districts) in 2 processes" in stdout
+    mailboxes = _cells(stdout, "mailbox rows written (the run with fewest)")[1:]
+    assert mailboxes == [
+        "11 of 11 (central 2/2, provinces 3/3, districts 6/6)",
+        "11 of 11 (central 2/2, provinces 3/3, districts 6/6)",
+    ]  # lienthong, then the raw tree: the first table, to every other agency
+    copies = _cells(stdout, "link copies: outbox rows / arrived / most on one link")[1:]
+    assert copies == ["6 / 6 / 1", "6 / 6 / 1"]  # one copy per link, every one arrived
+    assert "Goal, lienthong: every one of 21 mailboxes within 60 s:" in stdout
 
 
 def test_an_unknown_scenario_is_named() -> None:
