@@ -9,11 +9,17 @@ parent publishes to one ``down`` lane set per child, which that child consumes:
 
 Which child sent an upward package is not taken from a header: it is the node that
 signed the last hop record of the transport envelope (exchange/envelope.py).
+
+A link message carries the envelope and the package together in its body (``frame``):
+``LTL1 <envelope length>\n<envelope JSON><package bytes>``. Not in a header: an envelope
+lists every recipient, and a package to 10,000 agencies has an envelope larger than the
+biggest AMQP frame (RabbitMQ's frame_max, 128 KiB), which a header must fit in.
 """
 
 from __future__ import annotations
 
 from exchange.envelope import Envelope
+from exchange.errors import EnvelopeInvalid
 from exchange.model import Business, BusinessType, Kind, Level, Organ, Package, Priority
 from exchange.store import Destination, OutboxItem
 from exchange.topology import RoutePlan
@@ -29,6 +35,26 @@ DOWN_LANES = (*LANES, DIRECTORY_LANE)
 def lane_of(priority: Priority) -> str:
     """Thượng khẩn, hỏa tốc and hỏa tốc hẹn giờ (Priority 2–4) never wait behind the rest."""
     return "urgent" if priority >= Priority.VERY_URGENT else "normal"
+
+
+FRAME_MAGIC = b"LTL1"
+
+
+def frame(envelope: bytes, data: bytes) -> bytes:
+    """A link message body: the transport envelope, then the package's exact bytes."""
+    return b"%s %d\n" % (FRAME_MAGIC, len(envelope)) + envelope + data
+
+
+def unframe(body: bytes) -> tuple[bytes, bytes]:
+    """The envelope and the package bytes of a link message body."""
+    end = body.find(b"\n", 0, 32)
+    if not body.startswith(FRAME_MAGIC + b" ") or end < 0:
+        raise EnvelopeInvalid("a link message must start with 'LTL1 <envelope length>'")
+    size = body[len(FRAME_MAGIC) + 1 : end]
+    if not size.isdigit() or end + 1 + int(size) > len(body):
+        raise EnvelopeInvalid(f"a link message names an envelope of {size[:16]!r} bytes")
+    start = end + 1
+    return body[start : start + int(size)], body[start + int(size) :]
 
 
 def up_queue(parent: str, lane: str) -> str:

@@ -66,11 +66,13 @@ from exchange.links import (
     DIRECTORY_LANE,
     LANES,
     down_queue,
+    frame,
     lane_of,
     link_target,
     outbox_for,
     package_from_envelope,
     split_target,
+    unframe,
     up_queue,
 )
 from exchange.model import BusinessType, Kind, Package
@@ -700,14 +702,13 @@ class Node:
 
     async def _publish_on_link(self, row: OutboxRow) -> None:
         node, lane = split_target(row.target)
-        headers: dict[str, str | int] = {
-            "lienthong-envelope": (await self.store.envelope(row.message_id)).decode()
-        }
+        headers: dict[str, str | int] = {}
         if self.directory_sync is not None:  # routed by this version: the next node needs it
             headers[VERSION_HEADER] = self.directory_sync.version
-        message = Message(
-            await self.store.package_bytes(row.digest), message_id=row.message_id, headers=headers
+        body = frame(
+            await self.store.envelope(row.message_id), await self.store.package_bytes(row.digest)
         )
+        message = Message(body, message_id=row.message_id, headers=headers)
         timeout = self.settings.publish_timeout_s
         if node == self.settings.parent:
             await self.parent_transport.publish(up_queue(node, lane), message, timeout=timeout)
@@ -767,14 +768,13 @@ class Node:
             )
         topology = self.settings.topology
         assert topology is not None
-        data = delivery.message.body
         me = self.settings.node_id
-        wire = str(delivery.message.headers.get("lienthong-envelope", "")).encode()
         try:
+            wire, data = unframe(delivery.message.body)
             envelope, extended = self._open_link_envelope(wire, data, topology)
         except (EnvelopeInvalid, HopLimitExceeded) as fault:
             dead_id, _ = await self.store.add_dead_letter(
-                data, f"link:{lane}", f"{fault.code}: {fault.message}", 1
+                delivery.message.body, f"link:{lane}", f"{fault.code}: {fault.message}", 1
             )
             log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
             await delivery.ack()

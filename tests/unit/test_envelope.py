@@ -6,6 +6,8 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exchange.envelope import (
     NodeKey,
@@ -16,6 +18,7 @@ from exchange.envelope import (
     seal,
 )
 from exchange.errors import EnvelopeInvalid, HopLimitExceeded
+from exchange.links import frame, unframe
 
 DATA = "<edXML>Trích yếu</edXML>".encode()
 
@@ -121,3 +124,41 @@ def test_garbage_is_refused_with_a_reason(keys: dict[str, NodePublicKey]) -> Non
     for wire in (b"", b"[]", b'{"envelope": 1}', b"\xff"):
         with pytest.raises(EnvelopeInvalid):
             open_envelope(wire, DATA, keys)
+
+
+@given(envelope=st.binary(max_size=300), data=st.binary(max_size=300))
+def test_a_link_message_carries_envelope_and_bytes_whole(envelope: bytes, data: bytes) -> None:
+    assert unframe(frame(envelope, data)) == (envelope, data)
+
+
+def test_a_ten_thousand_recipient_envelope_travels_in_the_body() -> None:
+    """A header must fit in one AMQP frame (RabbitMQ: 128 KiB); the body has no such bound."""
+    key = NodeKey("central", ec.generate_private_key(ec.SECP256R1()))
+    recipients = [f"000.{i // 100:02d}.{i % 100:02d}.H53" for i in range(10_000)]
+    data = b"<edXML/>"
+    wire = seal(
+        key,
+        message_id="m",
+        data=data,
+        kind="edoc",
+        sender="000.00.00.G22",
+        recipients=recipients,
+        document_id="d",
+        level="strict",
+    )
+    assert len(wire) > 128 * 1024
+    envelope, carried = unframe(frame(wire, data))
+    assert (
+        open_envelope(envelope, carried, {"central": key.key.public_key()}).recipients[-1]
+        == recipients[-1]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"<edXML/>", b"LTL1 12\n{}", b"LTL1 x\n{}", b"LTL2 2\n{}", b"LTL1 -1\n{}"],
+    ids=["empty", "bare package", "short", "not a length", "other format", "negative"],
+)
+def test_a_broken_link_frame_is_an_invalid_envelope(body: bytes) -> None:
+    with pytest.raises(EnvelopeInvalid, match="link message"):
+        unframe(body)
