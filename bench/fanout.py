@@ -7,8 +7,7 @@ a thread), or bench/fanout_raw.py. 10,000 agencies are spread over the nodes (10
 central, 90 on each province, 90 on each district), with standard OrganIds
 (``DDD.CC.BB.XNN``). An agency of the central node sends documents with a To entry per
 recipient and a 10 KiB attachment: to every other agency (5,000), then to every agency
-(10,000). The first measures the trees at a size whose transport envelope fits in an
-AMQP header frame; the second is the goal (docs/benchmarks.md says what happens to it).
+(10,000), the goal; the first shows how the time grows with the list.
 
 Measured per package: the time from the submission to the last mailbox row (the time
 the nodes stamp on the rows; completion is watched by polling every store read-only),

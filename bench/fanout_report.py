@@ -122,7 +122,7 @@ _ROWS = (
         lambda runs, _: f"{spread([o.cpu_s for o in runs], '{:.1f}')} s" if runs else "–",
     ),
     ("link copies: outbox rows / arrived / most on one link", _copies),
-    ("bytes per copy: package + envelope header (largest)", _bytes_per_copy),
+    ("bytes per copy: package + envelope (largest)", _bytes_per_copy),
     ("bytes carried over all links, per run", _carried),
     (
         "broker connections the nodes lost",

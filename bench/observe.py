@@ -19,7 +19,7 @@ class LinkCopy:
     source: str
     target: str
     package_bytes: int
-    envelope_bytes: int  # the transport envelope, carried in a header of the copy
+    envelope_bytes: int  # the transport envelope, carried in the body with the package
     published: bool  # the broker confirmed it (the row is done)
 
     @property
