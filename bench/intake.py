@@ -77,7 +77,7 @@ def _node_config(folder: Path, node_id: str) -> Path:
         '[store]\nkind = "sqlite"\npath = "store"\n\n'
         '[trust]\nca = "pki/ca.pem"\ndirectory = "pki/directory.toml"\n'
         f'node_key = "pki/nodes/{node_id}.key"\nnode_certs = "pki/nodes"\n\n'
-        "[limits]\nadmission_workers = 2\n"
+        "[limits]\n"  # admission workers: the node's default (one fewer than the cores)
     )
     return config
 
