@@ -30,6 +30,7 @@ from exchange.store import (
     MailboxEntry,
     OutboxRow,
     Outcome,
+    owns_document_id,
 )
 
 _MIGRATION_LOCK = 0x6C69656E  # "lien"
@@ -239,6 +240,21 @@ class PostgresStore:
         await self._open()
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                if owns_document_id(intake):
+                    # intakes of one DocumentId, one at a time, to the end of the transaction
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", (package.document_id,)
+                    )
+                    first = await (
+                        await conn.execute(
+                            "SELECT message_id, level, sender FROM packages "
+                            "WHERE document_id = %s AND kind = 'edoc' "
+                            "ORDER BY received_at, message_id LIMIT 1",
+                            (package.document_id,),
+                        )
+                    ).fetchone()
+                    if first is not None and first[2] != package.sender.organ_id:
+                        return IntakeResult(Outcome.TAKEN, first[0], first[1], first[2])
                 claimed = await (
                     await conn.execute(
                         "INSERT INTO dedup (key, digest, message_id, created_at) "

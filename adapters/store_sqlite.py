@@ -39,6 +39,7 @@ from exchange.store import (
     MailboxEntry,
     OutboxRow,
     Outcome,
+    owns_document_id,
 )
 
 T = TypeVar("T")
@@ -329,6 +330,15 @@ class SqliteStore:
                 db.execute("COMMIT")
                 outcome = Outcome.DUPLICATE if earlier[0] == package.digest else Outcome.CONFLICT
                 return IntakeResult(outcome, earlier[1], earlier[2])
+            if owns_document_id(intake):
+                first = db.execute(
+                    "SELECT message_id, level, sender FROM packages WHERE document_id = ? "
+                    "AND kind = 'edoc' ORDER BY received_at, message_id LIMIT 1",
+                    (package.document_id,),
+                ).fetchone()
+                if first and first[2] != package.sender.organ_id:
+                    db.execute("COMMIT")
+                    return IntakeResult(Outcome.TAKEN, first[0], first[1], first[2])
             now = intake.received_at.isoformat()
             db.execute(
                 "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "

@@ -75,7 +75,7 @@ from exchange.links import (
     unframe,
     up_queue,
 )
-from exchange.model import BusinessType, Kind, Package
+from exchange.model import Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.routing import RECALL_REQUEST, route, status_targets
 from exchange.store import (
@@ -427,7 +427,6 @@ class Node:
             document = None
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
-            await self._refuse_taken_document_id(package)
             targets, outbox, unreachable = self._plan_entry(package, document)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
@@ -448,6 +447,17 @@ class Node:
 
         result = await self._commit(data, package, source, outbox, targets)  # ends the count
         self._crash("after-commit")
+        if result.outcome is Outcome.TAKEN:
+            # a new document may not reuse a DocumentId another sender's document carried:
+            # statuses about the first would otherwise be at the mercy of the second
+            await self.store.clear_attempts(digest)
+            taken = DocumentIdTaken(
+                f"DocumentId {package.document_id!r} already names a document from "
+                f"{result.sender} (message {result.message_id})"
+            )
+            answer = Answer("refused", code=taken.code, reason=taken.message)
+            await self._settle(delivery, answer, bound)
+            return answer
         if result.outcome is not Outcome.COMMITTED:  # a conflict is an answer, not a failure
             await self.store.clear_attempts(digest)
         answer = answer_for(result)
@@ -463,20 +473,6 @@ class Node:
         )
         self._outbox_ready.set()
         return answer
-
-    async def _refuse_taken_document_id(self, package: Package) -> None:
-        """A new document may not reuse a DocumentId another sender's document carried:
-        statuses about the first would otherwise be at the mercy of the second."""
-        if package.kind is not Kind.EDOC or not package.document_id:
-            return
-        if package.business is not None and package.business.type is not BusinessType.NEW:
-            return
-        first = await self.store.document(package.document_id)
-        if first is not None and first.sender != package.sender.organ_id:
-            raise DocumentIdTaken(
-                f"DocumentId {package.document_id!r} already names a document from "
-                f"{first.sender} (message {first.message_id})"
-            )
 
     async def _admit_in_time(self, data: bytes, policy: VerificationPolicy) -> Admitted:
         """Admission under a deadline: a package that makes it hang is counted like one

@@ -62,6 +62,13 @@ class Outcome(enum.StrEnum):
     COMMITTED = "committed"  # new: written now
     DUPLICATE = "duplicate"  # same key, same bytes: the original answer
     CONFLICT = "conflict"  # same key, other bytes: refused, naming the original
+    TAKEN = "taken"  # a new document whose DocumentId another sender's document carries
+
+
+def owns_document_id(intake: Intake) -> bool:
+    """Whether committing ``intake`` must first check that its DocumentId is not another
+    sender's: a new document entering here (not one arriving over a link)."""
+    return intake.key is None and intake.dedup_key.startswith("doc:")
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class IntakeResult:
     outcome: Outcome
     message_id: str  # ours when committed; the original otherwise
     level: str
-    sender: str | None = None  # the original's From/OrganId, on a fast dedup hit
+    sender: str | None = None  # the original's From/OrganId (fast dedup hit, or TAKEN)
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,9 @@ class Store(Protocol):
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
         """One transaction: bytes, dedup key, package row, outbox rows, and the end of the
-        package's attempt count; or the dedup answer."""
+        package's attempt count; or the dedup answer; or TAKEN, naming the first document
+        with its DocumentId, when a new document's id is another sender's (checked in the
+        same transaction, so two senders racing with one DocumentId cannot both win)."""
 
     async def document(self, document_id: str) -> KnownDocument | None:
         """The DocumentId index: the first document with that id this node carried (a

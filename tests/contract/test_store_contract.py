@@ -144,6 +144,30 @@ async def test_the_outbox_passes_over_the_links_that_refused(store: Store) -> No
     assert await store.pending_outbox(10, skip_targets={"full/normal", "A", "other/normal"}) == []
 
 
+async def test_a_document_id_belongs_to_the_sender_who_used_it_first(store: Store) -> None:
+    first = await store.commit_intake(intake(b"<a/>", message_id="m-1", document_id="d-1"))
+    assert first.outcome is Outcome.COMMITTED
+    other = await store.commit_intake(
+        intake(b"<b/>", message_id="m-2", document_id="d-1", sender="000.00.00.H41")
+    )
+    assert (other.outcome, other.message_id, other.sender) == (
+        Outcome.TAKEN,
+        "m-1",
+        "000.00.00.G22",
+    )
+    assert [r.message_id for r in await store.pending_outbox(10)] == ["m-1"]  # m-2 wrote nothing
+    # two senders racing with one new DocumentId: exactly one of them has it
+    racing = await asyncio.gather(
+        *[
+            store.commit_intake(
+                intake(f"<c{i}/>".encode(), message_id=f"r-{i}", document_id="d-2", sender=s)
+            )
+            for i, s in enumerate(["000.00.00.H41", "000.00.00.H53", "000.00.00.G14"])
+        ]
+    )
+    assert sorted(r.outcome for r in racing) == [Outcome.COMMITTED, Outcome.TAKEN, Outcome.TAKEN]
+
+
 async def test_a_mailbox_holds_a_package_exactly_once(store: Store) -> None:
     await store.commit_intake(intake(b"<a/>", message_id="m-1"))
     assert await store.deliver("000.00.00.H53", "m-1") is True
