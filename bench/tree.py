@@ -26,7 +26,8 @@ import aio_pika
 from cryptography import x509
 
 from adapters.pki_files import init_pki
-from exchange.links import LANES, down_queue, up_queue
+from exchange.links import down_queue
+from exchange.node import queues_of
 from exchange.signing import SigningKey
 from exchange.trust import fingerprint
 
@@ -149,13 +150,7 @@ class BenchTree:
                 process.wait(timeout=10)
 
     def queue_names(self) -> list[str]:
-        names: list[str] = []
-        for node in self.nodes:
-            names += [f"lienthong.{node.id}.{s}" for s in ("inbound", "requests", "dead")]
-            names += [up_queue(node.id, lane) for lane in LANES]
-            if node.parent:
-                names += [down_queue(node.parent, node.id, lane) for lane in LANES]
-        return names
+        return [name for node in self.nodes for name in queues_of(node.id, node.parent)]
 
 
 async def wait_for_consumers(

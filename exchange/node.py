@@ -125,6 +125,16 @@ class Queues:
         return f"lienthong.{self.node_id}.dead"
 
 
+def queues_of(node_id: str, parent: str | None) -> list[str]:
+    """Every queue a node declares: its own, and its side of the link to its parent (on
+    the parent's broker); what a test or a benchmark deletes after a tree of nodes."""
+    own = Queues(node_id)
+    names = [own.inbound, own.requests, own.dead, *(up_queue(node_id, lane) for lane in LANES)]
+    if parent is not None:
+        names += [down_queue(parent, node_id, lane) for lane in (*LANES, DIRECTORY_LANE)]
+    return names
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     node_id: str

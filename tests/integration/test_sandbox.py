@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sandbox_tree import Topology, load_topology, topology_file
-from exchange.links import DOWN_LANES, LANES, down_queue, up_queue
+from exchange.node import queues_of
 from tests.integration.broker import delete_queues
 
 pytestmark = pytest.mark.integration
@@ -56,17 +56,11 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
         ]
         assert len(list((tmp_path / "logs").glob("process-*.log"))) == len(topology.processes())
     finally:
-        await delete_queues(queues_of(topology))
+        await delete_queues(tree_queues(topology))
 
 
-def queues_of(topology: Topology) -> list[str]:
-    names = []
-    for node in topology.nodes:
-        names += [f"lienthong.{node.id}.{s}" for s in ("inbound", "requests", "dead")]
-        names += [up_queue(node.id, lane) for lane in LANES]
-        if node.parent:
-            names += [down_queue(node.parent, node.id, lane) for lane in DOWN_LANES]
-    return names
+def tree_queues(topology: Topology) -> list[str]:
+    return [name for node in topology.nodes for name in queues_of(node.id, node.parent)]
 
 
 async def test_a_directory_signed_at_the_root_reaches_the_commune_node_while_the_tree_runs(
@@ -132,7 +126,7 @@ async def test_a_directory_signed_at_the_root_reaches_the_commune_node_while_the
     finally:
         sandbox.send_signal(signal.SIGTERM)
         sandbox.communicate(timeout=60)  # reads what is left, closes the pipe
-        await delete_queues(queues_of(topology))
+        await delete_queues(tree_queues(topology))
     assert sandbox.returncode == 0
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert "directory.installed" in logs

@@ -16,7 +16,8 @@ from cryptography import x509
 from adapters.client import NodeClient
 from adapters.pki_files import init_pki
 from adapters.store_sqlite import SqliteStore
-from exchange.links import DOWN_LANES, LANES, down_queue, up_queue
+from exchange.links import down_queue
+from exchange.node import queues_of
 from exchange.signing import SigningKey, sign
 from exchange.store import MailboxEntry
 from exchange.trust import fingerprint
@@ -184,10 +185,6 @@ class TreeProcesses:
     async def cleanup(self) -> None:
         for name in self.ids:
             await self.stopped(name)
-        names: list[str] = []
-        for node, parent in self.parents.items():
-            names += [f"lienthong.{node}.{s}" for s in ("inbound", "requests", "dead")]
-            names += [up_queue(node, lane) for lane in LANES]
-            if parent:
-                names += [down_queue(parent, node, lane) for lane in DOWN_LANES]
-        await delete_queues(names)
+        await delete_queues(
+            [name for node, parent in self.parents.items() for name in queues_of(node, parent)]
+        )

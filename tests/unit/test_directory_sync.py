@@ -24,9 +24,10 @@ from exchange.links import down_queue, up_queue
 from exchange.node import Answer, DirectoryKeeping, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
-from exchange.transport import Message, QueueSpec
+from exchange.transport import Message
 from tests.conftest import example
 from tests.pki import G22, DevPki
+from tests.unit.test_links import submit_to
 from tests.unit.test_topology import HOMES, PARENTS
 
 NEW_COMMUNE = "000.23.31.H53"  # added in version 2, on the commune's own node
@@ -174,17 +175,7 @@ async def tree(tmp_path: Path, admission: Admission) -> AsyncIterator[Tree]:
 
 
 async def submit(tree: Tree, node: str, data: bytes) -> Answer:
-    await tree.transport.declare(QueueSpec("lienthong.reply.answers"))
-    await tree.transport.publish(
-        tree.nodes[node].queues.inbound,
-        Message(data, reply_to="lienthong.reply.answers", message_id="c-1"),
-        timeout=5,
-    )
-    replies = tree.transport.consume("lienthong.reply.answers", prefetch=1)
-    delivery = await asyncio.wait_for(anext(replies), timeout=10)
-    await delivery.ack()
-    await replies.aclose()
-    return Answer.decode(delivery.message.body)
+    return await submit_to(tree.transport, tree.nodes[node], data)
 
 
 async def test_a_new_version_at_the_root_reaches_every_node_and_routes(

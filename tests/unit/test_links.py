@@ -31,23 +31,28 @@ COMMUNE, H41, G14 = "000.21.31.H53", "000.00.00.H41", "000.00.00.G14"
 OLD_H41, NOWHERE = "000.00.00.H99", "000.00.00.H37"
 
 
+async def submit_to(transport: MemoryTransport, node: Node, data: bytes) -> Answer:
+    """Submit to a node on the in-memory broker, as an agency would, and read its answer."""
+    await transport.declare(QueueSpec("lienthong.reply.answers"))
+    await transport.publish(
+        node.queues.inbound,
+        Message(data, reply_to="lienthong.reply.answers", message_id="c-1"),
+        timeout=5,
+    )
+    replies = transport.consume("lienthong.reply.answers", prefetch=1)
+    delivery = await asyncio.wait_for(anext(replies), timeout=10)
+    await delivery.ack()
+    await replies.aclose()
+    return Answer.decode(delivery.message.body)
+
+
 @dataclass
 class Tree:
     nodes: dict[str, Node]
     transport: MemoryTransport
 
     async def submit(self, node: str, data: bytes) -> Answer:
-        await self.transport.declare(QueueSpec("lienthong.reply.answers"))
-        await self.transport.publish(
-            self.nodes[node].queues.inbound,
-            Message(data, reply_to="lienthong.reply.answers", message_id="c-1"),
-            timeout=5,
-        )
-        replies = self.transport.consume("lienthong.reply.answers", prefetch=1)
-        delivery = await asyncio.wait_for(anext(replies), timeout=10)
-        await delivery.ack()
-        await replies.aclose()
-        return Answer.decode(delivery.message.body)
+        return await submit_to(self.transport, self.nodes[node], data)
 
     async def mailbox(self, organ: str) -> list[str]:
         node = self.nodes[HOMES[organ]]
