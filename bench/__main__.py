@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="few iterations: a smoke run, not figures"
     )
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per case")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="repeats of each system in turn (intake, route, fanout; at least 3)",
+    )
     args = parser.parse_args(argv)
     print(
         f"<!-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
@@ -43,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     for name in args.scenarios or SCENARIOS:
-        SCENARIOS[name](rounds=2 if args.quick else args.rounds, quick=args.quick)
+        SCENARIOS[name](
+            rounds=2 if args.quick else args.rounds, quick=args.quick, repeats=args.repeats
+        )
     return 0
 
 

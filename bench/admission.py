@@ -73,7 +73,7 @@ def baseline(data: bytes, ca_file: str) -> None:
     XMLVerifier().verify(root, ca_pem_file=ca_file, expect_config=config)
 
 
-def run(*, rounds: int, quick: bool) -> None:
+def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
     ca = make_ca()
     agency = issue(ca, SENDER)
     key = SigningKey(agency.key, (agency.cert,))

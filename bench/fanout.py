@@ -80,14 +80,14 @@ def generate(shape: Shape, tag: str) -> tuple[list[BenchNode], dict[str, str]]:
     return nodes, homes
 
 
-def run(*, rounds: int, quick: bool) -> None:
+def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
     """Both trees up side by side. For each package size in turn, repeats of: each system
     once, the order alternating. A system that does not deliver everything within the
     deadline is not asked again (its tree keeps retrying what it holds). ``rounds`` is not
     used."""
     del rounds
     shape = QUICK if quick else FULL
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else repeats
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         tag = suffix()

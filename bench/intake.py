@@ -217,10 +217,10 @@ def _measure(
         asyncio.run(_delete(queue))
 
 
-def run(*, rounds: int, quick: bool) -> None:
+def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
     """Calibrate lienthong's capacity, then repeat: every system in turn, in a rotated
     order, at capacity and at 25 % and 50 % of the calibrated capacity."""
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else repeats
     burst, paced_seconds = (60, 1.0) if quick else (1200, 6.0)
     systems = ("lienthong", "raw", "naive")
     with tempfile.TemporaryDirectory() as tmp:

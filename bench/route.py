@@ -225,12 +225,12 @@ async def offer(
     return summarise(latencies, elapsed), walls
 
 
-def run(*, rounds: int, quick: bool) -> None:
+def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
     """Both systems up side by side; lienthong's capacity calibrated once; then, per
     repeat, each system in turn (the order alternating): capacity, then paced load at
     25 % of the calibrated capacity. ``rounds`` is not used: the route repeats 3 times."""
     del rounds
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else repeats
     burst, paced_seconds, least = (20, 0.5, 10) if quick else (1000, 10.0, 20)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
