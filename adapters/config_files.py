@@ -68,12 +68,12 @@ def load_signed_directory(config: NodeConfig) -> SignedDirectory | None:
 
 def load_directories(
     configs: Iterable[NodeConfig],
-) -> dict[Path, tuple[Directory, SignedDirectory | None]]:
+) -> dict[tuple[Path, str | None, Path], tuple[Directory, SignedDirectory | None]]:
     """Each directory file the nodes name, read (and, when signed, checked) once: nodes
     that one process runs share it (a tree of 111 nodes in 4 processes, with a directory of
     10,000 agencies, took 20 s to start reading it twice per node). Keyed by
     ``directory_key``; with the signed document it came in, if it was signed."""
-    loaded: dict[Path, tuple[Directory, SignedDirectory | None]] = {}
+    loaded: dict[tuple[Path, str | None, Path], tuple[Directory, SignedDirectory | None]] = {}
     for config in configs:
         key = directory_key(config)
         if key not in loaded:
@@ -86,8 +86,10 @@ def load_directories(
     return loaded
 
 
-def directory_key(config: NodeConfig) -> Path:
-    return config.trust.directory.resolve()
+def directory_key(config: NodeConfig) -> tuple[Path, str | None, Path]:
+    """Nodes share a directory read only when they would read and check it alike."""
+    trust = config.trust
+    return (trust.directory.resolve(), trust.directory_signer, trust.node_certs.resolve())
 
 
 def hosted_agencies(config: NodeConfig, directory: Directory) -> frozenset[str]:

@@ -133,7 +133,10 @@ class PostgresStore:
             # every statement has a deadline: a stuck lock must not stall the node
             kwargs={
                 "options": f"-c search_path={schema} -c lock_timeout=5000 "
-                "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+                "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000 "
+                # the DocumentId check reads after its advisory lock: it needs each
+                # statement's own snapshot, whatever the server's default
+                "-c default_transaction_isolation=read\\ committed",
                 "autocommit": True,
             },
         )

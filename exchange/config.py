@@ -34,8 +34,8 @@ A node file, in TOML::
     max_package_bytes = 8388608
     max_attempts = 5
     admission_workers = 1          # processes that parse, validate and verify; by default
-                                   # one fewer than the cores (the node's own process uses
-                                   # one); 0: a thread of the node's process (the sandbox)
+                                   # one fewer than the usable cores, at most 4 (the node's
+                                   # own process uses one); 0: a thread of the node's process
     intake_concurrency = 16        # submissions in flight at once (at most prefetch)
 
     [sources.amqp]                 # one table per source: which policy it is judged by
@@ -141,10 +141,12 @@ class NodeConfig:
 
 
 def default_admission_workers() -> int:
-    """One fewer than the cores: the node's own process (intake, store, relay, broker
-    connections) keeps one busy. On 2 cores, 1 worker measured 0.73x the naive forwarder
-    against 0.65x with 2 (docs/benchmarks.md, Intake)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """One fewer than the cores this process may use, at most 4: the node's own process
+    (intake, store, relay, broker connections) keeps one busy. On 2 cores, 1 worker
+    measured 0.73x the naive forwarder against 0.65x with 2 (docs/benchmarks.md, Intake);
+    more than 4 was not measured, and each worker holds the directory and trust store."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return min(4, max(1, (usable or os.cpu_count() or 2) - 1))
 
 
 class _Reader:

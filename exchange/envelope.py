@@ -79,8 +79,8 @@ def verify_record(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], 
     key = keys.get(node) if isinstance(node, str) else None
     if key is None:
         raise EnvelopeInvalid(f"{what} is signed by node {node!r}, which this node does not know")
-    payload = canonical({k: v for k, v in record.items() if k != "sig"})
     try:
+        payload = canonical({k: v for k, v in record.items() if k != "sig"})
         value = base64.b64decode(sig.get("value", ""), validate=True)
         if isinstance(key, ed25519.Ed25519PublicKey) and sig.get("alg") == "Ed25519":
             key.verify(value, payload)
@@ -90,7 +90,7 @@ def verify_record(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], 
             raise EnvelopeInvalid(
                 f"{what}: algorithm {sig.get('alg')!r} does not match node {node}'s key"
             )
-    except (InvalidSignature, ValueError) as exc:
+    except (InvalidSignature, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
         raise EnvelopeInvalid(f"{what}: the signature of node {node} does not verify") from exc
     return str(node)
 
@@ -176,8 +176,8 @@ def append_hop(wire: bytes, key: NodeKey, *, when: datetime | None = None) -> by
 def _load(wire: bytes) -> dict[str, Any]:
     try:
         document = json.loads(wire)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EnvelopeInvalid(f"the envelope is not JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting past the stack
+        raise EnvelopeInvalid(f"the envelope is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("envelope"), dict):
         raise EnvelopeInvalid("the envelope has no 'envelope' record")
     if not isinstance(document.get("hops"), list):

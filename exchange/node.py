@@ -662,12 +662,12 @@ class Node:
         full lane to an offline child holds up no other link and no mailbox."""
         blocked: set[str] = set()  # links that refused this round: their rows wait, others go
         moved = 0
-        while True:
+        for _ in range(RELAY_BATCHES_PER_ROUND):  # then a new round tries the refusers again
             rows = await self.store.pending_outbox(self.settings.relay_batch, skip_targets=blocked)
-            done = await self._relay_batch(rows, blocked)
-            moved += done
-            if len(rows) < self.settings.relay_batch or done == len(rows):
-                return moved
+            moved += await self._relay_batch(rows, blocked)
+            if len(rows) < self.settings.relay_batch:
+                break
+        return moved
 
     async def _relay_batch(self, rows: Sequence[OutboxRow], blocked: set[str]) -> int:
         done: list[int] = []
@@ -778,13 +778,11 @@ class Node:
         try:
             wire, data = unframe(delivery.message.body)
             envelope, extended = self._open_link_envelope(wire, data, topology)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:  # hostile, not signed
+            fault = EnvelopeInvalid(f"the envelope does not parse: {type(exc).__name__}")
+            return await self._dead_letter_link(delivery, lane, fault)
         except (EnvelopeInvalid, HopLimitExceeded) as fault:
-            dead_id, _ = await self.store.add_dead_letter(
-                delivery.message.body, f"link:{lane}", f"{fault.code}: {fault.message}", 1
-            )
-            log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
-            await delivery.ack()
-            return "dead-lettered"
+            return await self._dead_letter_link(delivery, lane, fault)
         came_from = envelope.last_node
         if await self.store.find_digest(envelope.sha256) is not None:
             await delivery.ack()  # the same package again (a republish after a crash)
@@ -820,6 +818,15 @@ class Node:
         )
         self._outbox_ready.set()
         return result.outcome.value
+
+    async def _dead_letter_link(self, delivery: Delivery, lane: str, fault: LienthongError) -> str:
+        """Keep a link message that does not check out, as it came, for an operator."""
+        dead_id, _ = await self.store.add_dead_letter(
+            delivery.message.body, f"link:{lane}", f"{fault.code}: {fault.message}", 1
+        )
+        log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
+        await delivery.ack()
+        return "dead-lettered"
 
     def _open_link_envelope(
         self, wire: bytes, data: bytes, topology: Topology
@@ -1013,6 +1020,11 @@ class Node:
         )
 
 
+# A round goes on past a full batch (so a slow or refusing link, tried once a round, costs
+# its wait once per this many batches); a bounded round lets a link that came back be tried.
+RELAY_BATCHES_PER_ROUND = 20
+
+
 def _expired(row: OutboxRow, expiry: timedelta) -> str:
     since = row.created_at.isoformat() if row.created_at else "?"
     return f"expired: waited for link {row.target} since {since}, longer than {expiry}"
@@ -1049,7 +1061,9 @@ async def replay_dead_letter(
     timeout: float,
     user_id: str | None = None,
 ) -> None:
-    """Send a dead letter through intake again, as it came, from the same source."""
+    """Send a dead letter through again, as it came: a submission to intake, from the
+    same source; a link message to this node's own link intake (the up lane of its lane,
+    where its envelope is checked again and says which neighbour it came from)."""
     letters = {d.id: d for d in await store.dead_letters(include_replayed=True)}
     letter = letters.get(dead_letter_id)
     if letter is None:
@@ -1059,10 +1073,20 @@ async def replay_dead_letter(
     # marked first: intake holds back bytes with an unreplayed dead letter, and may see the
     # replayed message before this function returns
     await store.mark_replayed(dead_letter_id)
+    via_link = letter.source.startswith("link:")
+    target = (
+        up_queue(queues.node_id, letter.source.partition(":")[2] or "normal")
+        if via_link
+        else queues.inbound
+    )
     try:
         await transport.publish(
-            queues.inbound,
-            Message(data, headers={SOURCE_HEADER: letter.source}, user_id=user_id),
+            target,
+            Message(
+                data,
+                headers={} if via_link else {SOURCE_HEADER: letter.source},
+                user_id=None if via_link else user_id,
+            ),
             timeout=timeout,
         )
     except LienthongError:

@@ -17,7 +17,7 @@ from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
 from exchange.devpki import issue
 from exchange.envelope import NodeKey, open_envelope
-from exchange.links import up_queue
+from exchange.links import frame, up_queue
 from exchange.node import Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import SigningKey, sign
@@ -316,3 +316,48 @@ async def test_a_full_lane_holds_back_its_own_link_only(
         assert len(await central.store.pending_outbox(10)) == 4, "the refused rows wait"
     finally:
         await central.store.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        frame(b"[" * 5000, b"<edXML/>"),  # nesting past the parser's stack
+        frame(
+            b'{"envelope":{"v":1,"sig":{"node":"central","alg":"ES256","value":1}},"hops":[]}', b""
+        ),
+        frame(b'{"envelope":{"v":1,"x":"\\ud800","sig":{"node":"central"}},"hops":[]}', b"<p/>"),
+        b"<edXML/>",  # no frame at all
+    ],
+    ids=["deep", "value not text", "lone surrogate", "unframed"],
+)
+async def test_a_hostile_link_message_is_kept_for_an_operator_and_the_node_goes_on(
+    tree: Tree, pki: DevPki, body: bytes
+) -> None:
+    central = tree.nodes["central"]
+    await tree.transport.publish(up_queue("central", "normal"), Message(body), timeout=5)
+    async with asyncio.timeout(10):
+        while not await central.store.dead_letters():  # noqa: ASYNC110 - polls a store
+            await asyncio.sleep(0.02)
+    (letter,) = await central.store.dead_letters()
+    assert letter.source == "link:normal"
+    assert letter.reason.startswith("envelope.invalid")
+    assert await central.store.dead_letter_bytes(letter.id) == body
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, G14, 131))
+    assert await tree.wait(G14) == [sent.message_id]  # and the links still carry packages
+
+
+async def test_a_link_dead_letter_replayed_goes_back_through_link_intake(
+    tree: Tree, pki: DevPki
+) -> None:
+    central = tree.nodes["central"]
+    province_key = central.peer_keys.pop("province-h53")  # central cannot check its hop yet
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, G14, 132))
+    async with asyncio.timeout(10):
+        while not await central.store.dead_letters():  # noqa: ASYNC110 - polls a store
+            await asyncio.sleep(0.02)
+    (letter,) = await central.store.dead_letters()
+    assert "province-h53" in letter.reason
+    central.peer_keys["province-h53"] = province_key  # the operator fixes the certificates
+    await central.replay_dead_letter(letter.id)
+    assert await tree.wait(G14) == [sent.message_id]
+    assert await central.store.dead_letters() == []
