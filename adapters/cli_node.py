@@ -1,4 +1,4 @@
-"""The node commands: ``serve``, ``send``, ``fetch`` and ``ops dlq``."""
+"""The node commands: ``serve``, ``send``, ``fetch``, ``ops track`` and ``ops dlq``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,36 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    """Where each copy of a package stands at this node, read from its store."""
+    config = load_node_config(args.config)
+
+    async def go() -> int:
+        store = open_store(config)
+        try:
+            await store.migrate()
+            trail = await store.trail(args.message_id)
+        finally:
+            await store.close()
+        if trail is None:
+            print(f"{args.message_id}: not at node {config.node_id}")
+            return EXIT_REFUSED
+        print(
+            f"{trail.message_id}: {trail.kind} from {trail.sender}, DocumentId "
+            f"{trail.document_id}, {trail.level}, received {trail.received_at:%Y-%m-%d %H:%M:%S} "
+            f"from {trail.source} at node {config.node_id}"
+        )
+        for step in trail.steps:
+            reason = f": {step.reason}" if step.reason else ""
+            print(
+                f"  {step.destination.value:<7} {step.target:<32} {step.state:<9} "
+                f"{step.at:%Y-%m-%d %H:%M:%S}{reason}"
+            )
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     config = load_node_config(args.config)
 
@@ -109,7 +139,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
                 except KeyError:
                     print(f"{dead_id}: no such dead letter")
                     return EXIT_REFUSED
-                print(f"{dead_id}: sent to {queues.inbound} again")
+                print(f"{dead_id}: sent through intake again")
         finally:
             await transport.close()
             await store.close()
@@ -149,6 +179,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ops = sub.add_parser("ops", help="operator tools").add_subparsers(
         dest="ops_command", required=True
     )
+    p = ops.add_parser("track", help="where each copy of a package stands at this node")
+    p.add_argument("--config", required=True)
+    p.add_argument("message_id", help="the message id the node answered with")
+    p.set_defaults(func=cmd_track)
     dlq = ops.add_parser("dlq", help="dead letters").add_subparsers(
         dest="dlq_command", required=True
     )

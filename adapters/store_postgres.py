@@ -30,7 +30,10 @@ from exchange.store import (
     MailboxEntry,
     OutboxRow,
     Outcome,
+    Trail,
+    TrailStep,
     owns_document_id,
+    trail_state,
 )
 
 _MIGRATION_LOCK = 0x6C69656E  # "lien"
@@ -428,6 +431,32 @@ class PostgresStore:
             (_now(), organ_id, list(message_ids)),
         )
         return len(rows)
+
+    async def trail(self, message_id: str) -> Trail | None:
+        head = await self._execute(
+            "SELECT sender, document_id, kind, level, source, received_at FROM packages "
+            "WHERE message_id = %s",
+            (message_id,),
+        )
+        if not head:
+            return None
+        rows = await self._execute(
+            "SELECT o.destination, o.target, o.created_at, o.done_at, o.failure, "
+            "m.delivered_at, m.fetched_at FROM outbox o LEFT JOIN mailbox m "
+            "ON o.destination = 'mailbox' AND m.organ_id = o.target "
+            "AND m.message_id = o.message_id WHERE o.message_id = %s ORDER BY o.id",
+            (message_id,),
+        )
+        steps = []
+        for destination, target, created, done, failure, delivered, fetched in rows:
+            state, at, reason = trail_state(
+                Destination(destination), created, done, failure, delivered, fetched
+            )
+            steps.append(TrailStep(Destination(destination), target, state, at, reason))
+        sender, document_id, kind, level, source, received_at = head[0]
+        return Trail(
+            message_id, sender, document_id, kind, level, source, received_at, tuple(steps)
+        )
 
     async def package_bytes(self, digest: str) -> bytes:
         rows = await self._execute("SELECT data FROM blobs WHERE digest = %s", (digest,))

@@ -39,7 +39,10 @@ from exchange.store import (
     MailboxEntry,
     OutboxRow,
     Outcome,
+    Trail,
+    TrailStep,
     owns_document_id,
+    trail_state,
 )
 
 T = TypeVar("T")
@@ -500,6 +503,46 @@ class SqliteStore:
                 [(now, organ_id, m) for m in message_ids],
             )
             return cursor.rowcount
+
+        return await self._run(work)
+
+    async def trail(self, message_id: str) -> Trail | None:
+        def work(db: sqlite3.Connection) -> Trail | None:
+            head = db.execute(
+                "SELECT sender, document_id, kind, level, source, received_at FROM packages "
+                "WHERE message_id = ?",
+                (message_id,),
+            ).fetchone()
+            if head is None:
+                return None
+            rows = db.execute(
+                "SELECT o.destination, o.target, o.created_at, o.done_at, o.failure, "
+                "m.delivered_at, m.fetched_at FROM outbox o LEFT JOIN mailbox m "
+                "ON o.destination = 'mailbox' AND m.organ_id = o.target "
+                "AND m.message_id = o.message_id WHERE o.message_id = ? ORDER BY o.id",
+                (message_id,),
+            ).fetchall()
+            steps = []
+            for destination, target, created, done, failure, delivered, fetched in rows:
+                state, at, reason = trail_state(
+                    Destination(destination),
+                    datetime.fromisoformat(created),
+                    _time(done),
+                    failure,
+                    _time(delivered),
+                    _time(fetched),
+                )
+                steps.append(TrailStep(Destination(destination), target, state, at, reason))
+            return Trail(
+                message_id,
+                head[0],
+                head[1],
+                head[2],
+                head[3],
+                head[4],
+                datetime.fromisoformat(head[5]),
+                tuple(steps),
+            )
 
         return await self._run(work)
 

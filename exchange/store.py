@@ -131,6 +131,51 @@ class MailboxEntry:
 
 
 @dataclass(frozen=True)
+class TrailStep:
+    """Where one copy of a package stands at this node: a mailbox, or a link."""
+
+    destination: Destination
+    target: str  # the agency, or "<node>/<lane>"
+    state: str  # waiting | forwarded | delivered | fetched | failed
+    at: datetime  # since when (waiting) or when
+    reason: str | None = None  # why it failed
+
+
+@dataclass(frozen=True)
+class Trail:
+    """A package as this node knows it: the local view an operator or auditor reads."""
+
+    message_id: str
+    sender: str
+    document_id: str | None
+    kind: str
+    level: str
+    source: str  # who submitted it here: a credential's source, or link:<node>
+    received_at: datetime
+    steps: tuple[TrailStep, ...]
+
+
+def trail_state(
+    destination: Destination,
+    created_at: datetime,
+    done_at: datetime | None,
+    failure: str | None,
+    delivered_at: datetime | None,
+    fetched_at: datetime | None,
+) -> tuple[str, datetime, str | None]:
+    """The state of one copy, from its outbox row and (for a mailbox) its mailbox row."""
+    if failure is not None:
+        return "failed", done_at or created_at, failure
+    if destination is Destination.MAILBOX and fetched_at is not None:
+        return "fetched", fetched_at, None
+    if destination is Destination.MAILBOX and delivered_at is not None:
+        return "delivered", delivered_at, None
+    if destination is Destination.LINK and done_at is not None:
+        return "forwarded", done_at, None
+    return "waiting", created_at, None
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     id: int
     digest: str
@@ -206,6 +251,9 @@ class Store(Protocol):
     async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int: ...
 
     async def package_bytes(self, digest: str) -> bytes: ...
+
+    async def trail(self, message_id: str) -> Trail | None:
+        """Where each copy of a package stands at this node (None: not here)."""
 
     async def envelope(self, message_id: str) -> bytes: ...
 

@@ -168,6 +168,31 @@ async def test_a_document_id_belongs_to_the_sender_who_used_it_first(store: Stor
     assert sorted(r.outcome for r in racing) == [Outcome.COMMITTED, Outcome.TAKEN, Outcome.TAKEN]
 
 
+async def test_the_trail_says_where_each_copy_of_a_package_stands(store: Store) -> None:
+    assert await store.trail("nowhere") is None
+    written = intake(
+        b"<a/>", message_id="m-1", mailboxes=("A", "B", "C"), links=("up/normal", "down/normal")
+    )
+    await store.commit_intake(written)
+    rows = {r.target: r.id for r in await store.pending_outbox(10)}
+    await store.finish_outbox(
+        [("A", "m-1"), ("B", "m-1")], [rows["A"], rows["B"], rows["up/normal"]]
+    )
+    await store.mark_fetched("B", ["m-1"])
+    await store.finish_outbox([], [], [(rows["down/normal"], "expired: waited a week")])
+    trail = await store.trail("m-1")
+    assert trail is not None
+    assert (trail.sender, trail.source, trail.level) == ("000.00.00.G22", "test", "strict")
+    assert [(s.target, s.state, s.reason) for s in trail.steps] == [
+        ("A", "delivered", None),
+        ("B", "fetched", None),
+        ("C", "waiting", None),
+        ("up/normal", "forwarded", None),
+        ("down/normal", "failed", "expired: waited a week"),
+    ]
+    assert trail.steps[2].at == written.received_at  # waiting since it was written
+
+
 async def test_a_mailbox_holds_a_package_exactly_once(store: Store) -> None:
     await store.commit_intake(intake(b"<a/>", message_id="m-1"))
     assert await store.deliver("000.00.00.H53", "m-1") is True

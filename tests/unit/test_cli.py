@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from adapters.sandbox_tree import load_topology, topology_file, write_tree
+from adapters.store_sqlite import SqliteStore
 from tests.conftest import EXAMPLES
+from tests.contract.stores import intake
 
 VALID = sorted((EXAMPLES / "valid").glob("*.edxml"))
 
@@ -225,3 +228,35 @@ def test_the_root_signs_a_new_directory_and_another_node_checks_it(tmp_path: Pat
     assert refused.returncode == 1
     assert "REFUSED [directory.refused]" in refused.stdout
     assert "signed by node province-h53-c, but only central-c signs directories" in refused.stdout
+
+
+def test_an_operator_tracks_each_copy_of_a_package_at_a_node(tmp_path: Path) -> None:
+    files = write_tree(tmp_path, load_topology(topology_file(), "-t"), "amqp://127.0.0.1/")
+    node_file = files["province-h53-t"]
+
+    async def prepare() -> None:
+        store = SqliteStore(node_file.parent / "store")
+        await store.migrate()
+        await store.commit_intake(
+            intake(
+                b"<a/>", message_id="m-7", mailboxes=("000.00.00.H53",), links=("central-t/normal",)
+            )
+        )
+        rows = {r.target: r.id for r in await store.pending_outbox(10)}
+        await store.finish_outbox([("000.00.00.H53", "m-7")], [rows["000.00.00.H53"]])
+        await store.finish_outbox([], [], [(rows["central-t/normal"], "expired: waited a week")])
+        await store.close()
+
+    asyncio.run(prepare())
+    shown = lienthong("ops", "track", "--config", node_file, "m-7")
+    assert shown.returncode == 0, shown.stderr
+    first, *steps = shown.stdout.splitlines()
+    assert first.startswith("m-7: edoc from 000.00.00.G22")
+    assert "at node province-h53-t" in first
+    assert [line.split()[:3] for line in steps] == [
+        ["mailbox", "000.00.00.H53", "delivered"],
+        ["link", "central-t/normal", "failed"],
+    ]
+    assert steps[1].endswith(": expired: waited a week")
+    missing = lienthong("ops", "track", "--config", node_file, "m-8")
+    assert (missing.returncode, missing.stdout.strip()) == (1, "m-8: not at node province-h53-t")
