@@ -127,7 +127,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
             queues = Queues(config.node_id)
             for dead_id in args.ids:
                 try:
-                    await replay_dead_letter(
+                    target = await replay_dead_letter(
                         store,
                         transport,
                         queues,
@@ -139,7 +139,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
                 except KeyError:
                     print(f"{dead_id}: no such dead letter")
                     return EXIT_REFUSED
-                print(f"{dead_id}: sent through intake again")
+                print(f"{dead_id}: sent to {target} again")
         finally:
             await transport.close()
             await store.close()

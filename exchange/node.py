@@ -1060,7 +1060,7 @@ async def replay_dead_letter(
     *,
     timeout: float,
     user_id: str | None = None,
-) -> None:
+) -> str:
     """Send a dead letter through again, as it came: a submission to intake, from the
     same source; a link message to this node's own link intake (the up lane of its lane,
     where its envelope is checked again and says which neighbour it came from)."""
@@ -1092,3 +1092,4 @@ async def replay_dead_letter(
     except LienthongError:
         await store.mark_replayed(dead_letter_id, replayed=False)
         raise
+    return target
