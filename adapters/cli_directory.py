@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 
 from adapters.config_files import load_node_config, load_node_key, load_peer_keys
-from adapters.directory_file import next_path, write_atomically
+from adapters.directory_file import next_path
+from adapters.durable import write_atomically
 from exchange.directory_doc import newer, open_directory, sign_directory
 from exchange.errors import ConfigurationError, DirectoryRefused, DirectoryStale
 

@@ -9,10 +9,9 @@ root's next check (``lienthong directory sign``); admission never reads it.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from pathlib import Path
 
+from adapters.durable import write_atomically
 from exchange.errors import TransientFault
 
 
@@ -38,17 +37,3 @@ class DirectoryFile:
             await asyncio.to_thread(write_atomically, self.path, wire)
         except OSError as exc:  # a full disk: keep the old version, try again later
             raise TransientFault(f"cannot keep the directory in {self.path}: {exc}") from exc
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from adapters.durable import fsync_folder, write_atomically
 from exchange.errors import TransientFault
 from exchange.store import (
     Attempt,
@@ -147,20 +147,13 @@ class BlobFolder:
             return
         if target.parent not in self._folders:
             self._make_folder(target.parent)
-        # one name per writer: two intakes of the same bytes may write at once
-        tmp = target.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-        _fsync_folder(target.parent)
+        write_atomically(target, data)  # two intakes of the same bytes may write at once
 
     def _make_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         # the folder's own entry, durable too; once per folder and process (256 in all),
         # also for one another writer or a killed process made and may not have fsynced
-        _fsync_folder(folder.parent)
+        fsync_folder(folder.parent)
         self._folders.add(folder)
 
     def adopt_first_layout(self) -> int:
@@ -173,14 +166,14 @@ class BlobFolder:
             target = self.path(old.name)
             self._make_folder(target.parent)
             old.replace(target)
-            _fsync_folder(target.parent)
+            fsync_folder(target.parent)
             moved += 1
         for inner in sorted(self.root.glob("*/*")):
             if inner.is_dir():
                 for leftover in inner.iterdir():  # temporary files of a write that died
                     leftover.unlink()
                 inner.rmdir()
-                _fsync_folder(inner.parent)
+                fsync_folder(inner.parent)
         return moved
 
     def get(self, digest: str) -> bytes:
@@ -669,14 +662,6 @@ class SqliteStore:
             if digest not in keep and mtime < cutoff:
                 removed += await self._run(functools.partial(remove_if_orphaned, digest=digest))
         return removed
-
-
-def _fsync_folder(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def _known_digest(db: sqlite3.Connection, digest: str) -> IntakeResult | None:
