@@ -18,7 +18,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from adapters import evidence_postgres
 from exchange.errors import ConfigurationError, TransientFault
+from exchange.evidence import Event, LogEntry
 from exchange.store import (
     Attempt,
     DeadLetter,
@@ -107,6 +109,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN failure TEXT;
     CREATE INDEX outbox_failed ON outbox (done_at) WHERE failure IS NOT NULL;
     """,
+    # version 4: the evidence log, each package's origin node, withdrawn mail, tombstones
+    evidence_postgres.MIGRATION,
 ]
 
 
@@ -122,7 +126,9 @@ class PostgresStore:
         schema: str = "lienthong",
         pool_size: int = 4,
         timeout_s: float = 10.0,
+        chain: str = "main",
     ) -> None:
+        self.chain = chain  # this instance's evidence chain
         if not schema.isidentifier():
             raise ConfigurationError(f"store.schema: {schema!r} is not a plain identifier")
         self.schema = schema
@@ -298,8 +304,8 @@ class PostgresStore:
                 )
                 await conn.execute(
                     "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, "
-                    "level, source, received_at, envelope, recipients) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "level, source, received_at, envelope, recipients, origin) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         intake.message_id,
                         package.digest,
@@ -312,8 +318,10 @@ class PostgresStore:
                         intake.received_at,
                         intake.envelope,
                         json.dumps([organ.organ_id for organ in package.recipients]),
+                        intake.origin,
                     ),
                 )
+                await evidence_postgres.append(conn, self.chain, intake.events)
                 await conn.execute("DELETE FROM attempts WHERE digest = %s", (package.digest,))
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
@@ -349,12 +357,13 @@ class PostgresStore:
         self, limit: int, *, skip_targets: Collection[str] = ()
     ) -> Sequence[OutboxRow]:
         rows = await self._execute(
-            "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at "
-            "FROM outbox o JOIN packages p ON p.message_id = o.message_id "
+            "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
+            "p.origin, p.sender, p.document_id, p.level, p.kind FROM outbox o "
+            "JOIN packages p ON p.message_id = o.message_id "
             "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) ORDER BY o.id LIMIT %s",
             (sorted(skip_targets), limit),
         )
-        return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], r[5]) for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], *r[5:]) for r in rows]
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None:
         if ids:
@@ -376,8 +385,9 @@ class PostgresStore:
         deliveries: Sequence[tuple[str, str]],
         done: Sequence[int],
         failed: Sequence[tuple[int, str]] = (),
+        events: Sequence[Event] = (),
     ) -> None:
-        if not deliveries and not done and not failed:
+        if not deliveries and not done and not failed and not events:
             return
         now = _now()
         await self._open()
@@ -400,6 +410,7 @@ class PostgresStore:
                         "WHERE id = %s AND done_at IS NULL",
                         [(now, reason, i) for i, reason in failed],
                     )
+                await evidence_postgres.append(conn, self.chain, events)
         except psycopg.OperationalError as exc:
             raise TransientFault(f"PostgreSQL store: {exc}") from exc
 
@@ -418,19 +429,89 @@ class PostgresStore:
             "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
             "m.delivered_at, m.fetched_at FROM mailbox m "
             "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
-            "AND (NOT %s OR m.fetched_at IS NULL) "
+            "AND (NOT %s OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
             "ORDER BY m.delivered_at, m.message_id LIMIT %s",
             (organ_id, unfetched_only, limit),
         )
         return [MailboxEntry(*r) for r in rows]
 
-    async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int:
+    async def mark_fetched(
+        self, organ_id: str, message_ids: Sequence[str], events: Sequence[Event] = ()
+    ) -> int:
+        event_of = {e.message_id: e for e in events}
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                rows = await (
+                    await conn.execute(
+                        "UPDATE mailbox SET fetched_at = %s WHERE organ_id = %s "
+                        "AND message_id = ANY(%s) AND fetched_at IS NULL "
+                        "AND withdrawn_at IS NULL RETURNING message_id",
+                        (_now(), organ_id, list(message_ids)),
+                    )
+                ).fetchall()
+                marked = sorted(r[0] for r in rows)
+                await evidence_postgres.append(
+                    conn, self.chain, [event_of[m] for m in marked if m in event_of]
+                )
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+        return len(marked)
+
+    # --- evidence -------------------------------------------------------------------
+
+    async def record_events(self, events: Sequence[Event]) -> int:
+        if not events:
+            return 0
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                return await evidence_postgres.append(conn, self.chain, events)
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def pending_reports(self, limit: int) -> Sequence[tuple[int, Event]]:
         rows = await self._execute(
-            "UPDATE mailbox SET fetched_at = %s WHERE organ_id = %s AND message_id = ANY(%s) "
-            "AND fetched_at IS NULL RETURNING message_id",
-            (_now(), organ_id, list(message_ids)),
+            "SELECT id, chain, seq, prev, hash, record, report_to FROM evidence "
+            "WHERE report_to IS NOT NULL AND reported_at IS NULL ORDER BY id LIMIT %s",
+            (limit,),
         )
-        return len(rows)
+        return [(r[0], evidence_postgres.entry_of(r[1:]).event) for r in rows]
+
+    async def mark_reported(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._execute(
+                "UPDATE evidence SET reported_at = %s WHERE id = ANY(%s)", (_now(), list(ids))
+            )
+
+    async def events_about(
+        self, *, message_id: str | None = None, document_id: str | None = None
+    ) -> Sequence[Event]:
+        rows = await self._execute(
+            "SELECT chain, seq, prev, hash, record, report_to FROM evidence "
+            "WHERE message_id = %s OR document_id = %s ORDER BY id",
+            (message_id, document_id),
+        )
+        return [evidence_postgres.entry_of(r).event for r in rows]
+
+    async def log_entries(
+        self,
+        *,
+        chain: str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        party: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[LogEntry]:
+        query, args = evidence_postgres.search(
+            chain=chain, after=after, limit=limit, party=party, since=since, until=until
+        )
+        return [evidence_postgres.entry_of(r) for r in await self._execute(query, args)]
+
+    async def chain_heads(self) -> Mapping[str, tuple[int, str]]:
+        rows = await self._execute("SELECT chain, seq, hash FROM chain_heads WHERE seq > 0")
+        return {r[0]: (int(r[1]), str(r[2])) for r in rows}
 
     async def trail(self, message_id: str) -> Trail | None:
         head = await self._execute(

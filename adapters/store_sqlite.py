@@ -20,14 +20,16 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from adapters import evidence_sqlite
 from adapters.durable import fsync_folder, write_atomically
 from exchange.errors import TransientFault
+from exchange.evidence import Event, LogEntry
 from exchange.store import (
     Attempt,
     DeadLetter,
@@ -117,6 +119,8 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE outbox ADD COLUMN failure TEXT;
     CREATE INDEX outbox_failed ON outbox (done_at) WHERE failure IS NOT NULL;
     """,
+    # version 5: the evidence log, each package's origin node, withdrawn mail, tombstones
+    evidence_sqlite.MIGRATION,
 ]
 
 
@@ -191,8 +195,9 @@ class BlobFolder:
 
 
 class SqliteStore:
-    def __init__(self, folder: Path, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, folder: Path, *, busy_timeout_ms: int = 10_000, chain: str = "main") -> None:
         self.folder = folder
+        self.chain = chain  # this instance's evidence chain
         folder.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobFolder(folder / "blobs")
         self._busy_timeout_ms = busy_timeout_ms
@@ -338,8 +343,8 @@ class SqliteStore:
             now = intake.received_at.isoformat()
             db.execute(
                 "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "
-                "source, received_at, envelope, recipients) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "source, received_at, envelope, recipients, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     intake.message_id,
                     package.digest,
@@ -352,8 +357,10 @@ class SqliteStore:
                     now,
                     intake.envelope,
                     json.dumps([organ.organ_id for organ in package.recipients]),
+                    intake.origin,
                 ),
             )
+            evidence_sqlite.append(db, self.chain, intake.events)
             db.execute(
                 "INSERT INTO dedup (key, digest, message_id, created_at) VALUES (?, ?, ?, ?)",
                 (key, package.digest, intake.message_id, now),
@@ -399,13 +406,17 @@ class SqliteStore:
 
         def work(db: sqlite3.Connection) -> list[OutboxRow]:
             rows = db.execute(
-                "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at "
-                "FROM outbox o JOIN packages p ON p.message_id = o.message_id "
+                "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
+                "p.origin, p.sender, p.document_id, p.level, p.kind FROM outbox o "
+                "JOIN packages p ON p.message_id = o.message_id "
                 "WHERE o.done_at IS NULL "
                 "AND o.target NOT IN (SELECT value FROM json_each(?)) ORDER BY o.id LIMIT ?",
                 (skipped, limit),
             ).fetchall()
-            return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], _time(r[5])) for r in rows]
+            return [
+                OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], _time(r[5]), *r[6:])
+                for r in rows
+            ]
 
         return await self._run(work)
 
@@ -436,6 +447,7 @@ class SqliteStore:
         deliveries: Sequence[tuple[str, str]],
         done: Sequence[int],
         failed: Sequence[tuple[int, str]] = (),
+        events: Sequence[Event] = (),
     ) -> None:
         now = _now()
 
@@ -454,9 +466,10 @@ class SqliteStore:
                 "UPDATE outbox SET done_at = ?, failure = ? WHERE id = ? AND done_at IS NULL",
                 [(now, reason, i) for i, reason in failed],
             )
+            evidence_sqlite.append(db, self.chain, events)
             db.execute("COMMIT")
 
-        if deliveries or done or failed:
+        if deliveries or done or failed or events:
             await self._run(work)
 
     async def failed_outbox(self, limit: int = 100) -> Sequence[FailedRow]:
@@ -478,7 +491,7 @@ class SqliteStore:
                 "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
                 "m.delivered_at, m.fetched_at FROM mailbox m "
                 "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
-                "AND (NOT ? OR m.fetched_at IS NULL) "
+                "AND (NOT ? OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
                 "ORDER BY m.delivered_at, m.message_id LIMIT ?",
                 (organ_id, unfetched_only, limit),
             ).fetchall()
@@ -486,16 +499,26 @@ class SqliteStore:
 
         return await self._run(work)
 
-    async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int:
+    async def mark_fetched(
+        self, organ_id: str, message_ids: Sequence[str], events: Sequence[Event] = ()
+    ) -> int:
         now = _now()
+        event_of = {e.message_id: e for e in events}
 
         def work(db: sqlite3.Connection) -> int:
-            cursor = db.executemany(
-                "UPDATE mailbox SET fetched_at = ? WHERE organ_id = ? AND message_id = ? "
-                "AND fetched_at IS NULL",
-                [(now, organ_id, m) for m in message_ids],
-            )
-            return cursor.rowcount
+            db.execute("BEGIN IMMEDIATE")
+            marked = []
+            for message_id in dict.fromkeys(message_ids):
+                cursor = db.execute(
+                    "UPDATE mailbox SET fetched_at = ? WHERE organ_id = ? AND message_id = ? "
+                    "AND fetched_at IS NULL AND withdrawn_at IS NULL",
+                    (now, organ_id, message_id),
+                )
+                if cursor.rowcount == 1:
+                    marked.append(message_id)
+            evidence_sqlite.append(db, self.chain, [event_of[m] for m in marked if m in event_of])
+            db.execute("COMMIT")
+            return len(marked)
 
         return await self._run(work)
 
@@ -552,6 +575,71 @@ class SqliteStore:
             if row is None:
                 raise KeyError(message_id)
             return bytes(row[0])
+
+        return await self._run(work)
+
+    # --- evidence -------------------------------------------------------------------
+
+    async def record_events(self, events: Sequence[Event]) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            added = evidence_sqlite.append(db, self.chain, events)
+            db.execute("COMMIT")
+            return added
+
+        return await self._run(work) if events else 0
+
+    async def pending_reports(self, limit: int) -> Sequence[tuple[int, Event]]:
+        def work(db: sqlite3.Connection) -> list[tuple[int, Event]]:
+            rows = db.execute(
+                "SELECT id, chain, seq, prev, hash, record, report_to FROM evidence "
+                "WHERE report_to IS NOT NULL AND reported_at IS NULL ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [(r[0], evidence_sqlite.entry_of(r[1:]).event) for r in rows]
+
+        return await self._run(work)
+
+    async def mark_reported(self, ids: Sequence[int]) -> None:
+        now = _now()
+        if ids:
+            await self._run(
+                lambda db: db.executemany(
+                    "UPDATE evidence SET reported_at = ? WHERE id = ?", [(now, i) for i in ids]
+                )
+            )
+
+    async def events_about(
+        self, *, message_id: str | None = None, document_id: str | None = None
+    ) -> Sequence[Event]:
+        return await self._run(lambda db: evidence_sqlite.about(db, message_id, document_id))
+
+    async def log_entries(
+        self,
+        *,
+        chain: str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        party: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[LogEntry]:
+        return await self._run(
+            functools.partial(
+                evidence_sqlite.entries,
+                chain=chain,
+                after=after,
+                limit=limit,
+                party=party,
+                since=since,
+                until=until,
+            )
+        )
+
+    async def chain_heads(self) -> Mapping[str, tuple[int, str]]:
+        def work(db: sqlite3.Connection) -> dict[str, tuple[int, str]]:
+            rows = db.execute("SELECT chain, seq, hash FROM chain_heads").fetchall()
+            return {r[0]: (int(r[1]), str(r[2])) for r in rows}
 
         return await self._run(work)
 

@@ -9,11 +9,12 @@ and dead letters (DESIGN §6).
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from exchange.evidence import Event, LogEntry
 from exchange.model import BusinessType, Kind, Package
 
 
@@ -52,6 +53,8 @@ class Intake:
     outbox: tuple[OutboxItem, ...]
     received_at: datetime
     key: str | None = None  # the dedup key; by default derived from the package (DESIGN §4)
+    origin: str | None = None  # the entry node (None: this one)
+    events: tuple[Event, ...] = ()  # evidence written with it, when it is committed
 
     @property
     def dedup_key(self) -> str:
@@ -105,6 +108,11 @@ class OutboxRow:
     destination: Destination
     target: str
     created_at: datetime | None = None  # when the intake wrote it: expiry is judged from it
+    origin: str | None = None  # the entry node of the package (None: this one)
+    sender: str | None = None
+    document_id: str | None = None
+    level: str | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,9 +245,11 @@ class Store(Protocol):
         deliveries: Sequence[tuple[str, str]],
         done: Sequence[int],
         failed: Sequence[tuple[int, str]] = (),
+        events: Sequence[Event] = (),
     ) -> None:
         """One transaction: put (agency, message id) pairs in their mailboxes, at most once
-        each, mark those outbox rows done, and the ``failed`` ones done with their reason."""
+        each, mark those outbox rows done, and the ``failed`` ones done with their reason,
+        and append ``events`` (the receipts of those deliveries, the failures)."""
 
     async def failed_outbox(self, limit: int = 100) -> Sequence[FailedRow]:
         """Outbox rows given up, newest first."""
@@ -248,7 +258,42 @@ class Store(Protocol):
         self, organ_id: str, *, unfetched_only: bool, limit: int
     ) -> Sequence[MailboxEntry]: ...
 
-    async def mark_fetched(self, organ_id: str, message_ids: Sequence[str]) -> int: ...
+    async def mark_fetched(
+        self, organ_id: str, message_ids: Sequence[str], events: Sequence[Event] = ()
+    ) -> int:
+        """Mark packages fetched by the agency; the event of each one marked now (matched
+        by message id) is appended in the same transaction."""
+
+    # --- evidence (exchange/evidence.py) ---------------------------------------------
+
+    async def record_events(self, events: Sequence[Event]) -> int:
+        """Append the events not recorded before (by key); returns how many were new."""
+
+    async def pending_reports(self, limit: int) -> Sequence[tuple[int, Event]]:
+        """Events still to be reported to another node (``report_to``), oldest first."""
+
+    async def mark_reported(self, ids: Sequence[int]) -> None: ...
+
+    async def events_about(
+        self, *, message_id: str | None = None, document_id: str | None = None
+    ) -> Sequence[Event]:
+        """Every event recorded about a package or a document, in the order recorded."""
+
+    async def log_entries(
+        self,
+        *,
+        chain: str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        party: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[LogEntry]:
+        """Entries of the log in chain order: one chain's run after ``after``, or a search
+        by party (sender or recipient) and time."""
+
+    async def chain_heads(self) -> Mapping[str, tuple[int, str]]:
+        """Each chain's last entry (seq, hash)."""
 
     async def package_bytes(self, digest: str) -> bytes: ...
 
