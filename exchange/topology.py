@@ -76,6 +76,16 @@ class Topology:
             return path[path.index(here) - 1]  # the child on the way down
         return self.parents.get(here)
 
+    def toward(self, here: str, node: str) -> str | None:
+        """The neighbour of ``here`` on the way to ``node`` (None: it is ``here``, or not in
+        the tree): a child when ``node`` lies below, the parent otherwise."""
+        if node == here or node not in self.parents:
+            return None
+        path = self.ancestry(node)
+        if here in path:
+            return path[path.index(here) - 1]
+        return self.parents.get(here)
+
     def serves(self, here: str, organ: str, arrived_from: str | None) -> bool:
         """Is ``organ`` this node's business, given the link the package came by?"""
         if arrived_from is None:  # from an agency: every recipient

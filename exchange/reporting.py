@@ -1,0 +1,233 @@
+"""What a node records of its work, and how records travel back to the origin node.
+
+Each builder returns the evidence event for one fact (exchange/evidence.py), keyed so
+that doing the work again records nothing new. Facts the origin node must learn of
+(a delivery, a fetch, a failure judged downstream) name it in ``report_to``; the relay
+sends them hop by hop towards it, batched per link: one signed report message carries
+many events, so the traffic grows with links, not with recipients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from exchange.envelope import Envelope, NodeKey, NodePublicKey, verify_record
+from exchange.errors import EnvelopeInvalid
+from exchange.evidence import Event, EventKind
+from exchange.model import Package
+
+REPORTS = "reports"  # the link message kind (KIND_HEADER) of a report batch
+REPORT_BATCH = 500  # events per report message
+
+
+def _report_to(origin: str | None, here: str) -> str | None:
+    return origin if origin and origin != here else None
+
+
+def accepted(
+    package: Package,
+    message_id: str,
+    here: str,
+    at: datetime,
+    source: str,
+    recipients: Sequence[str],
+) -> Event:
+    return Event(
+        EventKind.ACCEPTED,
+        f"accepted|{message_id}",
+        at,
+        here,
+        message_id=message_id,
+        document_id=package.document_id,
+        sender=package.sender.organ_id,
+        digest=package.digest,
+        detail={
+            "level": package.level.value,
+            "kind": package.kind.value,
+            "source": source,
+            "recipients": list(recipients),
+            "business": int(package.business.type) if package.business else None,
+        },
+    )
+
+
+def received(envelope: Envelope, here: str, at: datetime, came_from: str) -> Event:
+    return Event(
+        EventKind.RECEIVED,
+        f"received|{envelope.message_id}|{here}",
+        at,
+        here,
+        message_id=envelope.message_id,
+        document_id=envelope.document_id,
+        sender=envelope.sender,
+        digest=envelope.sha256,
+        detail={
+            "level": envelope.level,
+            "kind": envelope.kind,
+            "from": came_from,
+            "origin": envelope.origin,
+        },
+    )
+
+
+def status(
+    *,
+    message_id: str,
+    document_id: str | None,
+    author: str,
+    digest: str,
+    code: str,
+    sent_at: datetime | None,
+    description: str | None,
+    here: str,
+    at: datetime,
+) -> Event:
+    """A business status about a document, as it passed this node (kept here: statuses
+    themselves travel to the document's sender, whose node records them too)."""
+    return Event(
+        EventKind.STATUS,
+        f"status|{message_id}|{here}",
+        at,
+        here,
+        message_id=message_id,
+        document_id=document_id,
+        sender=author,
+        party=author,
+        digest=digest,
+        detail={
+            "code": code,
+            "sent_at": sent_at.isoformat() if sent_at else None,
+            "description": (description or "")[:500] or None,
+        },
+    )
+
+
+def delivered(
+    *,
+    message_id: str,
+    document_id: str | None,
+    sender: str | None,
+    digest: str,
+    recipients: Sequence[str],
+    here: str,
+    at: datetime,
+    origin: str | None,
+    receipt: bytes | None = None,
+) -> Event:
+    """One delivery at this node, for every recipient it put the package in the mailbox
+    of in one relay batch: one signed receipt covers them all."""
+    names = sorted(recipients)
+    batch = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    detail: dict[str, Any] = {"recipients": names}
+    if receipt is not None:
+        import base64
+
+        detail["receipt"] = base64.b64encode(receipt).decode("ascii")
+    return Event(
+        EventKind.DELIVERED,
+        f"delivered|{message_id}|{here}|{batch}",
+        at,
+        here,
+        message_id=message_id,
+        document_id=document_id,
+        sender=sender,
+        digest=digest,
+        detail=detail,
+        report_to=_report_to(origin, here),
+    )
+
+
+def fetched(
+    *,
+    message_id: str,
+    document_id: str | None,
+    sender: str,
+    digest: str,
+    organ: str,
+    here: str,
+    at: datetime,
+    origin: str | None,
+) -> Event:
+    return Event(
+        EventKind.FETCHED,
+        f"fetched|{message_id}|{organ}",
+        at,
+        here,
+        message_id=message_id,
+        document_id=document_id,
+        sender=sender,
+        party=organ,
+        digest=digest,
+        report_to=_report_to(origin, here),
+    )
+
+
+def failed(
+    *,
+    message_id: str,
+    document_id: str | None,
+    sender: str | None,
+    organ: str,
+    reason: str,
+    here: str,
+    at: datetime,
+    origin: str | None,
+    kind: EventKind = EventKind.FAILED,
+) -> Event:
+    return Event(
+        kind,
+        f"{kind.value}|{message_id}|{organ}",
+        at,
+        here,
+        message_id=message_id,
+        document_id=document_id,
+        sender=sender,
+        party=organ,
+        detail={"reason": reason},
+        report_to=_report_to(origin, here),
+    )
+
+
+# --- report batches on links ------------------------------------------------------------
+
+
+def seal_reports(key: NodeKey, events: Sequence[Event]) -> bytes:
+    """One link message: the events, each with the node it is for, signed by this node."""
+    record = key.sign(
+        {
+            "v": 1,
+            "from": key.node_id,
+            "reports": [{"to": e.report_to, "event": e.record()} for e in events],
+        }
+    )
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def open_reports(
+    body: bytes, keys: Mapping[str, NodePublicKey], neighbours: Sequence[str]
+) -> tuple[str, list[Event]]:
+    """The sending node and its events; refused unless a neighbour signed them."""
+    try:
+        record = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise EnvelopeInvalid(f"the report batch is not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(record, dict):
+        raise EnvelopeInvalid("the report batch is not a record")
+    signer = verify_record(record, keys, "the report batch")
+    if signer != record.get("from") or signer not in neighbours:
+        raise EnvelopeInvalid(f"a report batch from {signer}, which is not a neighbour node")
+    items = record.get("reports")
+    if not isinstance(items, list):
+        raise EnvelopeInvalid("the report batch has no 'reports' list")
+    events = []
+    for item in items:
+        try:
+            to = item["to"]
+            events.append(Event.from_record(item["event"], report_to=str(to) if to else None))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EnvelopeInvalid(f"a report in the batch does not parse: {exc}") from exc
+    return signer, events
