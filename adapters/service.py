@@ -108,7 +108,7 @@ def build_node(
         intake_concurrency=min(config.prefetch, config.intake_concurrency),
         topology=directory.topology() if directory.nodes else None,
         link_max_bytes=config.link.max_bytes,
-        link_expiry=timedelta(hours=config.link.expire_after_hours),
+        link_expiry=config.deadlines.ttl,
     )
     return Node(
         settings,

@@ -51,8 +51,16 @@ A node file, in TOML::
     [link]                         # the link to node.parent, opened by this node
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
-    expire_after_hours = 168       # a copy waiting longer for its link fails: "expired"
     heartbeat_s = 15               # AMQP heartbeat of the link (?heartbeat=N in parent_url wins)
+
+    [deadlines]                    # when a delivered document is due (docs/deadlines.md)
+    time_zone = "Asia/Ho_Chi_Minh"
+    work_days = ["mon", "tue", "wed", "thu", "fri"]
+    work_hours = "07:30-17:00"     # local, opening-closing
+    holidays = ["2027-02-05"]      # days off (ISO dates), kept to the government's announcements
+    working_saturdays = []         # Saturdays worked to make up for a bridge ("làm bù")
+    ttl_hours = 168                # a copy waiting longer for its link fails: "expired"
+                                   # (link.expire_after_hours is its older name, still read)
 
 Relative paths are read from the folder of the node file.
 """
@@ -63,13 +71,19 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from exchange.calendar import DEFAULT_TIME_ZONE, WEEKDAY_NAMES, WorkingCalendar
 from exchange.errors import ConfigurationError
 from exchange.policy import PRESETS, VerificationPolicy
 
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_WORK_HOURS = re.compile(r"(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DEFAULT_TTL_HOURS = 168.0
 
 
 @dataclass(frozen=True)
@@ -109,10 +123,21 @@ class Credential:
 class LinkSettings:
     parent_url: str | None = None  # the parent's broker; the child opens the link
     max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
-    expire_after_hours: float = 168.0  # a copy that waits longer for its link fails
+    # a copy that waits longer for its link fails; the same value as deadlines.ttl, which
+    # is where the node takes it from (link.expire_after_hours is read as its older name)
+    expire_after_hours: float = DEFAULT_TTL_HOURS
     # A link that dies without a word (a NAT mapping dropped, a peer gone) is noticed when
     # no frame came for about three heartbeats; the heartbeats also keep NAT mappings open.
     heartbeat_s: int = 15
+
+
+@dataclass(frozen=True)
+class DeadlineSettings:
+    """When things are due: the working calendar for acknowledgements (Decree 30/2020: the
+    same working day), and how long a copy may wait for its link before it fails."""
+
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    ttl: timedelta = timedelta(hours=DEFAULT_TTL_HOURS)
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,7 @@ class NodeConfig:
     source_file: Path | None = None
     link: LinkSettings = field(default_factory=LinkSettings)
     credentials: Mapping[str, Credential] = field(default_factory=dict)
+    deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -205,9 +231,127 @@ class _Reader:
         return path if path.is_absolute() else self.base / path
 
 
+_DEADLINE_KEYS = (
+    "time_zone",
+    "work_days",
+    "work_hours",
+    "holidays",
+    "working_saturdays",
+    "ttl_hours",
+)
+
+
+def _dates(r: _Reader, key: str) -> frozenset[date]:
+    """A list of days, as ISO strings ("2027-02-05") or TOML dates (2027-02-05)."""
+    expected = "a list of dates, YYYY-MM-DD"
+    values = r.get("deadlines", key, list, expected, [])
+    days: set[date] = set()
+    for value in values:
+        day = _day(value)
+        if day is None:
+            raise r._fail(f"deadlines.{key}", expected, value)
+        days.add(day)
+    return frozenset(days)
+
+
+def _day(value: object) -> date | None:
+    if isinstance(value, date) and not isinstance(value, datetime):  # not a TOML date-time
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:  # 2027-02-30
+            return None
+    return None
+
+
+def _work_hours(r: _Reader) -> tuple[time, time]:
+    expected = "local opening and closing times, 'HH:MM-HH:MM'"
+    value: str = r.get("deadlines", "work_hours", str, expected, "07:30-17:00")
+    match = _WORK_HOURS.fullmatch(value.strip())
+    if match is None:
+        raise r._fail("deadlines.work_hours", expected, value)
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        opens, closes = time(h1, m1), time(h2, m2)
+    except ValueError:  # 25:00, 07:60
+        raise r._fail("deadlines.work_hours", expected, value) from None
+    if closes <= opens:
+        raise r._fail("deadlines.work_hours", "a closing time after the opening time", value)
+    return opens, closes
+
+
+def _deadlines(r: _Reader) -> DeadlineSettings:
+    table = r.table("deadlines", required=False)
+    for key in table:
+        if key not in _DEADLINE_KEYS:
+            raise ConfigurationError(
+                f"{r.source}: unknown key 'deadlines.{key}'; expected one of "
+                f"{', '.join(_DEADLINE_KEYS)}"
+            )
+    zone_name: str = r.get(
+        "deadlines", "time_zone", str, "an IANA time zone name", DEFAULT_TIME_ZONE
+    )
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown, a path, a folder
+        raise r._fail(
+            "deadlines.time_zone", "a known IANA time zone such as 'Asia/Ho_Chi_Minh'", zone_name
+        ) from None
+    expected_days = f"a non-empty list of weekdays from {', '.join(WEEKDAY_NAMES)}"
+    names = r.get("deadlines", "work_days", list, expected_days, list(WEEKDAY_NAMES[:5]))
+    if not names or not all(isinstance(n, str) and n.lower() in WEEKDAY_NAMES for n in names):
+        raise r._fail("deadlines.work_days", expected_days, names)
+    opens, closes = _work_hours(r)
+    holidays = _dates(r, "holidays")
+    saturdays = _dates(r, "working_saturdays")
+    for day in sorted(saturdays):
+        if day.weekday() != WEEKDAY_NAMES.index("sat"):
+            raise r._fail("deadlines.working_saturdays", "Saturdays", day.isoformat())
+    both = sorted(d.isoformat() for d in holidays & saturdays)
+    if both:
+        raise ConfigurationError(
+            f"{r.source}: key 'deadlines.working_saturdays': {', '.join(both)} also listed "
+            "in 'deadlines.holidays'; a day is worked or off, not both"
+        )
+    calendar = WorkingCalendar(
+        time_zone=zone,
+        work_days=frozenset(WEEKDAY_NAMES.index(n.lower()) for n in names),
+        opens=opens,
+        closes=closes,
+        holidays=holidays,
+        extra_working_days=saturdays,
+    )
+    return DeadlineSettings(calendar=calendar, ttl=timedelta(hours=_ttl_hours(r)))
+
+
+def _ttl_hours(r: _Reader) -> float:
+    """deadlines.ttl_hours, or link.expire_after_hours (its older name); not two values."""
+    ttl = r.seconds("deadlines", "ttl_hours", DEFAULT_TTL_HOURS, unit="hours")
+    old = r.seconds("link", "expire_after_hours", DEFAULT_TTL_HOURS, unit="hours")
+    given_ttl = "ttl_hours" in r.table("deadlines", required=False)
+    given_old = "expire_after_hours" in r.table("link", required=False)
+    if given_ttl and given_old and ttl != old:
+        raise ConfigurationError(
+            f"{r.source}: key 'deadlines.ttl_hours': {ttl:g} hours, but "
+            f"'link.expire_after_hours' (its older name) says {old:g}; keep one"
+        )
+    return ttl if given_ttl else old
+
+
 def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -> NodeConfig:
     r = _Reader(data, source, base)
-    known = {"node", "rabbitmq", "store", "trust", "limits", "sources", "link", "credentials"}
+    known = {
+        "node",
+        "rabbitmq",
+        "store",
+        "trust",
+        "limits",
+        "sources",
+        "link",
+        "credentials",
+        "deadlines",
+    }
     for key in data:
         if key not in known:
             raise ConfigurationError(
@@ -276,6 +420,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         credentials[user] = Credential(
             cred_source, frozenset(organs) if organs is not None else None, trusted
         )
+    deadlines = _deadlines(r)
     return NodeConfig(
         node_id=node_id,
         parent=parent,
@@ -296,7 +441,8 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         link=LinkSettings(
             parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
-            expire_after_hours=r.seconds("link", "expire_after_hours", 168.0, unit="hours"),
+            expire_after_hours=deadlines.ttl / timedelta(hours=1),
             heartbeat_s=r.positive("link", "heartbeat_s", 15),
         ),
+        deadlines=deadlines,
     )

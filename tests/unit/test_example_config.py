@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from exchange.config import node_config_from_mapping
 from exchange.directory import directory_from_mapping
@@ -17,6 +19,13 @@ def test_the_example_node_file_is_valid() -> None:
     assert config.node_id == "province-h53"
     assert config.store.kind == "sqlite"
     assert config.policy_for("vendor-gateway").allow_unsigned
+    calendar = config.deadlines.calendar
+    assert date(2027, 2, 5) in calendar.holidays
+    assert config.deadlines.ttl == timedelta(hours=168)
+    # delivered the Thursday evening before Tết 2027: due when the offices open again
+    hanoi = ZoneInfo("Asia/Ho_Chi_Minh")
+    due = calendar.end_of_working_day(datetime(2027, 2, 4, 18, 0, tzinfo=hanoi))
+    assert due == datetime(2027, 2, 12, 17, 0, tzinfo=hanoi)
 
 
 def test_the_example_directory_is_valid() -> None:
