@@ -185,6 +185,26 @@ def _load(wire: bytes) -> dict[str, Any]:
     return document
 
 
+def envelope_record(wire: bytes) -> Mapping[str, Any]:
+    """The entry node's record of an envelope this node stored (checked when it came in)."""
+    record: Mapping[str, Any] = _load(wire)["envelope"]
+    return record
+
+
+def envelope_recipients(wire: bytes) -> tuple[str, ...]:
+    """The recipients named by an envelope this node stored (checked when it came in)."""
+    return tuple(str(r) for r in _load(wire)["envelope"].get("recipients", []))
+
+
+def envelope_hops(wire: bytes) -> tuple[tuple[str, str], ...]:
+    """(node, when) of each hop record of an envelope this node stored."""
+    return tuple(
+        (str(h.get("node", "?")), str(h.get("at", "")))
+        for h in _load(wire)["hops"]
+        if isinstance(h, dict)
+    )
+
+
 def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -> Envelope:
     """Check the entry node's signature, the bytes' digest and every hop, in order."""
     document = _load(wire)

@@ -225,6 +225,12 @@ class StatusUnroutable(SenderFault):
     code = "status.unknown_document"
 
 
+class NotTracked(SenderFault):
+    """A status query names no document or package the asking agency sent through here."""
+
+    code = "status.not_tracked"
+
+
 class StatusNotAllowed(SenderFault):
     """The agency may not send this status about that document (DESIGN §3)."""
 

@@ -9,10 +9,11 @@ many events, so the traffic grows with links, not with recipients.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from exchange.envelope import Envelope, NodeKey, NodePublicKey, verify_record
@@ -22,6 +23,8 @@ from exchange.model import Package
 
 REPORTS = "reports"  # the link message kind (KIND_HEADER) of a report batch
 REPORT_BATCH = 500  # events per report message
+# edXML Timestamps carry no offset; they are Vietnamese local time (UTC+7, no summer time)
+VIETNAM = timezone(timedelta(hours=7))
 
 
 def _report_to(origin: str | None, here: str) -> str | None:
@@ -100,7 +103,9 @@ def status(
         digest=digest,
         detail={
             "code": code,
-            "sent_at": sent_at.isoformat() if sent_at else None,
+            "sent_at": (sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=VIETNAM)).isoformat()
+            if sent_at
+            else None,
             "description": (description or "")[:500] or None,
         },
     )
@@ -124,8 +129,6 @@ def delivered(
     batch = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     detail: dict[str, Any] = {"recipients": names}
     if receipt is not None:
-        import base64
-
         detail["receipt"] = base64.b64encode(receipt).decode("ascii")
     return Event(
         EventKind.DELIVERED,

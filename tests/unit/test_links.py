@@ -16,10 +16,12 @@ from adapters.store_sqlite import SqliteStore
 from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
 from exchange.devpki import issue
+from exchange.directory_sync import KIND_HEADER
 from exchange.envelope import NodeKey, open_envelope
 from exchange.links import frame, up_queue
 from exchange.node import Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
+from exchange.reporting import REPORTS
 from exchange.signing import SigningKey, sign
 from exchange.topology import Topology
 from exchange.transport import Message, QueueSpec
@@ -68,7 +70,12 @@ class Tree:
         return found
 
     def publishes_per_link(self) -> Counter[str]:
-        return Counter(q for q, _ in self.transport.published if q.startswith("lienthong.link."))
+        """Package copies published on each link lane (report batches left out)."""
+        return Counter(
+            q
+            for q, m in self.transport.published
+            if q.startswith("lienthong.link.") and m.headers.get(KIND_HEADER) != REPORTS
+        )
 
 
 @pytest.fixture
