@@ -271,6 +271,23 @@ class AdmissionTimedOut(PermanentFault):
     code = "intake.admission_timeout"
 
 
+# --- delivery receipts ----------------------------------------------------------------
+
+
+class ReceiptInvalid(SenderFault):
+    """A delivery receipt that cannot be relied on: not well-formed, not following
+    schemas/receipt.xsd, from a node without a pinned certificate, or whose signature does
+    not verify with that certificate. The message says which."""
+
+    code = "receipt.invalid"
+
+
+class ReceiptPackageMismatch(SenderFault):
+    """A receipt that verifies, but covers other bytes than the package it is held against."""
+
+    code = "receipt.package_mismatch"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 
