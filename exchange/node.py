@@ -782,8 +782,8 @@ class Node:
         for message_id, organs in recipients.items():
             row = row_of[message_id]
             receipt = None
-            if self._receipts is not None:
-                receipt = self._receipts(row, organs, now)
+            if self._receipts is not None:  # an XML signature: off the event loop
+                receipt = await asyncio.to_thread(self._receipts, row, organs, now)
             events.append(
                 reporting.delivered(
                     message_id=message_id,
@@ -1162,7 +1162,7 @@ class Node:
             )
         elif op == "fetched":
             ids = [str(i) for i in json.loads(message.body or b"[]")][:1000]
-            count = await self.store.mark_fetched(organ, ids, await self._fetch_events(organ, ids))
+            count = await self.acknowledge(organ, ids)
             await self.transport.publish(
                 reply,
                 Message(
@@ -1175,6 +1175,13 @@ class Node:
         elif op == "status":
             await self._answer_status(organ, message.body, reply, correlation)
         await delivery.ack()
+
+    async def acknowledge(self, organ: str, message_ids: Sequence[str]) -> int:
+        """The agency has these packages: mark them fetched, with the evidence, which
+        goes back to each package's origin node. Returns how many were marked now."""
+        return await self.store.mark_fetched(
+            organ, message_ids, await self._fetch_events(organ, message_ids)
+        )
 
     async def _fetch_events(self, organ: str, message_ids: Sequence[str]) -> list[Event]:
         """The fetched event of each package (the store keeps those it marks now)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,6 +32,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from exchange.edxml import DSIG_NS
 from exchange.errors import ConfigurationError, ReceiptInvalid, ReceiptPackageMismatch
+from exchange.model import Level
 from exchange.receipt_xml import (
     DeliveryReceipt,
     ReceiptRecipient,
@@ -44,6 +45,7 @@ from exchange.receipt_xml import (
     text_of,
 )
 from exchange.signing import EXC_C14N
+from exchange.store import OutboxRow
 from exchange.trust import fingerprint
 from exchange.xmlsafe import ParseLimits
 
@@ -270,3 +272,23 @@ def check_against_package(receipt: DeliveryReceipt, data: bytes) -> None:
             f"the package's SHA-256 is {digest}, but the receipt of message "
             f"{receipt.message_id} covers {receipt.package_sha256}"
         )
+
+
+def receipt_issuer(signer: ReceiptSigner) -> Callable[[OutboxRow, Sequence[str], datetime], bytes]:
+    """What the relay calls as it puts a package in these mailboxes: the signed receipt."""
+
+    def issue(row: OutboxRow, recipients: Sequence[str], at: datetime) -> bytes:
+        return signer.issue(
+            DeliveryReceipt(
+                message_id=row.message_id,
+                document_id=row.document_id,
+                sender=row.sender or "",
+                node=signer.node_id,
+                level=Level(row.level or Level.UNSIGNED.value),
+                package_sha256=row.digest,
+                issued_at=at,
+                recipients=tuple(ReceiptRecipient(organ, at) for organ in sorted(recipients)),
+            )
+        )
+
+    return issue
