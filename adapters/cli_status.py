@@ -49,6 +49,10 @@ def status_lines(view: dict[str, Any]) -> list[str]:
         )
         if row["reason"]:
             lines.append(f"  {'':<16} reason: {row['reason']}")
+        if row["note"]:
+            lines.append(f"  {'':<16} {row['note']}")
+    if view.get("replaced_by"):
+        lines.append(f"replaced by {', '.join(view['replaced_by'])}")
     return lines
 
 

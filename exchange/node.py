@@ -66,7 +66,7 @@ from exchange.errors import (
     SubmitterNotSender,
     TransientFault,
 )
-from exchange.evidence import Event
+from exchange.evidence import Event, EventKind
 from exchange.links import (
     DIRECTORY_LANE,
     LANES,
@@ -80,10 +80,16 @@ from exchange.links import (
     unframe,
     up_queue,
 )
-from exchange.model import Kind, Package
+from exchange.model import BusinessType, Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.report_relay import ReportRelay
-from exchange.routing import RECALL_REQUEST, route, status_targets
+from exchange.routing import (
+    RECALL_REQUEST,
+    business_record,
+    entry_targets,
+    route,
+    status_targets,
+)
 from exchange.status_view import document_status
 from exchange.store import (
     Destination,
@@ -577,7 +583,7 @@ class Node:
                 )
             targets = status_targets(package, document)
         else:
-            targets = tuple(o.organ_id for o in package.recipients)
+            targets = entry_targets(package)
         plan = topology.plan(self.settings.node_id, targets)
         if plan.unknown and not (plan.mailboxes or plan.links):
             raise RecipientUnreachable(
@@ -618,6 +624,7 @@ class Node:
                     at=now,
                 )
             )
+        events += reporting.replaced(package, message_id, me, now)
         events += [
             reporting.failed(
                 message_id=message_id,
@@ -642,6 +649,7 @@ class Node:
             level=package.level.value,
             when=now,
             status_code=package.status.code if package.status else None,
+            business=business_record(package),
         )
         return await self.store.commit_intake(
             Intake(
@@ -731,8 +739,29 @@ class Node:
         deliveries: list[tuple[str, str]] = []
         events: list[Event] = []
         expired_before = self._clock() - self.settings.link_expiry
+        revoked = await self.store.tombstoned(
+            {
+                (row.document_id, row.sender, row.target)
+                for row in rows
+                if row.destination is Destination.MAILBOX
+                and row.business != REVOKE
+                and row.document_id
+                and row.sender
+            }
+        )
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
+                withdrawing = await self._withdrawing(row)
+                if (row.document_id, row.sender, row.target) in revoked and row.business != REVOKE:
+                    reason = "revoked by its sender before it arrived"
+                    failed.append((row.id, reason))
+                    events.append(self._revoked(row, row.message_id, row.target, reason))
+                    continue
+                if withdrawing:
+                    events += await self._withdraw(row)
+                    if row.business == UPDATE:  # taken off the update: nothing to deliver
+                        done.append(row.id)
+                        continue
                 deliveries.append((row.target, row.message_id))  # written with the marks
             else:
                 waiting = row.target in blocked
@@ -765,6 +794,61 @@ class Node:
         # before it leaves all to be done again, and a mailbox holds each package once
         await self.store.finish_outbox(deliveries, done, failed, events)
         return len(done) + len(failed)
+
+    async def _withdrawing(self, row: OutboxRow) -> bool:
+        """Whether this mailbox row takes its document back: a revoke, or an update that
+        removes this recipient."""
+        if row.business == REVOKE:
+            return True
+        if row.business != UPDATE:
+            return False
+        record = envelope_record(await self.store.envelope(row.message_id))
+        removed = (record.get("business") or {}).get("removed", [])
+        return row.target in removed
+
+    async def _withdraw(self, row: OutboxRow) -> list[Event]:
+        """Take the document out of the recipient's mailbox where it is not fetched yet
+        (or keep it from ever arriving), and say what happened, to both senders' nodes."""
+        about, sender, organ = row.about or row.document_id or "", row.sender or "", row.target
+        met = await self.store.withdraw(organ, about, sender, row.message_id, self._clock())
+        events = []
+        for found in met:
+            if found.outcome == "withdrawn":
+                reason = f"revoked by its sender (message {row.message_id}) before it was fetched"
+                events.append(self._revoked(row, found.message_id, organ, reason, found.origin))
+        outcome = (
+            "; ".join(f"{f.message_id}: {f.outcome}" for f in met)
+            or "not arrived yet: it will not be delivered"
+        )
+        events.append(
+            replace(
+                self._revoked(row, row.message_id, organ, None),
+                detail={"outcome": outcome, "about": about},
+            )
+        )
+        log.info("revoke", node=self.settings.node_id, organ=organ, about=about, outcome=outcome)
+        return events
+
+    def _revoked(
+        self,
+        row: OutboxRow,
+        message_id: str,
+        organ: str,
+        reason: str | None,
+        origin: str | None = None,
+    ) -> Event:
+        own = message_id == row.message_id
+        return reporting.failed(
+            message_id=message_id,
+            document_id=row.about if not own else row.document_id,
+            sender=row.sender,
+            organ=organ,
+            reason=reason or "",
+            here=self.settings.node_id,
+            at=self._clock(),
+            origin=row.origin if own else origin,
+            kind=EventKind.REVOKED,
+        )
 
     async def _delivery_receipts(
         self, rows: Sequence[OutboxRow], deliveries: Sequence[tuple[str, str]]
@@ -1269,6 +1353,7 @@ class Node:
 # A round goes on past a full batch (so a slow or refusing link, tried once a round, costs
 # its wait once per this many batches); a bounded round lets a link that came back be tried.
 RELAY_BATCHES_PER_ROUND = 20
+REVOKE, UPDATE = int(BusinessType.REVOKE), int(BusinessType.UPDATE)
 REPORT_LANE = "urgent"  # reports are small, and a sender waits on them: never behind bulk
 
 

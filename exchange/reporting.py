@@ -58,6 +58,28 @@ def accepted(
     )
 
 
+def replaced(package: Package, message_id: str, here: str, at: datetime) -> list[Event]:
+    """A replacing document links the documents it replaces: one event about each of
+    them, so that asking after the old one finds the new."""
+    business = package.business
+    if business is None or not business.replaces:
+        return []
+    return [
+        Event(
+            EventKind.REPLACED,
+            f"replaced|{message_id}|{old.document_id}",
+            at,
+            here,
+            message_id=message_id,
+            document_id=old.document_id,
+            sender=package.sender.organ_id,
+            digest=package.digest,
+            detail={"by": package.document_id, "organs": list(old.organ_ids)},
+        )
+        for old in business.replaces
+    ]
+
+
 def received(envelope: Envelope, here: str, at: datetime, came_from: str) -> Event:
     return Event(
         EventKind.RECEIVED,

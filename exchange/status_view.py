@@ -43,6 +43,7 @@ class DocumentStatus:
     recipients: tuple[RecipientState, ...]
     receipts: tuple[Receipt, ...]
     statuses: tuple[tuple[str, str, str], ...]  # (when, from, code) in arrival order
+    replaced_by: tuple[str, ...] = ()  # DocumentIds of documents that replace this one
 
     def to_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -123,5 +124,10 @@ async def document_status(
         receipts=receipts,
         statuses=tuple(
             (e.at.isoformat(), e.party or "?", str(e.detail.get("code"))) for e in statuses
+        ),
+        replaced_by=tuple(
+            str(e.detail.get("by"))
+            for e in about_document
+            if e.kind is EventKind.REPLACED and e.document_id == trail.document_id
         ),
     )
