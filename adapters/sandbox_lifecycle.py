@@ -24,9 +24,10 @@ ANSWER_TIMEOUT_S = 60.0
 
 
 def status_package(key: SigningKey, code: str, sender: str, recipient: str, number: int) -> bytes:
-    """The example status ``code`` from ``recipient`` about ``sender``'s document."""
-    name = {"01": "arrived", "03": "accepted", "04": "assigned", "05": "processing", "06": "done"}
-    data = (schema_dir() / "examples" / "valid" / f"status-{code}-{name[code]}.edxml").read_bytes()
+    """The example status ``code`` about ``sender``'s document to ``recipient``: from the
+    recipient, or for 13 (recall) from the sender; ``key`` is its author's."""
+    (example,) = (schema_dir() / "examples" / "valid").glob(f"status-{code}-*.edxml")
+    data = example.read_bytes()
     stamp = datetime.now(VIETNAM).strftime("%Y/%m/%d %H:%M:%S")
     data = data.replace(b"2026/11/20 10:30:00", stamp.encode())
     data = data.replace(b"000.00.00.H53", recipient.encode())
