@@ -47,12 +47,17 @@ def open_store(config: NodeConfig) -> SqliteStore | PostgresStore:
     settings = config.store
     if settings.kind == "sqlite":
         assert settings.path is not None
-        return SqliteStore(settings.path)
+        return SqliteStore(settings.path, chain=settings.instance)
     if settings.dsn is None:
         raise ConfigurationError(
             f"{config.source_file}: key 'store.dsn': expected a connection string"
         )
-    return PostgresStore(settings.dsn, schema=settings.schema, pool_size=settings.pool_size)
+    return PostgresStore(
+        settings.dsn,
+        schema=settings.schema,
+        pool_size=settings.pool_size,
+        chain=settings.instance,
+    )
 
 
 def crash_hook() -> object:

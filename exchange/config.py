@@ -94,6 +94,7 @@ class StoreSettings:
     schema: str = "lienthong"
     pool_size: int = 4
     dedup_retention_days: int = 90
+    instance: str = "main"  # this service instance's evidence chain (one per instance)
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,9 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         schema=r.get("store", "schema", str, "a schema name", "lienthong"),
         pool_size=r.positive("store", "pool_size", 4),
         dedup_retention_days=r.positive("store", "dedup_retention_days", 90),
+        instance=r.get(
+            "store", "instance", str, "a name for this service instance's evidence chain", "main"
+        ),
     )
     crls = r.get("trust", "crls", list, "a list of CRL file paths", [])
     trust = TrustSettings(
