@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from adapters import logs
+from adapters import cli_status, logs
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store, serve
@@ -194,3 +194,4 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--config", required=True)
     p.add_argument("ids", nargs="+", type=int, metavar="ID")
     p.set_defaults(func=cmd_dlq_replay)
+    cli_status.add_commands(sub, ops)

@@ -11,10 +11,11 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from adapters.transport_amqp import AmqpTransport
-from exchange.errors import TransientFault
+from exchange.errors import NotTracked, TransientFault
 from exchange.node import AS_HEADER, OP_HEADER, SOURCE_HEADER, Answer, Queues
 from exchange.transport import Message, QueueSpec
 
@@ -142,3 +143,12 @@ class NodeClient:
     async def mark_fetched(self, as_organ: str, message_ids: Sequence[str]) -> int:
         replies = await self._request("fetched", as_organ, json.dumps(list(message_ids)).encode())
         return int(json.loads(replies[-1].body).get("marked", 0))
+
+    async def status(self, as_organ: str, ident: str) -> dict[str, Any]:
+        """Where a document this agency sent stands at each recipient (by message id or
+        DocumentId), as the node it entered at sees it."""
+        replies = await self._request("status", as_organ, json.dumps({"id": ident}).encode())
+        answer: dict[str, Any] = json.loads(replies[-1].body)
+        if answer.get("outcome") != "status":
+            raise NotTracked(str(answer.get("reason", "unknown")))
+        return answer

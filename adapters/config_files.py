@@ -15,6 +15,7 @@ from exchange.directory import Directory
 from exchange.directory_doc import SignedDirectory, open_directory
 from exchange.envelope import NodeKey, NodePublicKey
 from exchange.errors import ConfigurationError, DirectoryRefused
+from exchange.receipt import ReceiptSigner
 from exchange.trust import TrustStore
 
 
@@ -116,3 +117,27 @@ def load_peer_keys(config: NodeConfig) -> dict[str, NodePublicKey]:
         if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
             keys[pem.stem] = key
     return keys
+
+
+def load_node_certs(folder: Path) -> dict[str, x509.Certificate]:
+    """The node certificates pinned in ``folder`` (``<node id>.pem``), by node id."""
+    if not folder.is_dir():
+        raise ConfigurationError(f"{folder}: not a folder of node certificates (<node id>.pem)")
+    certs: dict[str, x509.Certificate] = {}
+    for pem in sorted(folder.glob("*.pem")):
+        try:
+            certs[pem.stem] = x509.load_pem_x509_certificate(_read(pem, "node certificate"))
+        except ValueError as exc:
+            raise ConfigurationError(f"{pem}: not a PEM certificate: {exc}") from exc
+    return certs
+
+
+def load_receipt_signer(config: NodeConfig) -> ReceiptSigner:
+    """The node's key and its own certificate (``trust.node_certs/<node id>.pem``), to sign
+    delivery receipts with."""
+    key, cert = config.trust.node_key, config.trust.node_certs / f"{config.node_id}.pem"
+    key_pem, cert_pem = _read(key, "node key"), _read(cert, "node's own certificate")
+    try:
+        return ReceiptSigner.from_pem(config.node_id, key_pem, cert_pem)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{key}, {cert}: {exc.message}") from exc

@@ -19,6 +19,8 @@ from exchange.evidence import GENESIS, Event, LogEntry, chain_next
 
 MIGRATION = """
 ALTER TABLE packages ADD COLUMN origin TEXT;
+ALTER TABLE packages ADD COLUMN business INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE packages ADD COLUMN about TEXT;
 ALTER TABLE mailbox ADD COLUMN withdrawn_at TIMESTAMPTZ;
 CREATE TABLE evidence (
     id          BIGSERIAL PRIMARY KEY,

@@ -17,6 +17,8 @@ from exchange.evidence import GENESIS, Event, LogEntry, chain_next
 
 MIGRATION = """
 ALTER TABLE packages ADD COLUMN origin TEXT;
+ALTER TABLE packages ADD COLUMN business INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE packages ADD COLUMN about TEXT;
 ALTER TABLE mailbox ADD COLUMN withdrawn_at TEXT;
 CREATE TABLE evidence (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -25,6 +25,7 @@ from adapters.config_files import (
     load_directory_for,
     load_node_key,
     load_peer_keys,
+    load_receipt_signer,
     load_signed_directory,
     load_trust,
 )
@@ -37,6 +38,7 @@ from exchange.directory import Directory
 from exchange.directory_doc import SignedDirectory
 from exchange.errors import ConfigurationError
 from exchange.node import DirectoryKeeping, Node, NodeSettings
+from exchange.receipt import receipt_issuer
 
 log = structlog.get_logger("lienthong.serve")
 
@@ -109,6 +111,7 @@ def build_node(
         topology=directory.topology() if directory.nodes else None,
         link_max_bytes=config.link.max_bytes,
         link_expiry=config.deadlines.ttl,
+        deadlines=config.deadlines.calendar,
     )
     return Node(
         settings,
@@ -120,6 +123,7 @@ def build_node(
         parent_transport=parent_transport,
         peer_keys=load_peer_keys(config),
         directory=keeping,
+        receipts=receipt_issuer(load_receipt_signer(config)),
     )
 
 

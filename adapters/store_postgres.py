@@ -34,6 +34,8 @@ from exchange.store import (
     Outcome,
     Trail,
     TrailStep,
+    Withdrawal,
+    business_of,
     owns_document_id,
     trail_state,
 )
@@ -304,8 +306,8 @@ class PostgresStore:
                 )
                 await conn.execute(
                     "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, "
-                    "level, source, received_at, envelope, recipients, origin) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "level, source, received_at, envelope, recipients, origin, business, about) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         intake.message_id,
                         package.digest,
@@ -319,6 +321,7 @@ class PostgresStore:
                         intake.envelope,
                         json.dumps([organ.organ_id for organ in package.recipients]),
                         intake.origin,
+                        *business_of(package),
                     ),
                 )
                 await evidence_postgres.append(conn, self.chain, intake.events)
@@ -358,7 +361,8 @@ class PostgresStore:
     ) -> Sequence[OutboxRow]:
         rows = await self._execute(
             "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
-            "p.origin, p.sender, p.document_id, p.level, p.kind FROM outbox o "
+            "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about "
+            "FROM outbox o "
             "JOIN packages p ON p.message_id = o.message_id "
             "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) ORDER BY o.id LIMIT %s",
             (sorted(skip_targets), limit),
@@ -457,6 +461,53 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise TransientFault(f"PostgreSQL store: {exc}") from exc
         return len(marked)
+
+    async def withdraw(
+        self, organ_id: str, document_id: str, sender: str, by_message_id: str, at: datetime
+    ) -> Sequence[Withdrawal]:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                rows = await (
+                    await conn.execute(
+                        "SELECT m.message_id, m.fetched_at, m.withdrawn_at, p.origin "
+                        "FROM mailbox m JOIN packages p ON p.message_id = m.message_id "
+                        "WHERE m.organ_id = %s AND p.document_id = %s AND p.sender = %s "
+                        "AND p.business != 1 AND m.message_id != %s "
+                        "ORDER BY m.delivered_at, m.message_id FOR UPDATE OF m",
+                        (organ_id, document_id, sender, by_message_id),
+                    )
+                ).fetchall()
+                found = []
+                for message_id, fetched, withdrawn, origin in rows:
+                    if fetched is not None and withdrawn is None:
+                        found.append(Withdrawal(message_id, "already fetched", origin))
+                        continue
+                    await conn.execute(
+                        "UPDATE mailbox SET withdrawn_at = coalesce(withdrawn_at, %s) "
+                        "WHERE organ_id = %s AND message_id = %s",
+                        (at, organ_id, message_id),
+                    )
+                    found.append(Withdrawal(message_id, "withdrawn", origin))
+                await conn.execute(
+                    "INSERT INTO tombstones (document_id, sender, organ_id, message_id, at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (document_id, sender, organ_id, by_message_id, at),
+                )
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+        return found
+
+    async def tombstoned(self, keys: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        if not keys:
+            return set()
+        rows = await self._execute(
+            "SELECT document_id, sender, organ_id FROM tombstones "
+            "WHERE (document_id, sender, organ_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+        )
+        return {(r[0], r[1], r[2]) for r in rows}
 
     # --- evidence -------------------------------------------------------------------
 

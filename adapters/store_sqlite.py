@@ -43,6 +43,8 @@ from exchange.store import (
     Outcome,
     Trail,
     TrailStep,
+    Withdrawal,
+    business_of,
     owns_document_id,
     trail_state,
 )
@@ -343,8 +345,8 @@ class SqliteStore:
             now = intake.received_at.isoformat()
             db.execute(
                 "INSERT INTO packages (message_id, digest, size, kind, sender, document_id, level, "
-                "source, received_at, envelope, recipients, origin) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "source, received_at, envelope, recipients, origin, business, about) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     intake.message_id,
                     package.digest,
@@ -358,6 +360,7 @@ class SqliteStore:
                     intake.envelope,
                     json.dumps([organ.organ_id for organ in package.recipients]),
                     intake.origin,
+                    *business_of(package),
                 ),
             )
             evidence_sqlite.append(db, self.chain, intake.events)
@@ -407,7 +410,8 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> list[OutboxRow]:
             rows = db.execute(
                 "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
-                "p.origin, p.sender, p.document_id, p.level, p.kind FROM outbox o "
+                "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about "
+                "FROM outbox o "
                 "JOIN packages p ON p.message_id = o.message_id "
                 "WHERE o.done_at IS NULL "
                 "AND o.target NOT IN (SELECT value FROM json_each(?)) ORDER BY o.id LIMIT ?",
@@ -577,6 +581,56 @@ class SqliteStore:
             return bytes(row[0])
 
         return await self._run(work)
+
+    async def withdraw(
+        self, organ_id: str, document_id: str, sender: str, by_message_id: str, at: datetime
+    ) -> Sequence[Withdrawal]:
+        when = evidence_sqlite.utc(at)
+
+        def work(db: sqlite3.Connection) -> list[Withdrawal]:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                "SELECT m.message_id, m.fetched_at, m.withdrawn_at, p.origin FROM mailbox m "
+                "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
+                "AND p.document_id = ? AND p.sender = ? AND p.business != 1 "
+                "AND m.message_id != ? ORDER BY m.delivered_at, m.message_id",
+                (organ_id, document_id, sender, by_message_id),
+            ).fetchall()
+            found = []
+            for message_id, fetched, withdrawn, origin in rows:
+                if fetched is not None and withdrawn is None:
+                    found.append(Withdrawal(message_id, "already fetched", origin))
+                    continue
+                db.execute(
+                    "UPDATE mailbox SET withdrawn_at = coalesce(withdrawn_at, ?) "
+                    "WHERE organ_id = ? AND message_id = ?",
+                    (when, organ_id, message_id),
+                )
+                found.append(Withdrawal(message_id, "withdrawn", origin))
+            db.execute(
+                "INSERT INTO tombstones (document_id, sender, organ_id, message_id, at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (document_id, sender, organ_id, by_message_id, when),
+            )
+            db.execute("COMMIT")
+            return found
+
+        return await self._run(work)
+
+    async def tombstoned(self, keys: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        def work(db: sqlite3.Connection) -> set[tuple[str, str, str]]:
+            hit = set()
+            for key in keys:
+                row = db.execute(
+                    "SELECT 1 FROM tombstones WHERE document_id = ? AND sender = ? "
+                    "AND organ_id = ?",
+                    key,
+                ).fetchone()
+                if row:
+                    hit.add(key)
+            return hit
+
+        return await self._run(work) if keys else set()
 
     # --- evidence -------------------------------------------------------------------
 

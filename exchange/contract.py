@@ -39,16 +39,20 @@ _compiled = threading.local()
 _compiling = threading.Lock()  # libxml2's schema compiler keeps global state
 
 
+def compile_schema(path: Path) -> etree.XMLSchema:
+    """One of our own XSDs, compiled (one compilation at a time, process-wide)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    with _compiling:
+        return etree.XMLSchema(etree.parse(str(path), parser=parser))
+
+
 def _schema(kind: Kind, strict: bool) -> etree.XMLSchema:
     """The compiled schema, one per thread: libxml2 schemas are compiled and validate with
     state of their own (the error log), so threads of the admission pool never share one."""
     schemas: dict[tuple[Kind, bool], etree.XMLSchema] = _compiled.__dict__.setdefault("schemas", {})
     schema = schemas.get((kind, strict))
     if schema is None:
-        path = schema_dir() / _SCHEMA_FILES[(kind, strict)]
-        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-        with _compiling:
-            schema = etree.XMLSchema(etree.parse(str(path), parser=parser))
+        schema = compile_schema(schema_dir() / _SCHEMA_FILES[(kind, strict)])
         schemas[(kind, strict)] = schema
     return schema
 

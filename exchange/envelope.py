@@ -111,6 +111,9 @@ class Envelope:
     hops: tuple[str, ...]  # node ids, entry node first
     status_code: str | None = None
     hop_times: tuple[str, ...] = ()  # when each hop's node signed its record (ISO 8601, UTC)
+    business: int = 0  # 0 new, 1 revoke, 2 update, 3 replace (edXML BussinessDocType)
+    about: str | None = None  # the DocumentId a revoke or update is about
+    removed: tuple[str, ...] = ()  # an update's recipients to withdraw it from
 
     @property
     def last_node(self) -> str:
@@ -130,8 +133,10 @@ def seal(
     when: datetime | None = None,
     hop_limit: int = DEFAULT_HOP_LIMIT,
     status_code: str | None = None,
+    business: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The entry node's signed envelope, with its own first hop."""
+    """The entry node's signed envelope, with its own first hop. ``business`` says what
+    a revoke, update or replace is about: {"type", "about" (the DocumentId), "removed"}."""
     issued = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     body = key.sign(
         {
@@ -148,6 +153,7 @@ def seal(
             "issued_at": issued,
             "hop_limit": hop_limit,
             **({"status_code": status_code} if status_code else {}),
+            **({"business": dict(business)} if business else {}),
         }
     )
     return append_hop(canonical({"envelope": body, "hops": []}), key, when=when)
@@ -183,6 +189,26 @@ def _load(wire: bytes) -> dict[str, Any]:
     if not isinstance(document.get("hops"), list):
         raise EnvelopeInvalid("the envelope has no 'hops' list")
     return document
+
+
+def envelope_record(wire: bytes) -> Mapping[str, Any]:
+    """The entry node's record of an envelope this node stored (checked when it came in)."""
+    record: Mapping[str, Any] = _load(wire)["envelope"]
+    return record
+
+
+def envelope_recipients(wire: bytes) -> tuple[str, ...]:
+    """The recipients named by an envelope this node stored (checked when it came in)."""
+    return tuple(str(r) for r in _load(wire)["envelope"].get("recipients", []))
+
+
+def envelope_hops(wire: bytes) -> tuple[tuple[str, str], ...]:
+    """(node, when) of each hop record of an envelope this node stored."""
+    return tuple(
+        (str(h.get("node", "?")), str(h.get("at", "")))
+        for h in _load(wire)["hops"]
+        if isinstance(h, dict)
+    )
 
 
 def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -> Envelope:
@@ -234,4 +260,20 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         hops=tuple(trail),
         status_code=body.get("status_code"),
         hop_times=tuple(times),
+        **_business(body.get("business")),
     )
+
+
+def _business(record: object) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        return {}
+    if record.get("type") not in (0, 1, 2, 3):
+        raise EnvelopeInvalid(f"the envelope's business type {record.get('type')!r} is unknown")
+    try:
+        return {
+            "business": int(record.get("type", 0)),
+            "about": str(record["about"]) if record.get("about") else None,
+            "removed": tuple(str(r) for r in record.get("removed", [])),
+        }
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeInvalid(f"the envelope's business record does not parse: {exc}") from exc

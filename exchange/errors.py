@@ -225,6 +225,12 @@ class StatusUnroutable(SenderFault):
     code = "status.unknown_document"
 
 
+class NotTracked(SenderFault):
+    """A status query names no document or package the asking agency sent through here."""
+
+    code = "status.not_tracked"
+
+
 class StatusNotAllowed(SenderFault):
     """The agency may not send this status about that document (DESIGN §3)."""
 
@@ -278,6 +284,23 @@ class AdmissionTimedOut(PermanentFault):
     """Admission of one package ran past its deadline; counted like a crash."""
 
     code = "intake.admission_timeout"
+
+
+# --- delivery receipts ----------------------------------------------------------------
+
+
+class ReceiptInvalid(SenderFault):
+    """A delivery receipt that cannot be relied on: not well-formed, not following
+    schemas/receipt.xsd, from a node without a pinned certificate, or whose signature does
+    not verify with that certificate. The message says which."""
+
+    code = "receipt.invalid"
+
+
+class ReceiptPackageMismatch(SenderFault):
+    """A receipt that verifies, but covers other bytes than the package it is held against."""
+
+    code = "receipt.package_mismatch"
 
 
 # --- configuration: a person must fix it ----------------------------------------------

@@ -20,7 +20,16 @@ from __future__ import annotations
 
 from exchange.envelope import Envelope
 from exchange.errors import EnvelopeInvalid
-from exchange.model import Business, BusinessType, Kind, Level, Organ, Package, Priority
+from exchange.model import (
+    Business,
+    BusinessType,
+    Kind,
+    Level,
+    Organ,
+    Package,
+    Priority,
+    ReceiverChange,
+)
 from exchange.store import Destination, OutboxItem
 from exchange.topology import RoutePlan
 
@@ -103,5 +112,11 @@ def package_from_envelope(envelope: Envelope) -> Package:
         level=Level(envelope.level),
         document_id=envelope.document_id,
         recipients=tuple(Organ(r) for r in envelope.recipients),
-        business=Business(BusinessType.NEW) if envelope.kind == Kind.EDOC.value else None,
+        business=Business(
+            BusinessType(envelope.business),
+            document_id=envelope.about,
+            receivers_changed=tuple(ReceiverChange(r, added=False) for r in envelope.removed),
+        )
+        if envelope.kind == Kind.EDOC.value
+        else None,
     )

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from exchange import reporting
 from exchange.admission import Admitted
 from exchange.config import Credential
 from exchange.directory_doc import SignedDirectory
@@ -47,6 +48,8 @@ from exchange.envelope import (
     NodeKey,
     NodePublicKey,
     append_hop,
+    envelope_recipients,
+    envelope_record,
     open_envelope,
     seal,
 )
@@ -56,12 +59,14 @@ from exchange.errors import (
     EnvelopeInvalid,
     HopLimitExceeded,
     LienthongError,
+    NotTracked,
     RecipientUnreachable,
     SenderFault,
     StatusUnroutable,
     SubmitterNotSender,
     TransientFault,
 )
+from exchange.evidence import Event, EventKind
 from exchange.links import (
     DIRECTORY_LANE,
     LANES,
@@ -75,9 +80,17 @@ from exchange.links import (
     unframe,
     up_queue,
 )
-from exchange.model import Kind, Package
+from exchange.model import BusinessType, Kind, Package
 from exchange.policy import PRESETS, VerificationPolicy
-from exchange.routing import RECALL_REQUEST, route, status_targets
+from exchange.report_relay import ReportRelay
+from exchange.routing import (
+    RECALL_REQUEST,
+    business_record,
+    entry_targets,
+    route,
+    status_targets,
+)
+from exchange.status_view import document_status
 from exchange.store import (
     Destination,
     Intake,
@@ -89,6 +102,7 @@ from exchange.store import (
     Store,
 )
 from exchange.topology import Topology
+from exchange.tracking import Deadlines
 from exchange.transport import Delivery, Message, QueueSpec, Transport, Unroutable
 
 log = structlog.get_logger("lienthong.node")
@@ -100,6 +114,8 @@ REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
 
 AdmitFn = Callable[[bytes, VerificationPolicy], Awaitable[Admitted]]
 CrashHook = Callable[[str], None]
+# signs the delivery receipt for a package put in these mailboxes now (exchange/receipt.py)
+IssueReceipt = Callable[[OutboxRow, Sequence[str], datetime], bytes]
 
 
 def _no_crash(_step: str) -> None:
@@ -154,6 +170,7 @@ class NodeSettings:
     credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
     admission_timeout_s: float = 30.0
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
+    deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -231,8 +248,10 @@ class Node:
         parent_transport: Transport | None = None,
         peer_keys: Mapping[str, NodePublicKey] | None = None,
         directory: DirectoryKeeping | None = None,
+        receipts: IssueReceipt | None = None,
     ) -> None:
         self.settings = settings
+        self._receipts = receipts
         self.store = store
         self.transport = transport
         self.parent_transport = parent_transport or transport  # the parent's broker
@@ -245,6 +264,14 @@ class Node:
         self.queues = Queues(settings.node_id)
         self._outbox_ready = asyncio.Event()
         self._directory = directory
+        self.reports = ReportRelay(
+            settings.node_id,
+            store=store,
+            key=node_key,
+            send=self._send_reports,
+            topology=lambda: self.settings.topology,
+            peer_keys=lambda: self.peer_keys,
+        )
         self.directory_sync = (
             DirectorySync(
                 settings.node_id,
@@ -455,7 +482,7 @@ class Node:
             await delivery.reject(requeue=True)
             return Answer("retry", code=fault.code, reason=fault.message)
 
-        result = await self._commit(data, package, source, outbox, targets)  # ends the count
+        result = await self._commit(data, package, source, outbox, targets, unreachable)
         self._crash("after-commit")
         if result.outcome is Outcome.TAKEN:
             # a new document may not reuse a DocumentId another sender's document carried:
@@ -556,7 +583,7 @@ class Node:
                 )
             targets = status_targets(package, document)
         else:
-            targets = tuple(o.organ_id for o in package.recipients)
+            targets = entry_targets(package)
         plan = topology.plan(self.settings.node_id, targets)
         if plan.unknown and not (plan.mailboxes or plan.links):
             raise RecipientUnreachable(
@@ -573,9 +600,44 @@ class Node:
         source: str,
         outbox: tuple[OutboxItem, ...],
         targets: tuple[str, ...],
+        unreachable: tuple[str, ...] = (),
     ) -> IntakeResult:
+        """One transaction (it also ends the attempt count), with its evidence: the
+        package accepted here, a status it carries, the recipients nothing leads to."""
         message_id = self._new_id()
         now = self._clock()
+        me = self.settings.node_id
+        events: list[Event] = [
+            reporting.accepted(package, message_id, me, now, source, [*targets, *unreachable])
+        ]
+        if package.status is not None:
+            events.append(
+                reporting.status(
+                    message_id=message_id,
+                    document_id=package.document_id,
+                    author=package.sender.organ_id,
+                    digest=package.digest,
+                    code=package.status.code,
+                    sent_at=package.status.timestamp,
+                    description=package.status.description,
+                    here=me,
+                    at=now,
+                )
+            )
+        events += reporting.replaced(package, message_id, me, now)
+        events += [
+            reporting.failed(
+                message_id=message_id,
+                document_id=package.document_id,
+                sender=package.sender.organ_id,
+                organ=organ,
+                reason=f"unknown recipient: no node of this axis hosts {organ}",
+                here=me,
+                at=now,
+                origin=None,
+            )
+            for organ in unreachable
+        ]
         envelope = seal(
             self._key,
             message_id=message_id,
@@ -587,6 +649,7 @@ class Node:
             level=package.level.value,
             when=now,
             status_code=package.status.code if package.status else None,
+            business=business_record(package),
         )
         return await self.store.commit_intake(
             Intake(
@@ -597,6 +660,7 @@ class Node:
                 envelope=envelope,
                 outbox=outbox,
                 received_at=now,
+                events=tuple(events),
             )
         )
 
@@ -673,9 +737,31 @@ class Node:
         done: list[int] = []
         failed: list[tuple[int, str]] = []
         deliveries: list[tuple[str, str]] = []
+        events: list[Event] = []
         expired_before = self._clock() - self.settings.link_expiry
+        revoked = await self.store.tombstoned(
+            {
+                (row.document_id, row.sender, row.target)
+                for row in rows
+                if row.destination is Destination.MAILBOX
+                and row.business != REVOKE
+                and row.document_id
+                and row.sender
+            }
+        )
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
+                withdrawing = await self._withdrawing(row)
+                if (row.document_id, row.sender, row.target) in revoked and row.business != REVOKE:
+                    reason = "revoked by its sender before it arrived"
+                    failed.append((row.id, reason))
+                    events.append(self._revoked(row, row.message_id, row.target, reason))
+                    continue
+                if withdrawing:
+                    events += await self._withdraw(row)
+                    if row.business == UPDATE:  # taken off the update: nothing to deliver
+                        done.append(row.id)
+                        continue
                 deliveries.append((row.target, row.message_id))  # written with the marks
             else:
                 waiting = row.target in blocked
@@ -694,17 +780,136 @@ class Node:
                     # a copy that cannot go now is given up once it has waited too long,
                     # judged from the store's record, never a broker TTL that drops silently
                     if row.created_at is not None and row.created_at < expired_before:
-                        failed.append((row.id, _expired(row, self.settings.link_expiry)))
+                        reason = _expired(row, self.settings.link_expiry)
+                        failed.append((row.id, reason))
+                        events += await self._failed_behind(row, reason)
                         log.warning("link.expired", message_id=row.message_id, target=row.target)
                     continue
                 self._crash("after-publish")
             done.append(row.id)
             if index == len(rows) // 2:
                 self._crash("mid-relay")
-        # the mailbox rows and the done marks in one transaction: a crash before it leaves
-        # both to be done again, and a mailbox holds each package once (unique key)
-        await self.store.finish_outbox(deliveries, done, failed)
+        events += await self._delivery_receipts(rows, deliveries)
+        # the mailbox rows, the done marks and their evidence in one transaction: a crash
+        # before it leaves all to be done again, and a mailbox holds each package once
+        await self.store.finish_outbox(deliveries, done, failed, events)
         return len(done) + len(failed)
+
+    async def _withdrawing(self, row: OutboxRow) -> bool:
+        """Whether this mailbox row takes its document back: a revoke, or an update that
+        removes this recipient."""
+        if row.business == REVOKE:
+            return True
+        if row.business != UPDATE:
+            return False
+        record = envelope_record(await self.store.envelope(row.message_id))
+        removed = (record.get("business") or {}).get("removed", [])
+        return row.target in removed
+
+    async def _withdraw(self, row: OutboxRow) -> list[Event]:
+        """Take the document out of the recipient's mailbox where it is not fetched yet
+        (or keep it from ever arriving), and say what happened, to both senders' nodes."""
+        about, sender, organ = row.about or row.document_id or "", row.sender or "", row.target
+        met = await self.store.withdraw(organ, about, sender, row.message_id, self._clock())
+        events = []
+        for found in met:
+            if found.outcome == "withdrawn":
+                reason = f"revoked by its sender (message {row.message_id}) before it was fetched"
+                events.append(self._revoked(row, found.message_id, organ, reason, found.origin))
+        outcome = (
+            "; ".join(f"{f.message_id}: {f.outcome}" for f in met)
+            or "not arrived yet: it will not be delivered"
+        )
+        events.append(
+            replace(
+                self._revoked(row, row.message_id, organ, None),
+                detail={"outcome": outcome, "about": about},
+            )
+        )
+        log.info("revoke", node=self.settings.node_id, organ=organ, about=about, outcome=outcome)
+        return events
+
+    def _revoked(
+        self,
+        row: OutboxRow,
+        message_id: str,
+        organ: str,
+        reason: str | None,
+        origin: str | None = None,
+    ) -> Event:
+        own = message_id == row.message_id
+        return reporting.failed(
+            message_id=message_id,
+            document_id=row.about if not own else row.document_id,
+            sender=row.sender,
+            organ=organ,
+            reason=reason or "",
+            here=self.settings.node_id,
+            at=self._clock(),
+            origin=row.origin if own else origin,
+            kind=EventKind.REVOKED,
+        )
+
+    async def _delivery_receipts(
+        self, rows: Sequence[OutboxRow], deliveries: Sequence[tuple[str, str]]
+    ) -> list[Event]:
+        """One delivered event per package put in mailboxes in this batch, carrying the
+        receipt this node signs for those recipients, for the origin node."""
+        if not deliveries:
+            return []
+        row_of = {r.message_id: r for r in rows}
+        recipients: dict[str, list[str]] = {}
+        for organ, message_id in deliveries:
+            recipients.setdefault(message_id, []).append(organ)
+        now, me = self._clock(), self.settings.node_id
+        events = []
+        for message_id, organs in recipients.items():
+            row = row_of[message_id]
+            receipt = None
+            if self._receipts is not None:  # an XML signature: off the event loop
+                receipt = await asyncio.to_thread(self._receipts, row, organs, now)
+            events.append(
+                reporting.delivered(
+                    message_id=message_id,
+                    document_id=row.document_id,
+                    sender=row.sender,
+                    digest=row.digest,
+                    recipients=organs,
+                    here=me,
+                    at=now,
+                    origin=row.origin,
+                    receipt=receipt,
+                )
+            )
+        return events
+
+    async def _failed_behind(self, row: OutboxRow, reason: str) -> list[Event]:
+        """A failed event, for the origin, per recipient the given-up link copy was for."""
+        topology = self.settings.topology
+        node, _ = split_target(row.target)
+        try:
+            recipients = envelope_recipients(await self.store.envelope(row.message_id))
+        except (KeyError, ValueError):
+            return []
+        behind = [
+            organ
+            for organ in recipients
+            if topology is None or topology.next_hop(self.settings.node_id, organ) == node
+        ]
+        now = self._clock()
+        return [
+            reporting.failed(
+                message_id=row.message_id,
+                document_id=row.document_id,
+                sender=row.sender,
+                organ=organ,
+                reason=reason,
+                here=self.settings.node_id,
+                at=now,
+                origin=row.origin,
+            )
+            for organ in behind
+        ]
 
     async def _publish_on_link(self, row: OutboxRow) -> None:
         node, lane = split_target(row.target)
@@ -714,14 +919,9 @@ class Node:
         body = frame(
             await self.store.envelope(row.message_id), await self.store.package_bytes(row.digest)
         )
-        message = Message(body, message_id=row.message_id, headers=headers)
-        timeout = self.settings.publish_timeout_s
-        if node == self.settings.parent:
-            await self.parent_transport.publish(up_queue(node, lane), message, timeout=timeout)
-        else:
-            await self.transport.publish(
-                down_queue(self.settings.node_id, node, lane), message, timeout=timeout
-            )
+        await self._publish_to(
+            node, lane, Message(body, message_id=row.message_id, headers=headers)
+        )
 
     # --- links ------------------------------------------------------------------------
 
@@ -762,6 +962,8 @@ class Node:
         Or, from the parent only, a newer signed directory."""
         if delivery.message.headers.get(KIND_HEADER) == DIRECTORY:
             return await self._take_directory(delivery, from_parent=from_parent)
+        if delivery.message.headers.get(KIND_HEADER) == reporting.REPORTS:
+            return await self._take_reports(delivery, lane)
         routed_by = delivery.message.headers.get(VERSION_HEADER)
         if (
             self.directory_sync is not None
@@ -792,6 +994,7 @@ class Node:
             recipients = await self._status_targets_here(envelope)
         plan = topology.plan(me, recipients, came_from)
         package = package_from_envelope(envelope)
+        now = self._clock()
         result = await self.store.commit_intake(
             Intake(
                 message_id=envelope.message_id,
@@ -800,8 +1003,10 @@ class Node:
                 source=f"link:{came_from}",
                 envelope=extended,
                 outbox=outbox_for(plan, lane, me),
-                received_at=self._clock(),
+                received_at=now,
                 key=f"message:{envelope.message_id}",
+                origin=envelope.origin,
+                events=self._link_events(envelope, plan.unknown, came_from, now),
             )
         )
         self._crash("link-after-commit")
@@ -818,6 +1023,65 @@ class Node:
         )
         self._outbox_ready.set()
         return result.outcome.value
+
+    def _link_events(
+        self, envelope: Envelope, unknown: Sequence[str], came_from: str, now: datetime
+    ) -> tuple[Event, ...]:
+        """The evidence of a package taken from a link: received here; a status it
+        carries; the recipients judged unknown here, reported to the origin."""
+        me = self.settings.node_id
+        events = [reporting.received(envelope, me, now, came_from)]
+        if envelope.kind == Kind.STATUS.value and envelope.status_code:
+            events.append(
+                reporting.status(
+                    message_id=envelope.message_id,
+                    document_id=envelope.document_id,
+                    author=envelope.sender,
+                    digest=envelope.sha256,
+                    code=envelope.status_code,
+                    sent_at=None,
+                    description=None,
+                    here=me,
+                    at=now,
+                )
+            )
+        events += [
+            reporting.failed(
+                message_id=envelope.message_id,
+                document_id=envelope.document_id,
+                sender=envelope.sender,
+                organ=organ,
+                reason=f"unknown recipient: no node of this axis hosts {organ} (judged at {me})",
+                here=me,
+                at=now,
+                origin=envelope.origin,
+            )
+            for organ in unknown
+        ]
+        return tuple(events)
+
+    async def _take_reports(self, delivery: Delivery, lane: str) -> str:
+        try:
+            sender, added = await self.reports.take(delivery.message.body)
+        except EnvelopeInvalid as fault:
+            return await self._dead_letter_link(delivery, lane, fault)
+        await delivery.ack()  # after they are recorded
+        log.info("reports.taken", node=self.settings.node_id, came_from=sender, new=added)
+        self._outbox_ready.set()  # some may go on towards their node
+        return "reports"
+
+    async def _send_reports(self, neighbour: str, body: bytes) -> None:
+        message = Message(body, headers={KIND_HEADER: reporting.REPORTS})
+        await self._publish_to(neighbour, REPORT_LANE, message)
+
+    async def _publish_to(self, node: str, lane: str, message: Message) -> None:
+        timeout = self.settings.publish_timeout_s
+        if node == self.settings.parent:
+            await self.parent_transport.publish(up_queue(node, lane), message, timeout=timeout)
+        else:
+            await self.transport.publish(
+                down_queue(self.settings.node_id, node, lane), message, timeout=timeout
+            )
 
     async def _dead_letter_link(self, delivery: Delivery, lane: str, fault: LienthongError) -> str:
         """Keep a link message that does not check out, as it came, for an operator."""
@@ -893,6 +1157,7 @@ class Node:
             self._outbox_ready.clear()
             try:
                 moved = await self.relay_once()
+                await self.reports.relay_once()
             except LienthongError as exc:
                 log.warning("relay.retry", code=exc.code, error=exc.message)
                 moved = 0
@@ -980,8 +1245,8 @@ class Node:
                 timeout=timeout,
             )
         elif op == "fetched":
-            ids = [str(i) for i in json.loads(message.body or b"[]")]
-            count = await self.store.mark_fetched(organ, ids)
+            ids = [str(i) for i in json.loads(message.body or b"[]")][:1000]
+            count = await self.acknowledge(organ, ids)
             await self.transport.publish(
                 reply,
                 Message(
@@ -991,7 +1256,72 @@ class Node:
                 ),
                 timeout=timeout,
             )
+        elif op == "status":
+            await self._answer_status(organ, message.body, reply, correlation)
         await delivery.ack()
+
+    async def acknowledge(self, organ: str, message_ids: Sequence[str]) -> int:
+        """The agency has these packages: mark them fetched, with the evidence, which
+        goes back to each package's origin node. Returns how many were marked now."""
+        return await self.store.mark_fetched(
+            organ, message_ids, await self._fetch_events(organ, message_ids)
+        )
+
+    async def _fetch_events(self, organ: str, message_ids: Sequence[str]) -> list[Event]:
+        """The fetched event of each package (the store keeps those it marks now)."""
+        events, now, me = [], self._clock(), self.settings.node_id
+        for message_id in dict.fromkeys(message_ids):
+            try:
+                record = envelope_record(await self.store.envelope(message_id))
+            except KeyError:
+                continue
+            events.append(
+                reporting.fetched(
+                    message_id=message_id,
+                    document_id=record.get("document_id"),
+                    sender=str(record.get("sender")),
+                    digest=str(record.get("sha256")),
+                    organ=organ,
+                    here=me,
+                    at=now,
+                    origin=str(record.get("origin")),
+                )
+            )
+        return events
+
+    async def _answer_status(
+        self, organ: str, body: bytes, reply: str, correlation: str | None
+    ) -> None:
+        """Where a document this agency sent stands, recipient by recipient."""
+        ident = str(json.loads(body or b"{}").get("id", ""))
+        view = await document_status(
+            self.store,
+            ident,
+            here=self.settings.node_id,
+            topology=self.settings.topology,
+            now=self._clock(),
+            deadlines=self.settings.deadlines,
+        )
+        if view is None or view.sender != organ:
+            answer = Answer(
+                "refused",
+                code=NotTracked.code,
+                reason=f"{organ} sent no document or package {ident!r} through node "
+                f"{self.settings.node_id}",
+            ).encode()
+        else:
+            answer = json.dumps(
+                {"outcome": "status", **view.to_json()}, ensure_ascii=False
+            ).encode()
+        await self.transport.publish(
+            reply,
+            Message(
+                answer,
+                correlation_id=correlation,
+                headers={"lienthong-kind": "end", "lienthong-last": 1},
+            ),
+            timeout=self.settings.publish_timeout_s,
+        )
 
     # --- housekeeping -----------------------------------------------------------------
 
@@ -1023,6 +1353,8 @@ class Node:
 # A round goes on past a full batch (so a slow or refusing link, tried once a round, costs
 # its wait once per this many batches); a bounded round lets a link that came back be tried.
 RELAY_BATCHES_PER_ROUND = 20
+REVOKE, UPDATE = int(BusinessType.REVOKE), int(BusinessType.UPDATE)
+REPORT_LANE = "urgent"  # reports are small, and a sender waits on them: never behind bulk
 
 
 def _expired(row: OutboxRow, expiry: timedelta) -> str:

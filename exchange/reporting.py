@@ -9,10 +9,11 @@ many events, so the traffic grows with links, not with recipients.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from exchange.envelope import Envelope, NodeKey, NodePublicKey, verify_record
@@ -22,6 +23,8 @@ from exchange.model import Package
 
 REPORTS = "reports"  # the link message kind (KIND_HEADER) of a report batch
 REPORT_BATCH = 500  # events per report message
+# edXML Timestamps carry no offset; they are Vietnamese local time (UTC+7, no summer time)
+VIETNAM = timezone(timedelta(hours=7))
 
 
 def _report_to(origin: str | None, here: str) -> str | None:
@@ -53,6 +56,28 @@ def accepted(
             "business": int(package.business.type) if package.business else None,
         },
     )
+
+
+def replaced(package: Package, message_id: str, here: str, at: datetime) -> list[Event]:
+    """A replacing document links the documents it replaces: one event about each of
+    them, so that asking after the old one finds the new."""
+    business = package.business
+    if business is None or not business.replaces:
+        return []
+    return [
+        Event(
+            EventKind.REPLACED,
+            f"replaced|{message_id}|{old.document_id}",
+            at,
+            here,
+            message_id=message_id,
+            document_id=old.document_id,
+            sender=package.sender.organ_id,
+            digest=package.digest,
+            detail={"by": package.document_id, "organs": list(old.organ_ids)},
+        )
+        for old in business.replaces
+    ]
 
 
 def received(envelope: Envelope, here: str, at: datetime, came_from: str) -> Event:
@@ -100,7 +125,9 @@ def status(
         digest=digest,
         detail={
             "code": code,
-            "sent_at": sent_at.isoformat() if sent_at else None,
+            "sent_at": (sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=VIETNAM)).isoformat()
+            if sent_at
+            else None,
             "description": (description or "")[:500] or None,
         },
     )
@@ -124,8 +151,6 @@ def delivered(
     batch = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     detail: dict[str, Any] = {"recipients": names}
     if receipt is not None:
-        import base64
-
         detail["receipt"] = base64.b64encode(receipt).decode("ascii")
     return Event(
         EventKind.DELIVERED,

@@ -10,10 +10,11 @@ recipient may send them; 13 goes to the document's recipients and only the sende
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from exchange.errors import RecipientUnreachable, StatusNotAllowed, StatusUnroutable
 from exchange.links import lane_of
-from exchange.model import Kind, Package
+from exchange.model import BusinessType, Kind, Package
 from exchange.store import Destination, KnownDocument, OutboxItem
 
 RECALL_REQUEST = "13"
@@ -37,6 +38,30 @@ def status_targets(package: Package, document: KnownDocument) -> tuple[str, ...]
     return (document.sender,)
 
 
+def entry_targets(package: Package) -> tuple[str, ...]:
+    """Where a document goes from its entry node: its recipients (To); for an update, also
+    the recipients its ReceiverList adds, and those it removes, whose nodes withdraw it."""
+    targets = [organ.organ_id for organ in package.recipients]
+    if package.business is not None and package.business.type is BusinessType.UPDATE:
+        targets += [change.organ_id for change in package.business.receivers_changed]
+    return tuple(dict.fromkeys(targets))
+
+
+def business_record(package: Package) -> dict[str, Any] | None:
+    """What the envelope says of a revoke, update or replace (docs/wire.md)."""
+    business = package.business
+    if business is None or business.type is BusinessType.NEW:
+        return None
+    record: dict[str, Any] = {
+        "type": int(business.type),
+        "about": business.document_id or package.document_id,
+    }
+    removed = [c.organ_id for c in business.receivers_changed if not c.added]
+    if business.type is BusinessType.UPDATE and removed:
+        record["removed"] = removed
+    return record
+
+
 def route(
     package: Package,
     *,
@@ -55,7 +80,7 @@ def route(
             return (OutboxItem(Destination.LINK, f"{parent}/{lane_of(package.priority)}"),), ()
         targets: Sequence[str] = status_targets(package, document)
     else:
-        targets = [organ.organ_id for organ in package.recipients]
+        targets = entry_targets(package)
     items: list[OutboxItem] = []
     remote = []
     for organ_id in dict.fromkeys(targets):  # each recipient once, in order

@@ -68,6 +68,14 @@ class Outcome(enum.StrEnum):
     TAKEN = "taken"  # a new document whose DocumentId another sender's document carries
 
 
+def business_of(package: Package) -> tuple[int, str | None]:
+    """(BussinessDocType, the DocumentId it is about) as the store keeps them."""
+    business = package.business
+    if business is None or business.type is BusinessType.NEW:
+        return 0, None
+    return int(business.type), business.document_id or package.document_id
+
+
 def owns_document_id(intake: Intake) -> bool:
     """Whether committing ``intake`` must first check that its DocumentId is not another
     sender's: a new document entering here (not one arriving over a link)."""
@@ -113,6 +121,8 @@ class OutboxRow:
     document_id: str | None = None
     level: str | None = None
     kind: str | None = None
+    business: int = 0  # edXML BussinessDocType: 1 revoke and 2 update act on mailboxes
+    about: str | None = None  # the DocumentId a revoke or update is about
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,15 @@ def trail_state(
     if destination is Destination.LINK and done_at is not None:
         return "forwarded", done_at, None
     return "waiting", created_at, None
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """What a revoke found of its document in one agency's mailbox."""
+
+    message_id: str  # the package of the document it met
+    outcome: str  # "withdrawn" (not fetched yet) | "already fetched"
+    origin: str | None  # the node that package entered at (None: this one)
 
 
 @dataclass(frozen=True)
@@ -263,6 +282,17 @@ class Store(Protocol):
     ) -> int:
         """Mark packages fetched by the agency; the event of each one marked now (matched
         by message id) is appended in the same transaction."""
+
+    async def withdraw(
+        self, organ_id: str, document_id: str, sender: str, by_message_id: str, at: datetime
+    ) -> Sequence[Withdrawal]:
+        """One transaction: take every package of the document from ``sender`` (but not
+        revokes, nor ``by_message_id``) out of the agency's mailbox where it is not fetched
+        yet, and leave a tombstone, so that a copy still on its way is never delivered.
+        Done again, it finds the same packages withdrawn (it is idempotent)."""
+
+    async def tombstoned(self, keys: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """Which (DocumentId, sender, agency) were revoked before they could be delivered."""
 
     # --- evidence (exchange/evidence.py) ---------------------------------------------
 

@@ -40,6 +40,7 @@ class RecipientState:
     recall: str | None = None  # 13 asked; 15 agreed; 16 refused
     overdue: bool = False  # delivered, and not acknowledged (01 or 03) by its deadline
     due: datetime | None = None  # the end of the working day it was delivered
+    note: str | None = None  # what a revoke or an update's removal found at this recipient
 
     @property
     def status_meaning(self) -> str | None:
@@ -107,6 +108,7 @@ def recipient_state(
     delivered: Event | None = None
     fetched: Event | None = None
     failed: Event | None = None
+    note: str | None = None
     for event in transport_events:
         if event.kind is EventKind.DELIVERED and recipient in event.detail.get("recipients", ()):
             delivered = delivered or event
@@ -116,6 +118,8 @@ def recipient_state(
             fetched = fetched or event
         elif event.kind in (EventKind.FAILED, EventKind.REVOKED) and event.detail.get("reason"):
             failed = failed or event
+        elif event.kind is EventKind.REVOKED:
+            note = str(event.detail.get("outcome") or "") or None
     code, code_at, recall = business_state(recipient, status_events)
     receipt = delivered is not None and bool(delivered.detail.get("receipt"))
     if fetched is not None:
@@ -147,4 +151,5 @@ def recipient_state(
         recall,
         bool(overdue),
         due,
+        note,
     )

@@ -13,6 +13,7 @@ import pytest
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from exchange.evidence import GENESIS, Event, EventKind, broken_links
+from exchange.model import BusinessType
 from tests.contract.stores import BACKENDS, drop_location, intake, new_location, open_store
 
 pytestmark = pytest.mark.integration
@@ -158,3 +159,40 @@ async def test_the_log_is_searched_by_party_and_time(store: Store) -> None:
     assert [e.event.key for e in await store.log_entries(party="000.00.00.G22", since=local)] == [
         "a|1"
     ]
+
+
+async def test_a_revoke_withdraws_unfetched_mail_and_leaves_a_tombstone(store: Store) -> None:
+    doc, g22, h53, h41 = (
+        "000.00.00.G22,2026/11/20,125/UBND-VP",
+        "000.00.00.G22",
+        "000.00.00.H53",
+        "000.00.00.H41",
+    )
+    await store.commit_intake(intake(b"<a/>", message_id="m-1", mailboxes=(h53, h41)))
+    await store.commit_intake(  # a second package of the document: an update, say
+        intake(b"<c/>", message_id="m-3", mailboxes=(h53,), business=BusinessType.UPDATE)
+    )
+    await store.commit_intake(  # the revoke itself is never withdrawn
+        intake(b"<r/>", message_id="m-2", mailboxes=(h53, h41), business=BusinessType.REVOKE)
+    )
+    rows = await store.pending_outbox(10)
+    await store.finish_outbox([(r.target, r.message_id) for r in rows], [r.id for r in rows])
+    assert await store.mark_fetched(h41, ["m-1"]) == 1
+
+    found = await store.withdraw(h53, doc, g22, "m-2", T0)
+    assert [(w.message_id, w.outcome) for w in found] == [
+        ("m-1", "withdrawn"),
+        ("m-3", "withdrawn"),
+    ]
+    listed = await store.mailbox(h53, unfetched_only=False, limit=9)
+    assert [e.message_id for e in listed] == ["m-2"]
+    assert await store.mark_fetched(h53, ["m-1"]) == 0  # withdrawn mail stays withdrawn
+    again = await store.withdraw(h53, doc, g22, "m-2", T0)
+    assert [(w.message_id, w.outcome) for w in again] == [(w.message_id, w.outcome) for w in found]
+
+    late = await store.withdraw(h41, doc, g22, "m-2", T0)
+    assert [(w.message_id, w.outcome) for w in late] == [("m-1", "already fetched")]
+    nothing_yet = await store.withdraw("000.00.00.G14", doc, g22, "m-2", T0)
+    assert nothing_yet == []
+    keys = {(doc, g22, h53), (doc, g22, "000.00.00.G14"), (doc, g22, "000.00.00.H37")}
+    assert await store.tombstoned(keys) == {(doc, g22, h53), (doc, g22, "000.00.00.G14")}

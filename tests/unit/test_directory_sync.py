@@ -27,7 +27,7 @@ from exchange.signing import sign
 from exchange.transport import Message
 from tests.conftest import example
 from tests.pki import G22, DevPki
-from tests.unit.test_links import submit_to
+from tests.unit.memory_tree import submit_to
 from tests.unit.test_topology import HOMES, PARENTS
 
 NEW_COMMUNE = "000.23.31.H53"  # added in version 2, on the commune's own node

@@ -22,6 +22,7 @@ from exchange.links import unframe, up_queue
 from exchange.node import AS_HEADER, OP_HEADER, Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
+from exchange.status_view import document_status
 from exchange.transport import Message, QueueSpec
 from tests.conftest import example
 from tests.pki import G22, H53, DevPki
@@ -453,6 +454,16 @@ async def test_a_copy_waiting_longer_than_the_expiry_fails_with_its_reason(
     (failed,) = await store.failed_outbox()
     assert (failed.message_id, failed.target) == (answer.message_id, "district/normal")
     assert failed.failure.startswith("expired: waited for link district/normal since 2026-11-20")
+    # the sender sees each recipient behind that link failed, and why
+    view = await document_status(
+        store, str(answer.message_id), here="commune", topology=None, now=now[0]
+    )
+    assert view is not None
+    assert {r.recipient: r.transport for r in view.recipients} == {
+        H53: "failed",
+        COMMUNE: "failed",
+    }
+    assert all(str(r.reason).startswith("expired: waited for link") for r in view.recipients)
     assert await node.relay_once() == 0  # and not tried again
     # a copy whose link is back is sent, however long it waited: only one that cannot go fails
     late = sign(

@@ -1,0 +1,186 @@
+"""Tracking as a sender sees it: every recipient's transport and business state at the
+origin node, from receipts that travel back hop by hop, whatever order things arrive in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from exchange.directory_sync import KIND_HEADER
+from exchange.evidence import Event, EventKind
+from exchange.node import Node
+from exchange.reporting import REPORTS
+from exchange.signing import sign
+from exchange.status_view import DocumentStatus, document_status
+from exchange.tracking import business_state, recipient_state
+from tests.conftest import example
+from tests.pki import DevPki
+from tests.unit.memory_tree import COMMUNE, G14, H41, NOWHERE, Tree, document, key_of
+
+T0 = datetime(2027, 2, 2, 3, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Hà Nội
+DOC = f"{COMMUNE},2026/11/20,125/UBND-VP"
+
+
+def status_event(code: str, author: str, minutes: int) -> Event:
+    return Event(
+        EventKind.STATUS,
+        f"status|{code}|{author}|{minutes}",
+        T0 + timedelta(minutes=minutes),
+        "n",
+        document_id=DOC,
+        party=author,
+        detail={"code": code},
+    )
+
+
+def test_a_late_status_does_not_move_a_recipient_back() -> None:
+    events = [status_event("05", H41, 10), status_event("01", H41, 1), status_event("03", H41, 30)]
+    assert business_state(H41, events)[0] == "05"
+    assert business_state(G14, events) == (None, None, None)  # one recipient's, not another's
+
+
+def test_refused_or_registered_the_later_answer_counts_and_work_goes_on_from_it() -> None:
+    assert business_state(H41, [status_event("03", H41, 5), status_event("02", H41, 9)])[0] == "02"
+    assert business_state(H41, [status_event("02", H41, 9), status_event("03", H41, 5)])[0] == "02"
+    assert business_state(H41, [status_event("02", H41, 1), status_event("04", H41, 5)])[0] == "04"
+
+
+def test_a_recall_is_asked_of_everyone_and_answered_by_each() -> None:
+    asked = Event(
+        EventKind.STATUS, "s13", T0, "n", document_id=DOC, party=COMMUNE, detail={"code": "13"}
+    )
+    answered = [asked, status_event("15", H41, 5)]
+    assert business_state(H41, answered)[2] == "15"
+    assert business_state(G14, answered)[2] == "13"
+    # an answer that overtook the request still stands
+    assert business_state(H41, [status_event("16", H41, 5), asked])[2] == "16"
+
+
+def test_fetched_outranks_failed_outranks_delivered() -> None:
+    delivered = Event(
+        EventKind.DELIVERED, "d", T0, "province-h41", message_id="m", detail={"recipients": [H41]}
+    )
+    fetched = Event(
+        EventKind.FETCHED, "f", T0 + timedelta(minutes=5), "province-h41", message_id="m", party=H41
+    )
+    revoked = Event(
+        EventKind.REVOKED,
+        "r",
+        T0 + timedelta(minutes=3),
+        "province-h41",
+        message_id="m",
+        party=H41,
+        detail={"reason": "revoked by the sender"},
+    )
+    at = T0 + timedelta(hours=1)
+    assert recipient_state(H41, T0, None, [delivered], [], now=at).transport == "delivered"
+    assert recipient_state(H41, T0, None, [revoked, delivered], [], now=at).transport == "failed"
+    state = recipient_state(H41, T0, None, [fetched, revoked, delivered], [], now=at)
+    assert (state.transport, state.node) == ("fetched", "province-h41")
+    assert recipient_state(H41, T0, T0, [], [], now=at).transport == "forwarded"
+
+
+async def view(node: Node, ident: str) -> DocumentStatus:
+    found = await document_status(
+        node.store,
+        ident,
+        here=node.settings.node_id,
+        topology=node.settings.topology,
+        now=datetime.now(UTC),
+    )
+    assert found is not None
+    return found
+
+
+async def wait_for(
+    node: Node, ident: str, want: dict[str, str], *, status: bool = False
+) -> DocumentStatus:
+    """The origin node's view once every named recipient is in the wanted state."""
+    async with asyncio.timeout(20):
+        while True:
+            seen = await view(node, ident)
+            states = {r.recipient: (r.status if status else r.transport) for r in seen.recipients}
+            if all(states.get(k) == v for k, v in want.items()):
+                return seen
+            await asyncio.sleep(0.05)
+
+
+def status_package(pki: DevPki, code: str, author: str, sender: str, stamp: str) -> bytes:
+    data = example("status-03-accepted.edxml")
+    data = data.replace(b"<edXML:StatusCode>03<", f"<edXML:StatusCode>{code}<".encode())
+    data = data.replace(b"2026/11/20 10:30:00", stamp.encode())
+    data = data.replace(
+        b"000.00.00.G22,2026/11/20,125/UBND-VP", f"{sender},2026/11/20,125/UBND-VP".encode()
+    )
+    data = data.replace(
+        b"<edXML:OrganId>000.00.00.G22</edXML:OrganId>",
+        f"<edXML:OrganId>{sender}</edXML:OrganId>".encode(),
+    )
+    data = data.replace(b"000.00.00.H53", author.encode())
+    return sign(data, key_of(pki, author))
+
+
+async def test_a_sender_sees_each_recipient_move_from_accepted_to_done(
+    tree: Tree, pki: DevPki
+) -> None:
+    origin = tree.nodes["commune-21-31-h53"]
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41))
+    assert sent.outcome == "accepted", sent
+    first = await view(origin, str(sent.message_id))
+    assert first.origin
+    assert {r.recipient for r in first.recipients} == {G14, H41}
+    # delivered at each recipient's node, as the receipts that came back say
+    seen = await wait_for(origin, DOC, {G14: "delivered", H41: "delivered"})
+    assert {r.recipient: r.node for r in seen.recipients} == {G14: "central", H41: "province-h41"}
+    # the recipients' systems take their mail: fetched, reported back
+    for organ, home in ((G14, "central"), (H41, "province-h41")):
+        assert await tree.nodes[home].acknowledge(organ, [str(sent.message_id)]) == 1
+    await wait_for(origin, DOC, {G14: "fetched", H41: "fetched"})
+    # H41 answers every step, G14 only registers it; 04 overtakes 03 on the way
+    for number, code in enumerate(("01", "04", "03", "05", "06")):
+        answer = await tree.submit(
+            "province-h41", status_package(pki, code, H41, COMMUNE, f"2026/11/21 0{number}:00:00")
+        )
+        assert answer.outcome == "accepted", answer
+    answer = await tree.submit(
+        "central", status_package(pki, "03", G14, COMMUNE, "2026/11/21 09:00:00")
+    )
+    assert answer.outcome == "accepted", answer
+    done = await wait_for(origin, DOC, {H41: "06", G14: "03"}, status=True)
+    rows = {r.recipient: r for r in done.recipients}
+    assert (rows[H41].transport, rows[H41].status_meaning) == ("fetched", "done")
+    assert (rows[G14].transport, rows[G14].status_meaning) == ("fetched", "accepted")
+    assert [code for _, author, code in done.statuses if author == H41] == [
+        "01",
+        "04",
+        "03",
+        "05",
+        "06",
+    ]
+
+
+async def test_receipts_travel_batched_per_link_not_per_recipient(tree: Tree, pki: DevPki) -> None:
+    origin = tree.nodes["commune-21-31-h53"]
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41))
+    await wait_for(origin, str(sent.message_id), {G14: "delivered", H41: "delivered"})
+    reports = Counter(
+        q for q, m in tree.transport.published if m.headers.get(KIND_HEADER) == REPORTS
+    )
+    # two recipients' receipts share the links from central down to the commune
+    down = [q for q in reports if ".down." in q]
+    assert down, reports
+    assert all(".down." in q or q.startswith("lienthong.link.central.up") for q in reports), reports
+
+
+async def test_a_recipient_nobody_hosts_is_reported_failed_with_the_reason(
+    tree: Tree, pki: DevPki
+) -> None:
+    origin = tree.nodes["commune-21-31-h53"]
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, H41, NOWHERE))
+    assert sent.outcome == "accepted", sent  # below the root, an unknown goes up to be judged
+    seen = await wait_for(origin, str(sent.message_id), {NOWHERE: "failed", H41: "delivered"})
+    failed = {r.recipient: r for r in seen.recipients}[NOWHERE]
+    assert failed.node == "central"
+    assert failed.reason is not None
+    assert "unknown recipient" in failed.reason
