@@ -15,16 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from adapters.config_files import load_node_config, load_node_key, load_peer_keys
+from adapters.config_files import (
+    load_node_certs,
+    load_node_config,
+    load_node_key,
+    load_peer_keys,
+)
 from adapters.durable import write_atomically
 from adapters.service import open_store
-from exchange.bundle import ReceiptCheck, build_bundle, verify_bundle
+from exchange.bundle import build_bundle, verify_bundle
+from exchange.bundle_receipts import receipt_checker
 from exchange.checkpoint import make_checkpoint_file, open_checkpoint_file
 from exchange.envelope import NodePublicKey
 from exchange.errors import ConfigurationError
@@ -52,29 +59,14 @@ def _usage(message: str) -> ConfigurationError:
     return ConfigurationError(f"evidence: {message} (see lienthong evidence --help)")
 
 
-def node_keys_in(folder: Path) -> dict[str, NodePublicKey]:
-    """The node keys pinned in ``folder``: ``<node id>.pem`` certificates."""
-    if not folder.is_dir():
-        raise ConfigurationError(f"{folder}: not a folder of node certificates (<node id>.pem)")
+def node_keys_of(certs: Mapping[str, x509.Certificate]) -> dict[str, NodePublicKey]:
+    """The node keys (ECDSA or Ed25519) of pinned node certificates, by node id."""
     keys: dict[str, NodePublicKey] = {}
-    for pem in sorted(folder.glob("*.pem")):
-        try:
-            key = x509.load_pem_x509_certificate(_read(pem, "node certificate")).public_key()
-        except ValueError as exc:
-            raise ConfigurationError(f"{pem}: not a PEM certificate: {exc}") from exc
+    for node, cert in certs.items():
+        key = cert.public_key()
         if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            keys[pem.stem] = key
+            keys[node] = key
     return keys
-
-
-def receipt_check(node_certs: Path) -> ReceiptCheck | None:
-    """THE RECEIPT HOOK: what checks the signed delivery receipts in a bundle's DELIVERED
-    events. None (receipts reported "not checked") until exchange/receipt.py is part of
-    the node; then: read_receipt(data, the certificates in ``node_certs``), and its
-    message id, node and PackageSha256 against the event's message id, node and digest,
-    each mismatch one problem."""
-    del node_certs  # the certificates the receipt reader will pin
-    return None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -133,7 +125,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         folder = load_node_config(args.config).trust.node_certs
     else:
         raise _usage("--verify needs the node certificates: --node-certs DIR or --config FILE")
-    keys = node_keys_in(folder)
+    certs = load_node_certs(folder)
+    keys = node_keys_of(certs)
     records: list[dict[str, object]] = []
     if args.checkpoints:
         keeper, node, records = open_checkpoint_file(
@@ -143,7 +136,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"{args.checkpoints}: {len(records)} checkpoint(s) of node {node} kept by node {keeper}"
         )
     verdict = verify_bundle(
-        _read(args.verify, "evidence bundle"), keys, records, check_receipt=receipt_check(folder)
+        _read(args.verify, "evidence bundle"),
+        keys,
+        records,
+        check_receipt=receipt_checker(certs),
     )
     for line in verdict.summary:
         print(line)

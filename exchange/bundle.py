@@ -44,9 +44,10 @@ __all__ = [
     "verify_bundle",
 ]
 
-ReceiptCheck = Callable[[bytes, Event], Sequence[str]]
-"""The receipt hook: a DELIVERED event's signed receipt (its bytes) and the event; the
-problems with it (does not verify, another message, other bytes than the event's digest)."""
+ReceiptCheck = Callable[[bytes, Event, str | None], Sequence[str]]
+"""The receipt hook: a DELIVERED event's signed receipt (its bytes), the event, and the
+SHA-256 of the bundle's package for its message (None when the bundle has none); the
+problems with the receipt. exchange/bundle_receipts.py makes one (``receipt_checker``)."""
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,10 @@ def _checkpoint_problems(
 
 
 def _receipt_problems(
-    about: list[LogEntry], check: ReceiptCheck | None
+    bundle: Bundle, about: list[LogEntry], check: ReceiptCheck | None
 ) -> tuple[list[str], list[str]]:
     problems: list[str] = []
+    carried = {p.message_id: hashlib.sha256(p.data).hexdigest() for p in bundle.packages}
     held = [
         e for e in about if e.event.kind is EventKind.DELIVERED and e.event.detail.get("receipt")
     ]
@@ -206,7 +208,10 @@ def _receipt_problems(
             problems.append(f"{_place(entry)}: its receipt is not base64")
             continue
         if check is not None:
-            problems += [f"{_place(entry)}: receipt: {p}" for p in check(data, entry.event)]
+            package = carried.get(entry.event.message_id or "")
+            problems += [
+                f"{_place(entry)}: receipt: {p}" for p in check(data, entry.event, package)
+            ]
     if not held:
         return problems, []
     if check is None:
@@ -239,7 +244,7 @@ def verify_bundle(
         problems.append(f"the segment holds no entry about document {bundle.document_id}")
     problems += _package_problems(bundle, about)
     checkpoint_problems, notes = _checkpoint_problems(bundle, node_keys, parent_checkpoints, about)
-    receipt_problems, receipt_notes = _receipt_problems(about, check_receipt)
+    receipt_problems, receipt_notes = _receipt_problems(bundle, about, check_receipt)
     crl_problems, crl_notes = crl_lines(bundle, [e.event for e in about])
     problems += checkpoint_problems + receipt_problems + crl_problems
     summary = [

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from exchange.evidence import Event, EventKind
+from exchange.model import STATUS_CODES
 
 ARRIVALS = (EventKind.ACCEPTED, EventKind.RECEIVED)
 
@@ -60,13 +61,14 @@ def recipient_lines(events: Sequence[Event]) -> list[str]:
         elif event.kind is EventKind.FETCHED:
             facts.setdefault(event.party, []).append((event.at, f"fetched {at}"))
         elif event.kind in (EventKind.FAILED, EventKind.REVOKED):
-            reason = _text(detail.get("reason"))
-            facts.setdefault(event.party, []).append((event.at, f"{event.kind} {at}: {reason}"))
+            reason = detail.get("reason") or detail.get("outcome")
+            why = f": {reason}" if reason else ""
+            facts.setdefault(event.party, []).append((event.at, f"{event.kind} {at}{why}"))
         elif event.kind is EventKind.STATUS:
-            about = f" ({detail['description']})" if detail.get("description") else ""
-            facts.setdefault(event.party, []).append(
-                (event.at, f"status {_text(detail.get('code'))}{about} {at}")
-            )
+            code = _text(detail.get("code"))
+            meaning = detail.get("description") or STATUS_CODES.get(code)
+            about = f" ({meaning})" if meaning else ""
+            facts.setdefault(event.party, []).append((event.at, f"status {code}{about} {at}"))
     return [
         f"  {organ}: " + ("; ".join(text for _, text in done) or "no evidence of delivery")
         for organ, done in facts.items()

@@ -4,8 +4,9 @@ traffic in between), two checkpoints, and the operator who rewrites the chain.""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,8 @@ from exchange.checkpoint import checkpoint_event, make_checkpoint
 from exchange.devpki import Issued, issue
 from exchange.envelope import NodeKey
 from exchange.evidence import Event, EventKind, LogEntry, chain_next, entry_hash
+from exchange.model import Level
+from exchange.receipt import DeliveryReceipt, ReceiptRecipient, issue_receipt
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 NODE, PARENT = "province-h53", "central"
@@ -22,6 +25,9 @@ LOCAL, REMOTE, LOST = "000.21.32.H53", "000.00.00.G22", "000.00.00.H41"
 DOC = "000.21.31.H53,2026/11/20,12/UBND-VP"
 DATA = "<edXML>Công văn số 12</edXML>".encode()
 STATUS_DATA = b"<edXML>Status 03</edXML>"
+# message ids are UUIDs, as the node gives them (and receipts require)
+M0, M1 = "5b0c8a52-7a57-4b0e-9d52-0b4f3f5f1a00", "5b0c8a52-7a57-4b0e-9d52-0b4f3f5f1a01"
+S1, M9 = "5b0c8a52-7a57-4b0e-9d52-0b4f3f5f1a51", "5b0c8a52-7a57-4b0e-9d52-0b4f3f5f1a99"
 
 
 def sha(data: bytes) -> str:
@@ -35,24 +41,45 @@ class NodeIdentity:
 
 
 def node_identity(ca: Issued, node_id: str) -> NodeIdentity:
-    issued = issue(ca, node_id, role="node", key_type="ec")
+    """A node's key and certificate, valid from 2025: the receipts below are dated T0."""
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    issued = issue(ca, node_id, role="node", key_type="ec", not_before=since, days=3650)
     return NodeIdentity(NodeKey(node_id, issued.key), issued)  # type: ignore[arg-type]
+
+
+def receipt(signer: NodeIdentity | None, organ: str, minutes: int) -> dict[str, str]:
+    """The detail a delivered event carries: its recipients, and the signed receipt."""
+    if signer is None:
+        return {}
+    delivered = DeliveryReceipt(
+        message_id=M1,
+        document_id=DOC,
+        sender=SENDER,
+        node=signer.key.node_id,
+        level=Level.STRICT,
+        package_sha256=sha(DATA),
+        issued_at=at(minutes),
+        recipients=(ReceiptRecipient(organ, at(minutes)),),
+    )
+    data = issue_receipt(delivered, signer.issued.key, signer.issued.cert)
+    return {"receipt": base64.b64encode(data).decode()}
 
 
 def at(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def document_events() -> list[Event]:
+def document_events(signers: Mapping[str, NodeIdentity] | None = None) -> list[Event]:
     """The document's life at NODE, and other traffic, in the order the node records it;
-    ``None`` marks where the node checkpoints its chain."""
+    the deliveries with receipts when their nodes' ``signers`` are given."""
+    signers = signers or {}
     digest, status_digest = sha(DATA), sha(STATUS_DATA)
-    common: dict[str, Any] = {"message_id": "m-1", "document_id": DOC, "sender": SENDER}
+    common: dict[str, Any] = {"message_id": M1, "document_id": DOC, "sender": SENDER}
     return [
-        Event(EventKind.ACCEPTED, "accepted|m-0", at(0), NODE, message_id="m-0", document_id="D-0"),
+        Event(EventKind.ACCEPTED, f"accepted|{M0}", at(0), NODE, message_id=M0, document_id="D-0"),
         Event(
             EventKind.ACCEPTED,
-            "accepted|m-1",
+            f"accepted|{M1}",
             at(1),
             NODE,
             digest=digest,
@@ -61,25 +88,25 @@ def document_events() -> list[Event]:
         ),
         Event(
             EventKind.DELIVERED,
-            f"delivered|m-1|{NODE}|a",
+            f"delivered|{M1}|{NODE}|a",
             at(2),
             NODE,
             digest=digest,
-            detail={"recipients": [LOCAL]},
+            detail={"recipients": [LOCAL], **receipt(signers.get(NODE), LOCAL, 2)},
             **common,
         ),
         Event(
             EventKind.DELIVERED,
-            f"delivered|m-1|{PARENT}|b",
+            f"delivered|{M1}|{PARENT}|b",
             at(3),
             PARENT,
             digest=digest,
-            detail={"recipients": [REMOTE]},
+            detail={"recipients": [REMOTE], **receipt(signers.get(PARENT), REMOTE, 3)},
             **common,
         ),
         Event(
             EventKind.FETCHED,
-            f"fetched|m-1|{LOCAL}",
+            f"fetched|{M1}|{LOCAL}",
             at(5),
             NODE,
             party=LOCAL,
@@ -89,10 +116,10 @@ def document_events() -> list[Event]:
         Event(EventKind.STATUS, "status|s-0|x", at(6), NODE, document_id="D-0", party=LOCAL),
         Event(
             EventKind.ACCEPTED,
-            "accepted|s-1",
+            f"accepted|{S1}",
             at(7),
             NODE,
-            message_id="s-1",
+            message_id=S1,
             document_id=DOC,
             sender=LOCAL,
             digest=status_digest,
@@ -100,10 +127,10 @@ def document_events() -> list[Event]:
         ),
         Event(
             EventKind.STATUS,
-            f"status|s-1|{NODE}",
+            f"status|{S1}|{NODE}",
             at(7),
             NODE,
-            message_id="s-1",
+            message_id=S1,
             document_id=DOC,
             sender=LOCAL,
             party=LOCAL,
@@ -112,7 +139,7 @@ def document_events() -> list[Event]:
         ),
         Event(
             EventKind.FAILED,
-            "failed|m-1|H41",
+            f"failed|{M1}|H41",
             at(9),
             NODE,
             party=LOST,
@@ -130,7 +157,9 @@ def chain_of(events: list[Event]) -> list[LogEntry]:
     return entries
 
 
-def build_log(key: NodeKey) -> tuple[list[LogEntry], list[dict[str, Any]]]:
+def build_log(
+    key: NodeKey, signers: Mapping[str, NodeIdentity] | None = None
+) -> tuple[list[LogEntry], list[dict[str, Any]]]:
     """The node's chain, with a checkpoint after the first delivery and one at the end;
     and the checkpoint records (what the parent keeps)."""
     entries: list[LogEntry] = []
@@ -145,7 +174,7 @@ def build_log(key: NodeKey) -> tuple[list[LogEntry], list[dict[str, Any]]]:
         checkpoints.append(record)
         append(checkpoint_event(record, at(minutes), PARENT))
 
-    events = document_events()
+    events = document_events(signers)
     for event in events[:3]:
         append(event)
     checkpoint(2)

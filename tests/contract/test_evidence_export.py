@@ -27,11 +27,15 @@ from tests.evidence_log import (
     DATA,
     DOC,
     LOCAL,
+    M0,
+    M1,
     NODE,
     PARENT,
+    S1,
     SENDER,
     STATUS_DATA,
     T0,
+    NodeIdentity,
     at,
     document_events,
     node_identity,
@@ -48,7 +52,11 @@ class Site:
     where: dict[str, str]  # node id -> store location
     config: dict[str, Path]  # node id -> node file
     node_certs: Path
-    key: NodeKey  # the child's
+    nodes: dict[str, NodeIdentity]
+
+    @property
+    def key(self) -> NodeKey:  # the child's
+        return self.nodes[NODE].key
 
 
 def node_file(folder: Path, node: str, backend: str, where: str, parent: str | None) -> Path:
@@ -84,15 +92,15 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, pki: DevPki) -> Iterato
     nodes.mkdir(parents=True)
     (tmp_path / "pki" / "ca.pem").write_bytes(pki.ca.cert_pem)
     (tmp_path / "pki" / "ca.crl").write_bytes(make_crl(pki.ca, [], when=T0))
-    where, config, keys = {}, {}, {}
+    where, config, identities = {}, {}, {}
     for node, parent in ((NODE, PARENT), (PARENT, None)):
         identity = node_identity(pki.ca, node)
         (nodes / f"{node}.pem").write_bytes(identity.issued.cert_pem)
         (nodes / f"{node}.key").write_bytes(identity.issued.key_pem)
-        keys[node] = identity.key
+        identities[node] = identity
         where[node] = new_location(backend, tmp_path / node)
         config[node] = node_file(tmp_path, node, backend, where[node], parent)
-    yield Site(backend, where, config, nodes, keys[NODE])
+    yield Site(backend, where, config, nodes, identities)
     for location in where.values():
         drop_location(backend, location)
 
@@ -116,20 +124,20 @@ async def record_log(site: Site) -> None:
         await parent.record_events(
             [Event(EventKind.ACCEPTED, "accepted|p-1", T0, PARENT, message_id="p-1")]
         )
-        events = document_events()
-        other = intake(b"<other/>", message_id="m-0", document_id="D-0")
+        events = document_events(site.nodes)  # the deliveries with their signed receipts
+        other = intake(b"<other/>", message_id=M0, document_id="D-0")
         await child.commit_intake(dataclasses.replace(other, events=(events[0],)))
-        sent = intake(DATA, message_id="m-1", document_id=DOC, sender=SENDER, mailboxes=(LOCAL,))
+        sent = intake(DATA, message_id=M1, document_id=DOC, sender=SENDER, mailboxes=(LOCAL,))
         await child.commit_intake(dataclasses.replace(sent, events=(events[1],)))
-        rows = [r for r in await child.pending_outbox(10) if r.message_id == "m-1"]
-        await child.finish_outbox([(LOCAL, "m-1")], [r.id for r in rows], events=[events[2]])
+        rows = [r for r in await child.pending_outbox(10) if r.message_id == M1]
+        await child.finish_outbox([(LOCAL, M1)], [r.id for r in rows], events=[events[2]])
         await checkpoint(2)
         await child.record_events([events[3]])  # reported by the parent, which delivered there
-        assert await child.mark_fetched(LOCAL, ["m-1"], [events[4]]) == 1
+        assert await child.mark_fetched(LOCAL, [M1], [events[4]]) == 1
         await child.record_events([events[5]])
         status = intake(
             STATUS_DATA,
-            message_id="s-1",
+            message_id=S1,
             kind=Kind.STATUS,
             document_id=DOC,
             sender=LOCAL,
@@ -191,13 +199,16 @@ def test_export_verify_and_a_chain_rewritten_in_the_database(
     body = json.loads(bundle.read_text(encoding="utf-8"))
     assert body["format"] == "lienthong-evidence/1"
     assert [e["seq"] for e in body["entries"]] == list(range(2, 12))
-    assert sorted(p["message_id"] for p in body["packages"]) == ["m-1", "s-1"]
+    assert sorted(p["message_id"] for p in body["packages"]) == [M1, S1]
     assert [c["name"] for c in body["crls"]] == ["ca.crl"]
 
     assert lienthong("evidence", "--verify", bundle, "--node-certs", site.node_certs) == 0
     out = capsys.readouterr().out
-    assert f"  {LOCAL}: delivered {at(2).isoformat()} at node {NODE}; fetched" in out
+    assert (
+        f"  {LOCAL}: delivered {at(2).isoformat()} at node {NODE}, with a signed receipt; " in out
+    )
     assert "status 03 (Đã tiếp nhận)" in out
+    assert "2 signed receipt(s) checked" in out
     assert out.rstrip().endswith(f"{bundle}: verified")
 
     kept = tmp_path / "checkpoints.json"
@@ -209,7 +220,7 @@ def test_export_verify_and_a_chain_rewritten_in_the_database(
     def to_rejected(record: dict[str, Any]) -> None:
         record["detail"]["code"] = "04"
 
-    rewrite_in_database(site, f"status|s-1|{NODE}", to_rejected)
+    rewrite_in_database(site, f"status|{S1}|{NODE}", to_rejected)
     forged = tmp_path / "forged.json"
     assert lienthong("evidence", "--config", child, DOC, "-o", forged) == 0
     assert lienthong("evidence", "--verify", forged, "--node-certs", site.node_certs) == 0

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.bundle import PackageCopy, build_bundle, verify_bundle
+from exchange.bundle import PackageCopy, ReceiptCheck, build_bundle, verify_bundle
+from exchange.bundle_receipts import receipt_checker
 from exchange.checkpoint import make_checkpoint, make_checkpoint_file
 from exchange.devpki import make_crl
 from exchange.envelope import NodePublicKey
@@ -24,9 +25,12 @@ from tests.evidence_log import (
     DOC,
     LOCAL,
     LOST,
+    M1,
+    M9,
     NODE,
     PARENT,
     REMOTE,
+    S1,
     STATUS_DATA,
     T0,
     NodeIdentity,
@@ -55,10 +59,15 @@ def keys(nodes: dict[str, NodeIdentity]) -> dict[str, NodePublicKey]:
 
 @pytest.fixture(scope="module")
 def log(nodes: dict[str, NodeIdentity]) -> tuple[list[LogEntry], list[dict[str, Any]]]:
-    return build_log(nodes[NODE].key)
+    return build_log(nodes[NODE].key, nodes)  # with the deliveries' signed receipts
 
 
-PACKAGES = [PackageCopy("m-1", sha(DATA), DATA), PackageCopy("s-1", sha(STATUS_DATA), STATUS_DATA)]
+@pytest.fixture(scope="module")
+def receipts(nodes: dict[str, NodeIdentity]) -> ReceiptCheck:
+    return receipt_checker({name: node.issued.cert for name, node in nodes.items()})
+
+
+PACKAGES = [PackageCopy(M1, sha(DATA), DATA), PackageCopy(S1, sha(STATUS_DATA), STATUS_DATA)]
 
 
 def bundle(entries: list[LogEntry], **overrides: Any) -> bytes:
@@ -80,22 +89,30 @@ def edited(data: bytes, change: Any) -> bytes:
 
 
 def test_an_honest_bundle_verifies_and_says_what_each_recipient_saw(
-    log: tuple[list[LogEntry], list[dict[str, Any]]], keys: dict[str, NodePublicKey]
+    log: tuple[list[LogEntry], list[dict[str, Any]]],
+    keys: dict[str, NodePublicKey],
+    receipts: ReceiptCheck,
 ) -> None:
     entries, kept = log
-    verdict = verify_bundle(bundle(entries), keys, kept)
+    verdict = verify_bundle(bundle(entries), keys, kept, check_receipt=receipts)
     assert verdict.ok, verdict.problems
     assert verdict.problems == ()
     lines = "\n".join(verdict.summary)
-    assert f"message m-1: accepted at node {NODE} {at(1).isoformat()}" in lines
+    assert f"message {M1}: accepted at node {NODE} {at(1).isoformat()}" in lines
     assert (
-        f"  {LOCAL}: delivered {at(2).isoformat()} at node {NODE}; fetched {at(5).isoformat()}; "
+        f"  {LOCAL}: delivered {at(2).isoformat()} at node {NODE}, with a signed receipt; "
+        f"fetched {at(5).isoformat()}; "
         f"status 03 (Đã tiếp nhận) {at(7).isoformat()}"
     ) in verdict.summary
-    assert f"  {REMOTE}: delivered {at(3).isoformat()} at node {PARENT}" in verdict.summary
+    assert (
+        f"  {REMOTE}: delivered {at(3).isoformat()} at node {PARENT}, with a signed receipt"
+        in verdict.summary
+    )
     assert f"  {LOST}: failed {at(9).isoformat()}: expired" in verdict.summary
     assert "chain main: entries #1 to #11, 7 about the document" in verdict.summary
     assert any("checked up to #10 against 1 parent checkpoint(s)" in s for s in verdict.summary)
+    assert "2 signed receipt(s) checked" in verdict.summary
+    assert "with a signed receipt" in lines
 
 
 def test_alone_it_verifies_but_says_no_parent_checkpoint_covers_it(
@@ -111,7 +128,7 @@ def test_an_edited_record_is_named(
 ) -> None:
     def to_rejected(body: dict[str, Any]) -> None:
         for entry in body["entries"]:
-            if entry["event"]["kind"] == "status" and entry["event"]["message_id"] == "s-1":
+            if entry["event"]["kind"] == "status" and entry["event"]["message_id"] == S1:
                 entry["event"]["detail"]["code"] = "04"
 
     verdict = verify_bundle(edited(bundle(log[0][1:]), to_rejected), keys)
@@ -133,10 +150,10 @@ def test_swapped_package_bytes_are_detected(
 ) -> None:
     other = "<edXML>Công văn khác</edXML>".encode()
     # another package, with its own digest: the entries still name the original's
-    swapped = [PackageCopy("m-1", sha(other), other), PACKAGES[1]]
+    swapped = [PackageCopy(M1, sha(other), other), PACKAGES[1]]
     problems = verify_bundle(bundle(log[0][1:], packages=swapped), keys).problems
     assert (
-        f"entry main#3: records SHA-256 {sha(DATA)} for message m-1, "
+        f"entry main#3: records SHA-256 {sha(DATA)} for message {M1}, "
         f"but the bundle's package has {sha(other)}" in problems
     )
 
@@ -145,18 +162,18 @@ def test_swapped_package_bytes_are_detected(
         body["packages"][0]["bytes"] = base64.b64encode(other).decode()
 
     problems = verify_bundle(edited(bundle(log[0][1:]), swap), keys).problems
-    assert f"package of message m-1: its bytes do not match its SHA-256 {sha(DATA)}" in problems
+    assert f"package of message {M1}: its bytes do not match its SHA-256 {sha(DATA)}" in problems
 
 
 def test_a_missing_or_loose_package_is_detected(
     log: tuple[list[LogEntry], list[dict[str, Any]]], keys: dict[str, NodePublicKey]
 ) -> None:
-    loose = [*PACKAGES, PackageCopy("m-9", sha(b"<x/>"), b"<x/>")]
+    loose = [*PACKAGES, PackageCopy(M9, sha(b"<x/>"), b"<x/>")]
     assert verify_bundle(bundle(log[0], packages=loose), keys).problems == (
-        "package of message m-9: loose, no ACCEPTED or RECEIVED entry of the segment names it",
+        f"package of message {M9}: loose, no ACCEPTED or RECEIVED entry of the segment names it",
     )
     assert verify_bundle(bundle(log[0], packages=PACKAGES[:1]), keys).problems == (
-        "entry main#8: the package of message s-1 is missing",
+        f"entry main#8: the package of message {S1} is missing",
     )
 
 
@@ -166,8 +183,8 @@ def test_a_segment_that_starts_after_the_arrival_is_detected(
     problems = verify_bundle(bundle(log[0][2:], packages=PACKAGES[1:]), keys).problems
     late = "but its arrival there is not in the segment"
     assert problems == (
-        f"entry main#3: message m-1 was delivered at node {NODE}, {late}",
-        f"entry main#6: message m-1 was fetched at node {NODE}, {late}",
+        f"entry main#3: message {M1} was delivered at node {NODE}, {late}",
+        f"entry main#6: message {M1} was fetched at node {NODE}, {late}",
     )
 
 
@@ -265,18 +282,74 @@ def test_delivery_receipts_go_through_the_receipt_hook(keys: dict[str, NodePubli
     receipt = base64.b64encode(b"<r/>").decode()
     events[2] = dataclasses.replace(events[2], detail={**events[2].detail, "receipt": receipt})
     entries = chain_of(events)
-    seen: list[tuple[bytes, str | None]] = []
+    seen: list[tuple[bytes, str | None, str | None]] = []
 
-    def check(data: bytes, event: Event) -> list[str]:
-        seen.append((data, event.message_id))
+    def check(data: bytes, event: Event, package_sha256: str | None) -> list[str]:
+        seen.append((data, event.message_id, package_sha256))
         return ["does not verify"]
 
     unchecked = verify_bundle(bundle(entries), keys)
     assert unchecked.ok
     assert "1 signed receipt(s) present, not checked (no receipt reader)" in unchecked.summary
     checked = verify_bundle(bundle(entries), keys, check_receipt=check)
-    assert seen == [(b"<r/>", "m-1")]
+    assert seen == [(b"<r/>", M1, sha(DATA))]
     assert checked.problems == ("entry main#3: receipt: does not verify",)
+
+
+def with_delivery_receipt(events: list[Event], index: int, data: bytes) -> list[LogEntry]:
+    detail = {**events[index].detail, "receipt": base64.b64encode(data).decode()}
+    events[index] = dataclasses.replace(events[index], detail=detail)
+    return chain_of(events)
+
+
+def test_a_receipt_that_does_not_hold_against_its_entry_is_refused(
+    nodes: dict[str, NodeIdentity], keys: dict[str, NodePublicKey], receipts: ReceiptCheck
+) -> None:
+    events = document_events(nodes)
+    mine = base64.b64decode(events[2].detail["receipt"])
+    parents = base64.b64decode(events[3].detail["receipt"])
+    # the parent's receipt (for another recipient) passed off as this node's delivery
+    problems = verify_bundle(
+        bundle(with_delivery_receipt(document_events(nodes), 2, parents)),
+        keys,
+        check_receipt=receipts,
+    ).problems
+    assert problems == (
+        f"entry main#3: receipt: node {PARENT} signed it, not node {NODE}",
+        f"entry main#3: receipt: it names recipients {REMOTE}, the entry {LOCAL}",
+    )
+    # a receipt changed after signing
+    forged = mine.replace(LOCAL.encode(), LOST.encode())
+    problems = verify_bundle(
+        bundle(with_delivery_receipt(document_events(nodes), 2, forged)),
+        keys,
+        check_receipt=receipts,
+    ).problems
+    assert len(problems) == 1
+    assert problems[0].startswith("entry main#3: receipt: ")
+    # the package the bundle holds is not the one the receipt covers
+    other = b"<edXML>other bytes</edXML>"
+    events = [
+        dataclasses.replace(e, digest=sha(other)) if e.message_id == M1 else e
+        for e in document_events(nodes)
+    ]
+    packages = [PackageCopy(M1, sha(other), other), PACKAGES[1]]
+    problems = verify_bundle(
+        bundle(chain_of(events), packages=packages), keys, check_receipt=receipts
+    ).problems
+    assert (
+        f"entry main#3: receipt: its PackageSha256 {sha(DATA)} is not the package's {sha(other)}"
+        in problems
+    )
+    # a node whose certificate the verifier does not pin
+    only_mine = receipt_checker({NODE: nodes[NODE].issued.cert})
+    problems = verify_bundle(
+        bundle(chain_of(document_events(nodes))), keys, check_receipt=only_mine
+    ).problems
+    assert problems == (
+        f"entry main#4: receipt: node {PARENT} is unknown (no certificate): "
+        "its receipt cannot be checked",
+    )
 
 
 def test_crls_are_checked_and_placed_against_the_admission(
@@ -293,7 +366,7 @@ def test_crls_are_checked_and_placed_against_the_admission(
         for s in verify_bundle(bundle(log[0], crls=[("old.crl", stale)]), keys).summary
         if "old.crl" in s
     )
-    assert line.endswith("not current when message(s) m-1, s-1 were accepted")
+    assert line.endswith(f"not current when message(s) {M1}, {S1} were accepted")
 
     def tamper(body: dict[str, Any]) -> None:
         body["crls"][0]["sha256"] = "00" * 32
