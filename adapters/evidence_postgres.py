@@ -134,8 +134,9 @@ def search(
         where.append("chain = %s AND seq > %s")
         args += [chain, after]
     if party is not None:
-        where.append("(sender = %s OR party = %s)")
-        args += [party, party]
+        # a delivery names its recipients in its record, not in ``party``
+        where.append("(sender = %s OR party = %s OR record LIKE %s)")
+        args += [party, party, f'%"{party}"%']
     if since is not None:
         where.append("at >= %s")
         args.append(since)

@@ -137,8 +137,9 @@ def entries(
         where.append("chain = ? AND seq > ?")
         args += [chain, after]
     if party is not None:
-        where.append("(sender = ? OR party = ?)")
-        args += [party, party]
+        # a delivery names its recipients in its record, not in ``party``
+        where.append("(sender = ? OR party = ? OR record LIKE ?)")
+        args += [party, party, f'%"{party}"%']
     if since is not None:
         where.append("at >= ?")
         args.append(utc(since))

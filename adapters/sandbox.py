@@ -8,7 +8,9 @@ On each run it:
 3. starts the nodes, packed into at most four processes, and waits until every node
    consumes its queues and every child its links;
 4. sends a signed document from a commune to a commune of another province, fetches it
-   there as that agency would, and prints the route from the signed hop records;
+   there as that agency would, and prints the route from the signed hop records; the
+   recipient then answers with statuses 01, 03, 04, 05 and 06, the sender watches them
+   arrive (``lienthong status``), and keeps and checks the signed delivery receipt;
 5. prints what to try next, and keeps the tree running until Ctrl-C (``--once``: stops).
 """
 
@@ -28,6 +30,7 @@ import aio_pika
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config, load_peer_keys
 from adapters.pki_files import load_directory
+from adapters.sandbox_lifecycle import lifecycle
 from adapters.sandbox_tree import Topology, load_topology, topology_file, write_tree
 from adapters.store_sqlite import SqliteStore
 from exchange.admission import Admission, admit
@@ -166,7 +169,21 @@ async def _demo(
     print(f"  fetched by {recipient} at node {exit_}: {len(arrived.data)} bytes, {same}")
     route = await _route(files[exit_], arrived.message_id, arrived.data)
     print("  route, from the signed hop records:\n" + "\n".join(f"    {hop}" for hop in route))
-    return arrived.data == data
+    if arrived.data != data:
+        return False
+    return await lifecycle(
+        amqp_url=AMQP_URL,
+        folder=folder,
+        files=files,
+        entry=entry,
+        exit_=exit_,
+        sender=sender,
+        recipient=recipient,
+        key=_agency_key(folder / "pki", recipient),
+        message_id=str(answer.message_id),
+        number=number,
+        data=data,
+    )
 
 
 async def _ready(topology: Topology, processes: dict[int, subprocess.Popen[bytes]]) -> None:
@@ -229,6 +246,9 @@ def _print_next(folder: Path, topology: Topology, files: dict[str, Path], *, onc
         "\nTry next" + (" (start the tree again without --once)" if once else "") + ":\n"
         f"  {me} send --config {central} --as 000.00.00.G22 {folder}/signed/document-new.edxml\n"
         f"  {me} fetch --config {province} --as 000.00.00.H53 -o inbox/\n"
+        f"  {me} status --config {central} --as 000.00.00.G22 <message id or DocumentId>\n"
+        f"  {me} verify-receipt --config {central} {folder}/receipts/*.receipt.xml\n"
+        f"  {me} ops search --config {central} --party 000.00.00.H53\n"
         f"  {me} ops dlq list --config {central}\n"
         f"  # a new directory: raise `version` in {folder}/pki/directory.toml, then\n"
         f"  {me} directory sign --config {central} {folder}/pki/directory.toml\n"

@@ -54,6 +54,35 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
                 "province-h41",
             )
         ]
+        # the recipient answers; the sender sees each status, and holds a receipt
+        assert f"transport: fetched at node province-h41{suffix}" in out
+        steps = [line.strip() for line in out.splitlines() if line.strip().startswith("status 0")]
+        assert steps == [
+            "status 01 arrived",
+            "status 03 accepted",
+            "status 04 assigned",
+            "status 05 processing",
+            "status 06 done",
+        ]
+        (receipt,) = (tmp_path / "receipts").glob("*.receipt.xml")
+        assert "verifies offline, covers the exact bytes sent" in out
+        checked = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "verify-receipt",
+                "--node-certs",
+                str(tmp_path / "pki" / "nodes"),
+                str(receipt),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"node province-h41{suffix} delivered message" in checked.stdout
         assert len(list((tmp_path / "logs").glob("process-*.log"))) == len(topology.processes())
     finally:
         await delete_queues(tree_queues(topology))

@@ -47,6 +47,7 @@ class TreeProcesses:
         link_max_bytes: int | None = None,
         link_heartbeat_s: int | None = None,
         publish_timeout_s: float = 10.0,
+        ttl_hours: float | None = None,
     ) -> None:
         self.folder = folder
         suffix = uuid.uuid4().hex[:6]
@@ -89,6 +90,7 @@ class TreeProcesses:
                 f'[trust]\nca = "{self.pki}/ca.pem"\ndirectory = "{self.pki}/directory.toml"\n'
                 f'node_key = "{self.pki}/nodes/{node}.key"\nnode_certs = "{self.pki}/nodes"\n'
                 + ("\n[link]\n" + "\n".join(link) + "\n" if link else "")
+                + (f"\n[deadlines]\nttl_hours = {ttl_hours}\n" if ttl_hours else "")
             )
 
     def config(self, name: str) -> Path:
@@ -162,6 +164,12 @@ class TreeProcesses:
             (self.pki / "agencies" / f"{sender}.pem").read_bytes(),
         )
         return sign(data, key)
+
+    def key(self, organ: str) -> SigningKey:
+        return SigningKey.from_pem(
+            (self.pki / "agencies" / f"{organ}.key").read_bytes(),
+            (self.pki / "agencies" / f"{organ}.pem").read_bytes(),
+        )
 
     def client(self, name: str) -> NodeClient:
         return NodeClient(AMQP_URL, self.ids[name], timeout_s=30)
