@@ -246,6 +246,21 @@ class EnvelopeInvalid(SenderFault):
     code = "envelope.invalid"
 
 
+class CheckpointInvalid(SenderFault):
+    """A checkpoint of a node's evidence chain (or a parent's file of them) that is
+    malformed, not signed, or not signed by the node it names (docs/evidence.md)."""
+
+    code = "checkpoint.invalid"
+
+
+class EvidenceUnreadable(SenderFault):
+    """An evidence bundle that is not one: not JSON, another format, or a part that does
+    not parse (docs/evidence.md). A bundle that parses but does not check out is not an
+    error: its verdict lists the problems."""
+
+    code = "evidence.unreadable"
+
+
 class HopLimitExceeded(PermanentFault):
     """The package went round too often: the nodes' directories disagree."""
 

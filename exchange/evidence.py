@@ -112,6 +112,23 @@ class LogEntry:
             "event": self.event.record(),
         }
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> LogEntry:
+        """The entry ``record()`` wrote; KeyError, TypeError or ValueError if it is not one."""
+        seq = record["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise TypeError("entry seq must be a whole number")
+        event = record["event"]
+        if not isinstance(event, Mapping):
+            raise TypeError("entry event must be a record")
+        return cls(
+            str(record["chain"]),
+            seq,
+            Event.from_record(event),
+            str(record["prev"]),
+            str(record["hash"]),
+        )
+
 
 def entry_hash(chain: str, seq: int, prev: str, event: Event) -> str:
     body = canonical({"chain": chain, "seq": seq, "event": event.record()})
