@@ -10,7 +10,8 @@ On each run it:
 4. sends a signed document from a commune to a commune of another province, fetches it
    there as that agency would, and prints the route from the signed hop records; the
    recipient then answers with statuses 01, 03, 04, 05 and 06, the sender watches them
-   arrive (``lienthong status``), and keeps and checks the signed delivery receipt;
+   arrive (``lienthong status``), keeps and checks the signed delivery receipt, and
+   exports the evidence bundle and verifies it against its parent's checkpoints;
 5. prints what to try next, and keeps the tree running until Ctrl-C (``--once``: stops).
 """
 
@@ -177,6 +178,7 @@ async def _demo(
         files=files,
         entry=entry,
         exit_=exit_,
+        parent=next(n.parent for n in topology.nodes if n.id == entry),
         sender=sender,
         recipient=recipient,
         key=_agency_key(folder / "pki", recipient),
@@ -249,6 +251,7 @@ def _print_next(folder: Path, topology: Topology, files: dict[str, Path], *, onc
         f"  {me} status --config {central} --as 000.00.00.G22 <message id or DocumentId>\n"
         f"  {me} verify-receipt --config {central} {folder}/receipts/*.receipt.xml\n"
         f"  {me} ops search --config {central} --party 000.00.00.H53\n"
+        f"  {me} evidence --verify {folder}/evidence/*.bundle.json --config {central}\n"
         f"  {me} ops dlq list --config {central}\n"
         f"  # a new directory: raise `version` in {folder}/pki/directory.toml, then\n"
         f"  {me} directory sign --config {central} {folder}/pki/directory.toml\n"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +59,7 @@ async def lifecycle(
     files: dict[str, Path],
     entry: str,
     exit_: str,
+    parent: str | None,
     sender: str,
     recipient: str,
     key: SigningKey,
@@ -80,7 +83,9 @@ async def lifecycle(
             row = await _sender_sees(at_sender, sender, message_id, recipient, code)
             print(f"  status {row['status']} {row['status_meaning']}")
         view = await at_sender.status(sender, message_id)
-    return _keep_receipts(folder, files[entry], view, data)
+    if not _keep_receipts(folder, files[entry], view, data):
+        return False
+    return await _evidence(folder, files, entry, parent, str(view["document_id"]))
 
 
 def _keep_receipts(folder: Path, node_file: Path, view: dict[str, Any], data: bytes) -> bool:
@@ -107,3 +112,65 @@ def _keep_receipts(folder: Path, node_file: Path, view: dict[str, Any], data: by
             f"sent\n    {path}"
         )
     return True
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def _evidence(
+    folder: Path, files: dict[str, Path], entry: str, parent: str | None, document_id: str
+) -> bool:
+    """Export the evidence bundle at the sender's node, take the parent's copy of that
+    node's signed checkpoints, and verify the bundle offline against them."""
+    out = folder / "evidence"
+    out.mkdir(exist_ok=True)
+    bundle = out / f"{entry}.bundle.json"
+    kept = out / f"{entry}.checkpoints-at-{parent}.json"
+    config = str(files[entry])
+    against = ["--checkpoints", str(kept)] if parent is not None else []
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
+    while True:  # until the parent keeps a checkpoint past the last record of the document
+        if parent is not None:
+            took = await asyncio.to_thread(
+                _cli,
+                "evidence",
+                "checkpoints",
+                "--config",
+                str(files[parent]),
+                "--node",
+                entry,
+                "-o",
+                str(kept),
+            )
+            if took.returncode != 0:
+                print(f"  evidence checkpoints failed: {took.stdout}{took.stderr}")
+                return False
+        exported = await asyncio.to_thread(
+            _cli, "evidence", "--config", config, document_id, "-o", str(bundle)
+        )
+        if exported.returncode != 0:
+            print(f"  evidence export failed: {exported.stdout}{exported.stderr}")
+            return False
+        verified = await asyncio.to_thread(
+            _cli, "evidence", "--verify", str(bundle), "--config", config, *against
+        )
+        covered = "no parent checkpoint covers" not in verified.stdout
+        if verified.returncode != 0 or covered or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    last = verified.stdout.strip().splitlines()[-1:] or ["(nothing)"]
+    print(
+        f"  evidence bundle of node {entry}: {last[0]}"
+        + (f", against the checkpoints its parent {parent} keeps" if parent else "")
+        + f"\n    {bundle}"
+    )
+    if verified.returncode != 0:
+        print(verified.stdout + verified.stderr)
+    return verified.returncode == 0

@@ -144,7 +144,8 @@ def _node_file(node: SandboxNode, pki: Path, amqp_url: str, root: str) -> str:
         f"# node {node.id} of the sandbox, written by `lienthong sandbox`\n"
         f'[node]\nid = "{node.id}"\n{parent}\n'
         f'[rabbitmq]\nurl = "{amqp_url}"\nprefetch = 16\n\n'
-        '[store]\nkind = "sqlite"\npath = "store"\n\n'
+        '[store]\nkind = "sqlite"\npath = "store"\n'
+        "checkpoint_every_s = 2  # the chain head, signed for the parent, often: a sandbox\n\n"
         f'[trust]\nca = "{pki}/ca.pem"\ndirectory = "directory.json"\n'
         f'directory_signer = "{root}"\ndirectory_check_s = 2\n'
         f'node_key = "{pki}/nodes/{node.id}.key"\nnode_certs = "{pki}/nodes"\n\n'

@@ -117,6 +117,7 @@ def build_node(
         link_max_bytes=config.link.max_bytes,
         link_expiry=config.deadlines.ttl,
         deadlines=config.deadlines.calendar,
+        checkpoint_every_s=config.store.checkpoint_every_s,
     )
     return Node(
         settings,

@@ -95,6 +95,7 @@ class StoreSettings:
     pool_size: int = 4
     dedup_retention_days: int = 90
     instance: str = "main"  # this service instance's evidence chain (one per instance)
+    checkpoint_every_s: float = 300.0  # how often the chain head is signed for the parent
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         instance=r.get(
             "store", "instance", str, "a name for this service instance's evidence chain", "main"
         ),
+        checkpoint_every_s=r.seconds("store", "checkpoint_every_s", 300.0),
     )
     crls = r.get("trust", "crls", list, "a list of CRL file paths", [])
     trust = TrustSettings(

@@ -34,6 +34,7 @@ import structlog
 
 from exchange import reporting
 from exchange.admission import Admitted
+from exchange.checkpoint import checkpoint_event, make_checkpoint
 from exchange.config import Credential
 from exchange.directory_doc import SignedDirectory
 from exchange.directory_sync import (
@@ -171,6 +172,7 @@ class NodeSettings:
     admission_timeout_s: float = 30.0
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
     deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
+    checkpoint_every_s: float = 300.0  # how often the evidence chain's head is signed
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -252,6 +254,7 @@ class Node:
     ) -> None:
         self.settings = settings
         self._receipts = receipts
+        self._checkpointed = -1  # the seq of this run's last checkpoint
         self.store = store
         self.transport = transport
         self.parent_transport = parent_transport or transport  # the parent's broker
@@ -343,6 +346,7 @@ class Node:
             tasks.create_task(self.relay_forever(), name="relay")
             tasks.create_task(self.serve_requests(), name="requests")
             tasks.create_task(self.housekeeping(), name="housekeeping")
+            tasks.create_task(self.checkpoint_forever(), name="checkpoints")
             if self.directory_sync is not None and self._directory is not None:
                 tasks.create_task(
                     self.directory_sync.run(self._directory.check_every_s), name="directory"
@@ -1337,6 +1341,31 @@ class Node:
             except TransientFault as exc:  # the store is away now; next time, then
                 log.warning("housekeeping.skipped", error=exc.message)
             await asyncio.sleep(every_s)
+
+    async def checkpoint_once(self) -> int | None:
+        """Sign this instance's chain head and record it, for the parent (which keeps it,
+        so that a rewrite of this log is found against it): the seq signed, or None when
+        nothing was added since the last checkpoint."""
+        chain = self.store.chain
+        head = (await self.store.chain_heads()).get(chain)
+        if head is None or head[0] <= self._checkpointed + 1:  # nothing new but our own
+            return None
+        now = self._clock()
+        record = make_checkpoint(self._key, chain, head, now)
+        event = replace(checkpoint_event(record, now, ""), report_to=self.settings.parent)
+        await self.store.record_events([event])
+        self._checkpointed = head[0]
+        return head[0]
+
+    async def checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_every_s)
+            try:
+                signed = await self.checkpoint_once()
+                if signed is not None:
+                    log.info("evidence.checkpoint", node=self.settings.node_id, seq=signed)
+            except TransientFault as exc:  # the store is away now; next time, then
+                log.warning("evidence.checkpoint_skipped", error=exc.message)
 
     # --- operators --------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from exchange import reporting
+from exchange.checkpoint import open_checkpoint
 from exchange.envelope import NodeKey, NodePublicKey
-from exchange.errors import TransientFault
-from exchange.evidence import Event
+from exchange.errors import CheckpointInvalid, TransientFault
+from exchange.evidence import Event, EventKind
 from exchange.store import Store
 from exchange.topology import Topology
 
@@ -88,6 +89,17 @@ class ReportRelay:
         children = [n for n, p in topology.parents.items() if p == self.node_id]
         return [*([parent] if parent else []), *children]
 
+    def _checkpoint_holds(self, event: Event) -> bool:
+        """A child's checkpoint is kept only when its own node signed it."""
+        if event.kind is not EventKind.CHECKPOINT:
+            return True
+        try:
+            checkpoint = open_checkpoint(event.detail.get("checkpoint") or {}, self._peer_keys())
+        except CheckpointInvalid as fault:
+            log.warning("reports.checkpoint_refused", key=event.key, error=fault.message)
+            return False
+        return checkpoint.node == event.node
+
     async def take(self, body: bytes) -> tuple[str, int]:
         """A batch from a neighbour: record each event, still bound onwards unless it is
         for this node. Returns (sender, how many were new here)."""
@@ -95,5 +107,6 @@ class ReportRelay:
         kept: Sequence[Event] = [
             dataclasses.replace(e, report_to=None) if e.report_to == self.node_id else e
             for e in events
+            if self._checkpoint_holds(e)
         ]
         return sender, await self.store.record_events(kept)

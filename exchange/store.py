@@ -214,6 +214,8 @@ class DeadLetter:
 
 
 class Store(Protocol):
+    chain: str  # this instance's evidence chain
+
     async def migrate(self) -> int:
         """Bring the schema to the current version; returns it."""
 

@@ -83,6 +83,9 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert f"node province-h41{suffix} delivered message" in checked.stdout
+        # the sender's evidence bundle verifies against its parent's checkpoints
+        assert "verified, against the checkpoints its parent" in out
+        assert list((tmp_path / "evidence").glob("*.bundle.json"))
         assert len(list((tmp_path / "logs").glob("process-*.log"))) == len(topology.processes())
     finally:
         await delete_queues(tree_queues(topology))

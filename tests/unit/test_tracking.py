@@ -7,7 +7,11 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from exchange.checkpoint import checkpoint_event, make_checkpoint
 from exchange.directory_sync import KIND_HEADER
+from exchange.envelope import NodeKey
 from exchange.evidence import Event, EventKind
 from exchange.node import Node
 from exchange.reporting import REPORTS
@@ -184,3 +188,40 @@ async def test_a_recipient_nobody_hosts_is_reported_failed_with_the_reason(
     assert failed.node == "central"
     assert failed.reason is not None
     assert "unknown recipient" in failed.reason
+
+
+async def test_a_childs_signed_checkpoint_is_kept_by_its_parent_and_a_forged_one_is_not(
+    tree: Tree, pki: DevPki
+) -> None:
+    commune, district = tree.nodes["commune-21-31-h53"], tree.nodes["district-31-h53"]
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41))
+    assert sent.outcome == "accepted", sent
+    signed = await commune.checkpoint_once()
+    assert signed is not None
+    assert await commune.checkpoint_once() is None  # nothing new but the checkpoint itself
+    head = (await commune.store.chain_heads())["main"]
+
+    async def kept() -> list[Event]:
+        entries = await district.store.log_entries(party=None, limit=1000)
+        return [e.event for e in entries if e.event.kind is EventKind.CHECKPOINT]
+
+    async with asyncio.timeout(20):
+        while not (found := await kept()):  # noqa: ASYNC110 - polls a store
+            await asyncio.sleep(0.05)
+    (checkpoint,) = found
+    assert checkpoint.node == "commune-21-31-h53"
+    assert checkpoint.detail["checkpoint"]["seq"] == signed == head[0] - 1
+    # a checkpoint in the commune's name, signed by another node's key, is not kept
+    forged = make_checkpoint(
+        NodeKey("commune-21-31-h53", ec.generate_private_key(ec.SECP256R1())),
+        "main",
+        (signed + 5, "ab" * 32),
+        datetime.now(UTC),
+    )
+    await commune.store.record_events(
+        [checkpoint_event(forged, datetime.now(UTC), "district-31-h53")]
+    )
+    await commune.reports.relay_once()
+    later = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41, 126))
+    await wait_for(commune, str(later.message_id), {G14: "delivered"})
+    assert [e.detail["checkpoint"]["seq"] for e in await kept()] == [signed]
