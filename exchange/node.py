@@ -1166,8 +1166,11 @@ class Node:
                 log.warning("relay.retry", code=exc.code, error=exc.message)
                 moved = 0
             if moved < self.settings.relay_batch:
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancel
+                # that lands as the event is set, and the relay then never stops
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_ready.wait(), self.settings.relay_idle_s)
+                    async with asyncio.timeout(self.settings.relay_idle_s):
+                        await self._outbox_ready.wait()
 
     # --- mailbox requests (fetch) ---------------------------------------------------------
 
