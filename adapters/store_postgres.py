@@ -361,13 +361,34 @@ class PostgresStore:
     ) -> Sequence[OutboxRow]:
         rows = await self._execute(
             "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
-            "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about "
+            "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about, "
+            "EXISTS (SELECT 1 FROM tombstones t WHERE o.destination = 'mailbox' "
+            "AND t.document_id = p.document_id AND t.sender = p.sender "
+            "AND t.organ_id = o.target AND p.business != 1) "
             "FROM outbox o "
             "JOIN packages p ON p.message_id = o.message_id "
             "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) ORDER BY o.id LIMIT %s",
             (sorted(skip_targets), limit),
         )
-        return [OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], *r[5:]) for r in rows]
+        return [
+            OutboxRow(
+                r[0],
+                r[1],
+                r[2],
+                Destination(r[3]),
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                int(r[11]),
+                r[12],
+                bool(r[13]),
+            )
+            for r in rows
+        ]
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None:
         if ids:
@@ -497,17 +518,6 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise TransientFault(f"PostgreSQL store: {exc}") from exc
         return found
-
-    async def tombstoned(self, keys: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        if not keys:
-            return set()
-        rows = await self._execute(
-            "SELECT document_id, sender, organ_id FROM tombstones "
-            "WHERE (document_id, sender, organ_id) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
-        )
-        return {(r[0], r[1], r[2]) for r in rows}
 
     # --- evidence -------------------------------------------------------------------
 

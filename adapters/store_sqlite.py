@@ -410,17 +410,17 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> list[OutboxRow]:
             rows = db.execute(
                 "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
-                "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about "
+                "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about, "
+                "EXISTS (SELECT 1 FROM tombstones t WHERE o.destination = 'mailbox' "
+                "AND t.document_id = p.document_id AND t.sender = p.sender "
+                "AND t.organ_id = o.target AND p.business != 1) "
                 "FROM outbox o "
                 "JOIN packages p ON p.message_id = o.message_id "
                 "WHERE o.done_at IS NULL "
                 "AND o.target NOT IN (SELECT value FROM json_each(?)) ORDER BY o.id LIMIT ?",
                 (skipped, limit),
             ).fetchall()
-            return [
-                OutboxRow(r[0], r[1], r[2], Destination(r[3]), r[4], _time(r[5]), *r[6:])
-                for r in rows
-            ]
+            return [_outbox_row(r, _time(r[5])) for r in rows]
 
         return await self._run(work)
 
@@ -616,21 +616,6 @@ class SqliteStore:
             return found
 
         return await self._run(work)
-
-    async def tombstoned(self, keys: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        def work(db: sqlite3.Connection) -> set[tuple[str, str, str]]:
-            hit = set()
-            for key in keys:
-                row = db.execute(
-                    "SELECT 1 FROM tombstones WHERE document_id = ? AND sender = ? "
-                    "AND organ_id = ?",
-                    key,
-                ).fetchone()
-                if row:
-                    hit.add(key)
-            return hit
-
-        return await self._run(work) if keys else set()
 
     # --- evidence -------------------------------------------------------------------
 
@@ -838,6 +823,25 @@ def _count_attempt(db: sqlite3.Connection, digest: str, reason: str | None, delt
     finally:
         db.execute("PRAGMA synchronous = FULL")
     return int(row[0])
+
+
+def _outbox_row(r: Any, created_at: datetime | None) -> OutboxRow:
+    return OutboxRow(
+        r[0],
+        r[1],
+        r[2],
+        Destination(r[3]),
+        r[4],
+        created_at,
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        int(r[11]),
+        r[12],
+        bool(r[13]),
+    )
 
 
 def _mailbox_entry(row: Any) -> MailboxEntry:

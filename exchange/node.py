@@ -743,25 +743,18 @@ class Node:
         deliveries: list[tuple[str, str]] = []
         events: list[Event] = []
         expired_before = self._clock() - self.settings.link_expiry
-        revoked = await self.store.tombstoned(
-            {
-                (row.document_id, row.sender, row.target)
-                for row in rows
-                if row.destination is Destination.MAILBOX
-                and row.business != REVOKE
-                and row.document_id
-                and row.sender
-            }
-        )
+        revoked: set[tuple[str | None, str | None, str]] = set()  # by a revoke in this batch
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 withdrawing = await self._withdrawing(row)
-                if (row.document_id, row.sender, row.target) in revoked and row.business != REVOKE:
+                key = (row.document_id, row.sender, row.target)
+                if row.business != REVOKE and (row.revoked or key in revoked):
                     reason = "revoked by its sender before it arrived"
                     failed.append((row.id, reason))
                     events.append(self._revoked(row, row.message_id, row.target, reason))
                     continue
                 if withdrawing:
+                    revoked.add((row.about or row.document_id, row.sender, row.target))
                     events += await self._withdraw(row)
                     if row.business == UPDATE:  # taken off the update: nothing to deliver
                         done.append(row.id)
@@ -797,6 +790,7 @@ class Node:
         # the mailbox rows, the done marks and their evidence in one transaction: a crash
         # before it leaves all to be done again, and a mailbox holds each package once
         await self.store.finish_outbox(deliveries, done, failed, events)
+        self.reports.note(events)
         return len(done) + len(failed)
 
     async def _withdrawing(self, row: OutboxRow) -> bool:
@@ -1010,9 +1004,10 @@ class Node:
                 received_at=now,
                 key=f"message:{envelope.message_id}",
                 origin=envelope.origin,
-                events=self._link_events(envelope, plan.unknown, came_from, now),
+                events=(evidence := self._link_events(envelope, plan.unknown, came_from, now)),
             )
         )
+        self.reports.note(evidence)
         self._crash("link-after-commit")
         await delivery.ack()
         log.info(
@@ -1270,9 +1265,10 @@ class Node:
     async def acknowledge(self, organ: str, message_ids: Sequence[str]) -> int:
         """The agency has these packages: mark them fetched, with the evidence, which
         goes back to each package's origin node. Returns how many were marked now."""
-        return await self.store.mark_fetched(
-            organ, message_ids, await self._fetch_events(organ, message_ids)
-        )
+        events = await self._fetch_events(organ, message_ids)
+        marked = await self.store.mark_fetched(organ, message_ids, events)
+        self.reports.note(events)
+        return marked
 
     async def _fetch_events(self, organ: str, message_ids: Sequence[str]) -> list[Event]:
         """The fetched event of each package (the store keeps those it marks now)."""
@@ -1357,6 +1353,7 @@ class Node:
         record = make_checkpoint(self._key, chain, head, now)
         event = replace(checkpoint_event(record, now, ""), report_to=self.settings.parent)
         await self.store.record_events([event])
+        self.reports.note([event])
         self._checkpointed = head[0]
         return head[0]
 

@@ -46,12 +46,24 @@ class ReportRelay:
         self._topology = topology
         self._peer_keys = peer_keys
         self._batch = batch
+        self._due = True  # whether the store may hold reports to send (at start: look)
+
+    def note(self, events: Sequence[Event]) -> None:
+        """Events were recorded: when one is bound for another node, look next round."""
+        if any(e.report_to and e.report_to != self.node_id for e in events):
+            self._due = True
 
     async def relay_once(self) -> int:
-        """One round: returns how many reports went."""
+        """One round: returns how many reports went. The store is asked only when
+        something was recorded for another node since the last round found none."""
+        if not self._due:
+            return 0
+        self._due = False  # set again by note() meanwhile, or below when some must wait
         pending = await self.store.pending_reports(self._batch * 4)
         if not pending:
             return 0
+        if len(pending) == self._batch * 4:
+            self._due = True  # more behind these
         topology = self._topology()
         by_neighbour: dict[str, list[tuple[int, Event]]] = {}
         settled: list[int] = []
@@ -76,6 +88,7 @@ class ReportRelay:
                     await self._send(neighbour, body)
                 except TransientFault as exc:
                     log.info("reports.waiting", neighbour=neighbour, error=exc.message)
+                    self._due = True  # try again next round
                     break  # this link is away: the rest for it waits too
                 await self.store.mark_reported([i for i, _ in chunk])
                 sent += len(chunk)
@@ -109,4 +122,6 @@ class ReportRelay:
             for e in events
             if self._checkpoint_holds(e)
         ]
-        return sender, await self.store.record_events(kept)
+        added = await self.store.record_events(kept)
+        self.note(kept)
+        return sender, added

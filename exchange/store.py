@@ -123,6 +123,7 @@ class OutboxRow:
     kind: str | None = None
     business: int = 0  # edXML BussinessDocType: 1 revoke and 2 update act on mailboxes
     about: str | None = None  # the DocumentId a revoke or update is about
+    revoked: bool = False  # a mailbox row whose document was revoked for that agency first
 
 
 @dataclass(frozen=True)
@@ -292,9 +293,6 @@ class Store(Protocol):
         revokes, nor ``by_message_id``) out of the agency's mailbox where it is not fetched
         yet, and leave a tombstone, so that a copy still on its way is never delivered.
         Done again, it finds the same packages withdrawn (it is idempotent)."""
-
-    async def tombstoned(self, keys: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        """Which (DocumentId, sender, agency) were revoked before they could be delivered."""
 
     # --- evidence (exchange/evidence.py) ---------------------------------------------
 
