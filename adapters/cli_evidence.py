@@ -132,6 +132,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         keeper, node, records = open_checkpoint_file(
             _read(args.checkpoints, "checkpoint file"), keys
         )
+        if keeper == node:
+            print(
+                f"{args.checkpoints}: refused: signed by node {node} itself; the checkpoints "
+                "that count are those its parent keeps"
+            )
+            return EXIT_REFUSED
         print(
             f"{args.checkpoints}: {len(records)} checkpoint(s) of node {node} kept by node {keeper}"
         )

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import base64
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ def status_lines(view: dict[str, Any]) -> list[str]:
             lines.append(f"  {'':<16} reason: {row['reason']}")
         if row["note"]:
             lines.append(f"  {'':<16} {row['note']}")
+    if view.get("receipts_left_out"):
+        lines.append(
+            f"{view['receipts_left_out']} more receipt(s) than one answer carries: "
+            "export the evidence bundle (lienthong evidence) for all of them"
+        )
     if view.get("replaced_by"):
         lines.append(f"replaced by {', '.join(view['replaced_by'])}")
     return lines
@@ -78,7 +84,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         folder = Path(args.receipts)
         folder.mkdir(parents=True, exist_ok=True)
         for index, receipt in enumerate(view["receipts"], start=1):
-            path = folder / f"{view['message_id']}.{receipt['node']}.{index}.receipt.xml"
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{view['message_id']}.{receipt['node']}")
+            path = folder / f"{name}.{index}.receipt.xml"
             path.write_bytes(base64.b64decode(receipt["document"]))
             names = ", ".join(receipt["recipients"])
             print(f"receipt of {receipt['node']} for {names}: {path}")

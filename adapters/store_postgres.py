@@ -531,11 +531,14 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise TransientFault(f"PostgreSQL store: {exc}") from exc
 
-    async def pending_reports(self, limit: int) -> Sequence[tuple[int, Event]]:
+    async def pending_reports(
+        self, limit: int, *, skip_to: Collection[str] = ()
+    ) -> Sequence[tuple[int, Event]]:
         rows = await self._execute(
             "SELECT id, chain, seq, prev, hash, record, report_to FROM evidence "
-            "WHERE report_to IS NOT NULL AND reported_at IS NULL ORDER BY id LIMIT %s",
-            (limit,),
+            "WHERE report_to IS NOT NULL AND reported_at IS NULL AND chain = %s "
+            "AND NOT (report_to = ANY(%s::text[])) ORDER BY id LIMIT %s",
+            (self.chain, sorted(skip_to), limit),
         )
         return [(r[0], evidence_postgres.entry_of(r[1:]).event) for r in rows]
 

@@ -628,12 +628,17 @@ class SqliteStore:
 
         return await self._run(work) if events else 0
 
-    async def pending_reports(self, limit: int) -> Sequence[tuple[int, Event]]:
+    async def pending_reports(
+        self, limit: int, *, skip_to: Collection[str] = ()
+    ) -> Sequence[tuple[int, Event]]:
+        skipped = json.dumps(sorted(skip_to))
+
         def work(db: sqlite3.Connection) -> list[tuple[int, Event]]:
             rows = db.execute(
                 "SELECT id, chain, seq, prev, hash, record, report_to FROM evidence "
-                "WHERE report_to IS NOT NULL AND reported_at IS NULL ORDER BY id LIMIT ?",
-                (limit,),
+                "WHERE report_to IS NOT NULL AND reported_at IS NULL AND chain = ? "
+                "AND report_to NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+                (self.chain, skipped, limit),
             ).fetchall()
             return [(r[0], evidence_sqlite.entry_of(r[1:]).event) for r in rows]
 

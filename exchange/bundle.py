@@ -146,6 +146,11 @@ def _parent_records(
         else:
             if node != bundle.node:
                 problems.append(f"the checkpoint file in the bundle is node {node}'s, not ours")
+            elif keeper == bundle.node:  # a node cannot vouch for its own history
+                problems.append(
+                    f"the checkpoint file in the bundle was signed by node {keeper} itself, "
+                    "not by its parent"
+                )
             else:
                 records += carried
                 notes.append(f"{len(carried)} checkpoint(s) kept by node {keeper}, in the bundle")

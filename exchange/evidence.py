@@ -75,13 +75,18 @@ class Event:
                 raise ValueError(f"event {name} must be text")
             return value
 
+        if not isinstance(record, Mapping):
+            raise TypeError("an event must be a record")
+        at = datetime.fromisoformat(str(record["at"]))
+        if at.tzinfo is None:
+            raise ValueError("an event's time must say its offset")
         detail = record.get("detail") or {}
         if not isinstance(detail, dict):
             raise TypeError("event detail must be a record")
         return cls(
             kind=EventKind(str(record["kind"])),
             key=str(record["key"]),
-            at=datetime.fromisoformat(str(record["at"])),
+            at=at,
             node=str(record["node"]),
             message_id=text("message_id"),
             document_id=text("document_id"),

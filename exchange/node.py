@@ -743,18 +743,27 @@ class Node:
         deliveries: list[tuple[str, str]] = []
         events: list[Event] = []
         expired_before = self._clock() - self.settings.link_expiry
-        revoked: set[tuple[str | None, str | None, str]] = set()  # by a revoke in this batch
+        # a revoke in this batch holds back its document for that agency wherever it stands
+        # in the batch: the rows' mailbox writes all wait for the batch's one transaction
+        withdrawing = {row.id for row in rows if await self._withdrawing(row)}
+        revoked = {
+            (row.about or row.document_id, row.sender, row.target)
+            for row in rows
+            if row.id in withdrawing
+        }
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
-                withdrawing = await self._withdrawing(row)
                 key = (row.document_id, row.sender, row.target)
-                if row.business != REVOKE and (row.revoked or key in revoked):
+                if (
+                    row.business != REVOKE
+                    and row.id not in withdrawing
+                    and (row.revoked or key in revoked)
+                ):
                     reason = "revoked by its sender before it arrived"
                     failed.append((row.id, reason))
                     events.append(self._revoked(row, row.message_id, row.target, reason))
                     continue
-                if withdrawing:
-                    revoked.add((row.about or row.document_id, row.sender, row.target))
+                if row.id in withdrawing:
                     events += await self._withdraw(row)
                     if row.business == UPDATE:  # taken off the update: nothing to deliver
                         done.append(row.id)
@@ -796,6 +805,8 @@ class Node:
     async def _withdrawing(self, row: OutboxRow) -> bool:
         """Whether this mailbox row takes its document back: a revoke, or an update that
         removes this recipient."""
+        if row.destination is not Destination.MAILBOX:
+            return False
         if row.business == REVOKE:
             return True
         if row.business != UPDATE:
@@ -865,7 +876,7 @@ class Node:
         if issue is not None:  # XML signatures: the batch's, in one trip off the event loop
             batch = [(row_of[m], organs) for m, organs in recipients.items()]
             signed = list(
-                await asyncio.to_thread(lambda: [issue(row, organs, now) for row, organs in batch])
+                await asyncio.to_thread(lambda: [_signed(issue, r, o, now) for r, o in batch])
             )
         return [
             reporting.delivered(
@@ -1297,7 +1308,10 @@ class Node:
         self, organ: str, body: bytes, reply: str, correlation: str | None
     ) -> None:
         """Where a document this agency sent stands, recipient by recipient."""
-        ident = str(json.loads(body or b"{}").get("id", ""))
+        request = json.loads(body or b"{}")
+        ident = str(request.get("id", "")) if isinstance(request, dict) else ""
+        if not ident:
+            raise ValueError('a status request is {"id": DocumentId or message id}')
         view = await document_status(
             self.store,
             ident,
@@ -1385,6 +1399,18 @@ class Node:
 RELAY_BATCHES_PER_ROUND = 20
 REVOKE, UPDATE = int(BusinessType.REVOKE), int(BusinessType.UPDATE)
 REPORT_LANE = "urgent"  # reports are small, and a sender waits on them: never behind bulk
+
+
+def _signed(
+    issue: IssueReceipt, row: OutboxRow, organs: Sequence[str], at: datetime
+) -> bytes | None:
+    """The receipt, or None (delivered all the same) when the package's values cannot go in
+    one: a receipt refused must not hold up a mailbox."""
+    try:
+        return issue(row, organs, at)
+    except (ValueError, LienthongError) as exc:
+        log.warning("receipt.not_issued", message_id=row.message_id, error=str(exc))
+        return None
 
 
 def _expired(row: OutboxRow, expiry: timedelta) -> str:

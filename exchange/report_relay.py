@@ -4,7 +4,12 @@ A report is an evidence event with ``report_to`` (exchange/reporting.py): a deli
 a fetch, a failure judged downstream, a chain checkpoint for the parent. Each round
 takes the oldest pending ones, groups them by the neighbour on the way to their node,
 and sends one signed batch per neighbour; only a batch the neighbour's broker
-confirmed is marked reported. A neighbour whose link is down keeps its reports pending.
+confirmed is marked reported. A neighbour whose link is down keeps its reports pending,
+and the round goes on with the reports bound elsewhere.
+
+A batch is taken only from a neighbour, and from it only what that neighbour's side of
+the tree can know: events of the kinds that are reported, by nodes on its side, bound
+for this node or onwards away from it (docs/tracking.md, "How receipts travel back").
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ from exchange.topology import Topology
 log = structlog.get_logger("lienthong.reports")
 
 SendFn = Callable[[str, bytes], Awaitable[None]]  # (neighbour, body): publish with a confirm
+REPORTED = frozenset(
+    {
+        EventKind.DELIVERED,
+        EventKind.FETCHED,
+        EventKind.FAILED,
+        EventKind.REVOKED,
+        EventKind.CHECKPOINT,
+    }
+)
+ROUNDS = 4  # queries per relay round, each past the destinations whose link refused
 
 
 class ReportRelay:
@@ -59,39 +74,54 @@ class ReportRelay:
         if not self._due:
             return 0
         self._due = False  # set again by note() meanwhile, or below when some must wait
-        pending = await self.store.pending_reports(self._batch * 4)
-        if not pending:
-            return 0
-        if len(pending) == self._batch * 4:
-            self._due = True  # more behind these
+        try:
+            return await self._round()
+        except BaseException:
+            self._due = True  # nothing was lost: look again next round
+            raise
+
+    async def _round(self) -> int:
         topology = self._topology()
-        by_neighbour: dict[str, list[tuple[int, Event]]] = {}
-        settled: list[int] = []
-        for row_id, event in pending:
-            target = event.report_to
-            if target == self.node_id or target is None:
-                settled.append(row_id)  # it has arrived: nothing to carry
-                continue
-            hop = topology.toward(self.node_id, target) if topology else None
-            if hop is None:
-                log.warning("reports.no_route", to=target, key=event.key)
-                settled.append(row_id)  # a node not in the tree: keep the fact, stop
-                continue
-            by_neighbour.setdefault(hop, []).append((row_id, event))
-        await self.store.mark_reported(settled)
+        blocked: set[str] = set()  # neighbours that refused this round
+        skipped: set[str] = set()  # destinations behind them
         sent = 0
-        for neighbour, rows in by_neighbour.items():
-            for start in range(0, len(rows), self._batch):
-                chunk = rows[start : start + self._batch]
-                body = reporting.seal_reports(self._key, [e for _, e in chunk])
-                try:
-                    await self._send(neighbour, body)
-                except TransientFault as exc:
-                    log.info("reports.waiting", neighbour=neighbour, error=exc.message)
-                    self._due = True  # try again next round
-                    break  # this link is away: the rest for it waits too
-                await self.store.mark_reported([i for i, _ in chunk])
-                sent += len(chunk)
+        for _ in range(ROUNDS):
+            pending = await self.store.pending_reports(self._batch * 4, skip_to=skipped)
+            if not pending:
+                return sent
+            by_neighbour: dict[str, list[tuple[int, Event]]] = {}
+            settled: list[int] = []
+            for row_id, event in pending:
+                target = event.report_to
+                hop = topology.toward(self.node_id, target) if topology and target else None
+                if target is None or target == self.node_id:
+                    settled.append(row_id)  # it has arrived: nothing to carry
+                elif hop is None:
+                    log.warning("reports.no_route", to=target, key=event.key)
+                    self._due = True  # kept: the directory may bring its node back
+                    skipped.add(target)
+                elif hop in blocked:
+                    skipped.add(target)
+                else:
+                    by_neighbour.setdefault(hop, []).append((row_id, event))
+            await self.store.mark_reported(settled)
+            for neighbour, rows in by_neighbour.items():
+                for start in range(0, len(rows), self._batch):
+                    chunk = rows[start : start + self._batch]
+                    body = reporting.seal_reports(self._key, [e for _, e in chunk])
+                    try:
+                        await self._send(neighbour, body)
+                    except TransientFault as exc:
+                        log.info("reports.waiting", neighbour=neighbour, error=exc.message)
+                        self._due = True  # try again next round
+                        blocked.add(neighbour)
+                        skipped.update(e.report_to for _, e in rows if e.report_to)
+                        break  # this link is away: the rest for it waits too
+                    await self.store.mark_reported([i for i, _ in chunk])
+                    sent += len(chunk)
+            if len(pending) < self._batch * 4 and not blocked:
+                return sent
+        self._due = True  # more than a round's worth: go on next round
         return sent
 
     def neighbours(self) -> list[str]:
@@ -102,26 +132,49 @@ class ReportRelay:
         children = [n for n, p in topology.parents.items() if p == self.node_id]
         return [*([parent] if parent else []), *children]
 
-    def _checkpoint_holds(self, event: Event) -> bool:
-        """A child's checkpoint is kept only when its own node signed it."""
-        if event.kind is not EventKind.CHECKPOINT:
-            return True
-        try:
-            checkpoint = open_checkpoint(event.detail.get("checkpoint") or {}, self._peer_keys())
-        except CheckpointInvalid as fault:
-            log.warning("reports.checkpoint_refused", key=event.key, error=fault.message)
-            return False
-        return checkpoint.node == event.node
+    def _refusal(self, sender: str, event: Event) -> str | None:
+        """Why a neighbour may not report this event; None when it may."""
+        topology, me = self._topology(), self.node_id
+        if event.kind not in REPORTED:
+            return f"a {event.kind.value} event is not something a node reports"
+        if topology is None or event.node not in topology.parents:
+            return f"node {event.node} is not in the node tree"
+        from_child = topology.parents.get(sender) == me
+        if from_child and not topology.in_subtree(event.node, sender):
+            return f"node {event.node} is not below {sender}, which reported it"
+        if not from_child and topology.in_subtree(event.node, me):
+            return f"node {event.node} is below this node, but came from the parent"
+        target = event.report_to
+        if target not in (None, me) and topology.toward(me, target) == sender:
+            return f"it is bound for {target}, back the way it came"
+        if event.kind is EventKind.CHECKPOINT:
+            if event.node != sender or target != me:
+                return "a checkpoint goes from a child to its parent only"
+            try:
+                checkpoint = open_checkpoint(
+                    event.detail.get("checkpoint") or {}, self._peer_keys()
+                )
+            except CheckpointInvalid as fault:
+                return fault.message
+            if checkpoint.node != event.node:
+                return f"the checkpoint is node {checkpoint.node}'s, not {event.node}'s"
+        return None
 
     async def take(self, body: bytes) -> tuple[str, int]:
-        """A batch from a neighbour: record each event, still bound onwards unless it is
-        for this node. Returns (sender, how many were new here)."""
+        """A batch from a neighbour: record each event it may report, still bound onwards
+        unless it is for this node. Returns (sender, how many were new here)."""
         sender, events = reporting.open_reports(body, self._peer_keys(), self.neighbours())
-        kept: Sequence[Event] = [
-            dataclasses.replace(e, report_to=None) if e.report_to == self.node_id else e
-            for e in events
-            if self._checkpoint_holds(e)
-        ]
+        kept: list[Event] = []
+        for event in events:
+            refused = self._refusal(sender, event)
+            if refused is not None:
+                log.warning("reports.refused", came_from=sender, key=event.key, error=refused)
+                continue
+            kept.append(
+                dataclasses.replace(event, report_to=None)
+                if event.report_to == self.node_id
+                else event
+            )
         added = await self.store.record_events(kept)
         self.note(kept)
         return sender, added

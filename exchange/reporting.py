@@ -179,7 +179,7 @@ def fetched(
 ) -> Event:
     return Event(
         EventKind.FETCHED,
-        f"fetched|{message_id}|{organ}",
+        f"fetched|{message_id}|{organ}|{here}",
         at,
         here,
         message_id=message_id,
@@ -205,7 +205,7 @@ def failed(
 ) -> Event:
     return Event(
         kind,
-        f"{kind.value}|{message_id}|{organ}",
+        f"{kind.value}|{message_id}|{organ}|{here}",
         at,
         here,
         message_id=message_id,
@@ -253,6 +253,6 @@ def open_reports(
         try:
             to = item["to"]
             events.append(Event.from_record(item["event"], report_to=str(to) if to else None))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EnvelopeInvalid(f"a report in the batch does not parse: {exc}") from exc
     return signer, events

@@ -9,7 +9,7 @@ state of the package and the business state of the document at that recipient.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,8 @@ from exchange.links import split_target
 from exchange.store import Destination, Store, Trail
 from exchange.topology import Topology
 from exchange.tracking import Deadlines, RecipientState, recipient_state
+
+MAX_RECEIPTS = 200  # receipts carried in one answer (each is a few KB)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class DocumentStatus:
     receipts: tuple[Receipt, ...]
     statuses: tuple[tuple[str, str, str], ...]  # (when, from, code) in arrival order
     replaced_by: tuple[str, ...] = ()  # DocumentIds of documents that replace this one
+    receipts_left_out: int = 0  # past MAX_RECEIPTS: fetch them from the evidence bundle
 
     def to_json(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -86,25 +89,44 @@ async def document_status(
     about_document: Sequence[Event] = (
         await store.events_about(document_id=trail.document_id) if trail.document_id else ()
     )
+    # one pass over the events, filed by the recipient they concern; a status is filed
+    # only if its author may send it (a recall, 13, only from the document's sender)
     statuses = [e for e in about_document if e.kind is EventKind.STATUS]
+    recalls = [e for e in statuses if e.detail.get("code") == "13" and e.party == trail.sender]
+    status_of: dict[str, list[Event]] = {}
+    for event in statuses:
+        if event.party and event.detail.get("code") != "13":
+            status_of.setdefault(event.party, []).append(event)
+    concerning: dict[str, list[Event]] = {}
+    for event in transport:
+        if event.kind is EventKind.DELIVERED:
+            for organ in event.detail.get("recipients", ()):
+                concerning.setdefault(str(organ), []).append(event)
+        elif event.party:
+            concerning.setdefault(event.party, []).append(event)
     forwarded: dict[str, datetime] = {}
     for step in trail.steps:
         if step.destination is Destination.LINK and step.state == "forwarded":
             forwarded.setdefault(split_target(step.target)[0], step.at)
     rows = []
     for organ in envelope_recipients(wire):
-        hop = topology.next_hop(here, topology.current_code(organ)) if topology else None
-        rows.append(
-            recipient_state(
-                organ,
-                trail.received_at,
-                forwarded.get(hop) if hop else None,
-                transport,
-                statuses,
-                now=now,
-                deadlines=deadlines,
-            )
+        current = topology.current_code(organ) if topology else organ  # an oldCode renamed
+        hop = topology.next_hop(here, current) if topology else None
+        events = [*concerning.get(organ, ()), *concerning.get(current, ())]
+        if topology is not None:  # only nodes on the way to the recipient speak for it
+            home = topology.homes.get(current)
+            on_path = topology.path(here, home) if home else frozenset(topology.ancestry(here))
+            events = [e for e in events if e.node in on_path]
+        state = recipient_state(
+            current,
+            trail.received_at,
+            forwarded.get(hop) if hop else None,
+            events,
+            [*status_of.get(current, ()), *recalls],
+            now=now,
+            deadlines=deadlines,
         )
+        rows.append(replace(state, recipient=organ) if current != organ else state)
     receipts = tuple(
         Receipt(e.node, tuple(e.detail.get("recipients", ())), e.at, str(e.detail["receipt"]))
         for e in transport
@@ -121,7 +143,8 @@ async def document_status(
         origin=not trail.source.startswith("link:"),
         hops=envelope_hops(wire),
         recipients=tuple(rows),
-        receipts=receipts,
+        receipts=receipts[:MAX_RECEIPTS],
+        receipts_left_out=max(0, len(receipts) - MAX_RECEIPTS),
         statuses=tuple(
             (e.at.isoformat(), e.party or "?", str(e.detail.get("code"))) for e in statuses
         ),

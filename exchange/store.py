@@ -299,8 +299,11 @@ class Store(Protocol):
     async def record_events(self, events: Sequence[Event]) -> int:
         """Append the events not recorded before (by key); returns how many were new."""
 
-    async def pending_reports(self, limit: int) -> Sequence[tuple[int, Event]]:
-        """Events still to be reported to another node (``report_to``), oldest first."""
+    async def pending_reports(
+        self, limit: int, *, skip_to: Collection[str] = ()
+    ) -> Sequence[tuple[int, Event]]:
+        """Events of this instance's chain still to be reported to another node
+        (``report_to``), oldest first, none of them bound for ``skip_to``."""
 
     async def mark_reported(self, ids: Sequence[int]) -> None: ...
 

@@ -86,6 +86,14 @@ class Topology:
             return path[path.index(here) - 1]
         return self.parents.get(here)
 
+    def path(self, a: str, b: str) -> frozenset[str]:
+        """The nodes on the way between nodes ``a`` and ``b``, both included."""
+        up_a, up_b = self.ancestry(a), self.ancestry(b)
+        common = next((n for n in up_a if n in up_b), None)
+        if common is None:
+            return frozenset(up_a) | frozenset(up_b)
+        return frozenset(up_a[: up_a.index(common) + 1]) | frozenset(up_b[: up_b.index(common)])
+
     def serves(self, here: str, organ: str, arrived_from: str | None) -> bool:
         """Is ``organ`` this node's business, given the link the package came by?"""
         if arrived_from is None:  # from an agency: every recipient

@@ -422,3 +422,17 @@ def test_any_changed_value_in_an_entry_is_refused_and_nothing_crashes(
     verdict = verify_bundle(json.dumps(body).encode(), keys, log[1])
     if path[0] == "entries" and not unchanged:
         assert not verdict.ok, path
+
+
+def test_a_checkpoint_file_the_node_kept_for_itself_does_not_count_as_its_parents(
+    log: tuple[list[LogEntry], list[dict[str, Any]]],
+    keys: dict[str, NodePublicKey],
+    nodes: dict[str, NodeIdentity],
+) -> None:
+    """Signed honestly by the node, naming itself as keeper: a node cannot vouch for its
+    own history, however well its own key signs."""
+    own = json.loads(make_checkpoint_file(nodes[NODE].key, NODE, log[1], EXPORTED))
+    problems = verify_bundle(bundle(log[0], parent_checkpoints=own), keys).problems
+    assert problems == (
+        f"the checkpoint file in the bundle was signed by node {NODE} itself, not by its parent",
+    )

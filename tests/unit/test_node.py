@@ -476,3 +476,74 @@ async def test_a_copy_waiting_longer_than_the_expiry_fails_with_its_reason(
     assert transport.depth(up_queue("district", "normal")) == 1
     assert len(await store.failed_outbox()) == 1  # still only the first
     await store.close()
+
+
+async def test_a_revoke_in_the_same_relay_batch_as_its_document_keeps_it_out(
+    node: Node, pki: DevPki
+) -> None:
+    original = await submit(node, sign(example("document-new.edxml"), pki.key(G22)))
+    revoke = example("document-revoke.edxml").replace(
+        b"000.00.00.G22,2026/11/18,120/UBND-VP", b"000.00.00.G22,2026/11/20,125/UBND-VP"
+    )
+    revoking = await submit(node, sign(revoke, pki.key(G22)))
+    assert (original.outcome, revoking.outcome) == ("accepted", "accepted")
+    await node.relay_once()  # both in one batch, the document first
+    for organ in (H53, COMMUNE):
+        mail = await node.store.mailbox(organ, unfetched_only=False, limit=10)
+        assert [e.message_id for e in mail] == [revoking.message_id], organ
+    trail = await node.store.trail(str(original.message_id))
+    assert trail is not None
+    assert {(s.state, s.reason) for s in trail.steps} == {
+        ("failed", "revoked by its sender before it arrived")
+    }
+
+
+async def test_a_receipt_that_cannot_be_issued_holds_up_no_mailbox(
+    tmp_path: Path, admission: Admission, pki: DevPki
+) -> None:
+    store = SqliteStore(tmp_path / "store")
+    await store.migrate()
+
+    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.to_thread(admit, data, policy, admission)
+
+    def refuse(*_: object) -> bytes:
+        raise ValueError("DocumentId is longer than a receipt holds")
+
+    built = Node(
+        NodeSettings("province-h53", hosted=frozenset({G22, H53, COMMUNE})),
+        store=store,
+        transport=MemoryTransport(),
+        admit=run_admission,
+        node_key=NodeKey("province-h53", ec.generate_private_key(ec.SECP256R1())),
+        receipts=refuse,
+    )
+    await built.transport.declare(QueueSpec(ANSWERS))
+    await built.declare()
+    answer = await submit(built, sign(example("document-new.edxml"), pki.key(G22)))
+    assert await built.relay_once() == 2
+    mail = await store.mailbox(H53, unfetched_only=False, limit=10)
+    assert [e.message_id for e in mail] == [answer.message_id]
+    (delivered,) = [
+        e
+        for e in await store.events_about(message_id=str(answer.message_id))
+        if e.kind.value == "delivered"
+    ]
+    assert "receipt" not in delivered.detail
+    await store.close()
+
+
+async def test_a_malformed_status_request_is_dropped_and_the_node_goes_on(node: Node) -> None:
+    await node.transport.declare(QueueSpec("lienthong.reply.status"))
+    await node.transport.publish(
+        node.queues.requests,
+        Message(
+            b"[]", reply_to="lienthong.reply.status", headers={OP_HEADER: "status", AS_HEADER: G22}
+        ),
+        timeout=5,
+    )
+    stream = node.transport.consume(node.queues.requests, prefetch=1)
+    delivery = await asyncio.wait_for(anext(stream), timeout=5)
+    with pytest.raises(ValueError, match="a status request is"):
+        await node.handle_request(delivery)  # serve_requests drops it with this reason
+    await stream.aclose()
