@@ -993,7 +993,10 @@ class Node:
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # hostile, not signed
             fault = EnvelopeInvalid(f"the envelope does not parse: {type(exc).__name__}")
             return await self._dead_letter_link(delivery, lane, fault)
-        except (EnvelopeInvalid, HopLimitExceeded) as fault:
+        except HopLimitExceeded as fault:  # signed, but going round: the sender is told
+            await self._undeliverable(wire, fault)
+            return await self._dead_letter_link(delivery, lane, fault)
+        except EnvelopeInvalid as fault:  # nothing in it can be trusted, nor reported
             return await self._dead_letter_link(delivery, lane, fault)
         came_from = envelope.last_node
         if await self.store.find_digest(envelope.sha256) is not None:
@@ -1093,6 +1096,27 @@ class Node:
             await self.transport.publish(
                 down_queue(self.settings.node_id, node, lane), message, timeout=timeout
             )
+
+    async def _undeliverable(self, wire: bytes, fault: LienthongError) -> None:
+        """A failed event per recipient of a package this node will not pass on, for its
+        origin node (its envelope's signatures held: only its hop count did not)."""
+        record, me, now = envelope_record(wire), self.settings.node_id, self._clock()
+        reason = f"undeliverable: {fault.message} (at node {me}; held for its operator)"
+        events = [
+            reporting.failed(
+                message_id=str(record.get("message_id")),
+                document_id=record.get("document_id"),
+                sender=record.get("sender"),
+                organ=str(organ),
+                reason=reason,
+                here=me,
+                at=now,
+                origin=str(record.get("origin")),
+            )
+            for organ in record.get("recipients", [])
+        ]
+        await self.store.record_events(events)
+        self.reports.note(events)
 
     async def _dead_letter_link(self, delivery: Delivery, lane: str, fault: LienthongError) -> str:
         """Keep a link message that does not check out, as it came, for an operator."""

@@ -11,13 +11,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.checkpoint import checkpoint_event, make_checkpoint
 from exchange.directory_sync import KIND_HEADER
-from exchange.envelope import NodeKey
+from exchange.envelope import NodeKey, append_hop, seal
 from exchange.evidence import Event, EventKind
+from exchange.links import frame, up_queue
 from exchange.node import Node
 from exchange.reporting import REPORTS
 from exchange.signing import sign
 from exchange.status_view import DocumentStatus, document_status
 from exchange.tracking import business_state, recipient_state
+from exchange.transport import Message
 from tests.conftest import example
 from tests.pki import DevPki
 from tests.unit.memory_tree import COMMUNE, G14, H41, NOWHERE, Tree, document, key_of
@@ -225,3 +227,37 @@ async def test_a_childs_signed_checkpoint_is_kept_by_its_parent_and_a_forged_one
     later = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41, 126))
     await wait_for(commune, str(later.message_id), {G14: "delivered"})
     assert [e.detail["checkpoint"]["seq"] for e in await kept()] == [signed]
+
+
+async def test_a_package_past_its_hop_limit_is_reported_undeliverable_to_its_origin(
+    tree: Tree, pki: DevPki
+) -> None:
+    """Directories that disagree send a package round: the node that stops it holds it for
+    its operator, and the origin hears why each recipient will not get it."""
+    data = document(pki, COMMUNE, H41, G14, 141)
+    commune = tree.nodes["commune-21-31-h53"]
+    wire = seal(
+        commune._key,
+        message_id="m-round",
+        data=data,
+        kind="edoc",
+        sender=COMMUNE,
+        recipients=[H41],
+        document_id=f"{COMMUNE},2026/11/20,141/UBND-VP",
+        level="strict",
+        hop_limit=2,
+    )
+    wire = append_hop(wire, tree.nodes["district-31-h53"]._key)
+    await tree.transport.publish(  # the district passes it up: the province may not go on
+        up_queue("province-h53", "normal"), Message(frame(wire, data)), timeout=5
+    )
+    async with asyncio.timeout(20):
+        while not (told := await commune.store.events_about(message_id="m-round")):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    (failed,) = told
+    assert (failed.kind, failed.party, failed.node) == (EventKind.FAILED, H41, "province-h53")
+    assert str(failed.detail["reason"]).startswith(
+        "undeliverable: message m-round has crossed 2 nodes, its hop limit"
+    )
+    (letter,) = await tree.nodes["province-h53"].store.dead_letters()
+    assert "hop limit" in letter.reason
