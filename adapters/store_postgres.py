@@ -448,17 +448,27 @@ class PostgresStore:
         return [FailedRow(*r) for r in rows]
 
     async def mailbox(
-        self, organ_id: str, *, unfetched_only: bool, limit: int
+        self, organ_id: str, *, unfetched_only: bool, limit: int, offset: int = 0
     ) -> Sequence[MailboxEntry]:
         rows = await self._execute(
             "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
             "m.delivered_at, m.fetched_at FROM mailbox m "
             "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
             "AND (NOT %s OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
-            "ORDER BY m.delivered_at, m.message_id LIMIT %s",
-            (organ_id, unfetched_only, limit),
+            "ORDER BY m.delivered_at, m.message_id LIMIT %s OFFSET %s",
+            (organ_id, unfetched_only, limit, offset),
         )
         return [MailboxEntry(*r) for r in rows]
+
+    async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
+        rows = await self._execute(
+            "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
+            "m.delivered_at, m.fetched_at FROM mailbox m "
+            "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
+            "AND m.message_id = %s AND m.withdrawn_at IS NULL",
+            (organ_id, message_id),
+        )
+        return MailboxEntry(*rows[0]) if rows else None
 
     async def mark_fetched(
         self, organ_id: str, message_ids: Sequence[str], events: Sequence[Event] = ()

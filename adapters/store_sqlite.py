@@ -488,7 +488,7 @@ class SqliteStore:
         return await self._run(work)
 
     async def mailbox(
-        self, organ_id: str, *, unfetched_only: bool, limit: int
+        self, organ_id: str, *, unfetched_only: bool, limit: int, offset: int = 0
     ) -> Sequence[MailboxEntry]:
         def work(db: sqlite3.Connection) -> list[MailboxEntry]:
             rows = db.execute(
@@ -496,10 +496,23 @@ class SqliteStore:
                 "m.delivered_at, m.fetched_at FROM mailbox m "
                 "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
                 "AND (NOT ? OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
-                "ORDER BY m.delivered_at, m.message_id LIMIT ?",
-                (organ_id, unfetched_only, limit),
+                "ORDER BY m.delivered_at, m.message_id LIMIT ? OFFSET ?",
+                (organ_id, unfetched_only, limit, offset),
             ).fetchall()
             return [_mailbox_entry(r) for r in rows]
+
+        return await self._run(work)
+
+    async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
+        def work(db: sqlite3.Connection) -> MailboxEntry | None:
+            row = db.execute(
+                "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
+                "m.delivered_at, m.fetched_at FROM mailbox m "
+                "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
+                "AND m.message_id = ? AND m.withdrawn_at IS NULL",
+                (organ_id, message_id),
+            ).fetchone()
+            return _mailbox_entry(row) if row else None
 
         return await self._run(work)
 

@@ -225,6 +225,18 @@ class StatusUnroutable(SenderFault):
     code = "status.unknown_document"
 
 
+class NotYours(SenderFault):
+    """The caller's credential may not act for the agency it names (send as, read for)."""
+
+    code = "agency.not_yours"
+
+
+class NotInMailbox(SenderFault):
+    """The agency's mailbox on this node holds no such package (or it has no mailbox here)."""
+
+    code = "mailbox.not_found"
+
+
 class NotTracked(SenderFault):
     """A status query names no document or package the asking agency sent through here."""
 

@@ -255,6 +255,7 @@ class Node:
         self.settings = settings
         self._receipts = receipts
         self._checkpointed = -1  # the seq of this run's last checkpoint
+        self._mail = asyncio.Event()  # set, and replaced, as mail lands in mailboxes
         self.store = store
         self.transport = transport
         self.parent_transport = parent_transport or transport  # the parent's broker
@@ -800,6 +801,9 @@ class Node:
         # before it leaves all to be done again, and a mailbox holds each package once
         await self.store.finish_outbox(deliveries, done, failed, events)
         self.reports.note(events)
+        if deliveries:
+            self._mail.set()  # long-polling readers wake and look
+            self._mail = asyncio.Event()
         return len(done) + len(failed)
 
     async def _withdrawing(self, row: OutboxRow) -> bool:
@@ -1297,6 +1301,10 @@ class Node:
         elif op == "status":
             await self._answer_status(organ, message.body, reply, correlation)
         await delivery.ack()
+
+    def mail_arrived(self) -> asyncio.Event:
+        """An event set when mail next lands in any mailbox of this node."""
+        return self._mail
 
     async def acknowledge(self, organ: str, message_ids: Sequence[str]) -> int:
         """The agency has these packages: mark them fetched, with the evidence, which

@@ -277,8 +277,12 @@ class Store(Protocol):
         """Outbox rows given up, newest first."""
 
     async def mailbox(
-        self, organ_id: str, *, unfetched_only: bool, limit: int
-    ) -> Sequence[MailboxEntry]: ...
+        self, organ_id: str, *, unfetched_only: bool, limit: int, offset: int = 0
+    ) -> Sequence[MailboxEntry]:
+        """The agency's mail, oldest first, a page of ``limit`` after ``offset``."""
+
+    async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
+        """One package in the agency's mailbox (not withdrawn); None if it is not there."""
 
     async def mark_fetched(
         self, organ_id: str, message_ids: Sequence[str], events: Sequence[Event] = ()

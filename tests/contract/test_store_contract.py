@@ -346,3 +346,26 @@ async def test_intakes_committed_together_keep_their_answers(store: Store) -> No
             assert result.outcome is expected
     assert [r.outcome for r in others] == [Outcome.COMMITTED] * 5
     assert len(await store.pending_outbox(100)) == 6
+
+
+async def test_a_mailbox_is_read_in_pages_and_one_package_at_a_time(store: Store) -> None:
+    for n in range(5):
+        await store.commit_intake(
+            intake(f"<p{n}/>".encode(), message_id=f"m-{n}", document_id=None)
+        )
+    rows = await store.pending_outbox(10)
+    await store.finish_outbox([(r.target, r.message_id) for r in rows], [r.id for r in rows])
+    pages = [
+        [
+            e.message_id
+            for e in await store.mailbox("000.00.00.H53", unfetched_only=False, limit=2, offset=o)
+        ]
+        for o in (0, 2, 4)
+    ]
+    assert sorted(m for page in pages for m in page) == [f"m-{n}" for n in range(5)]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    entry = await store.mailbox_entry("000.00.00.H53", "m-3")
+    assert entry is not None
+    assert (entry.message_id, entry.sender) == ("m-3", "000.00.00.G22")
+    assert await store.mailbox_entry("000.00.00.H41", "m-3") is None  # another agency's mail
+    assert await store.mailbox_entry("000.00.00.H53", "m-9") is None

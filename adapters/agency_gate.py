@@ -1,0 +1,160 @@
+"""What an agency system may do at its home node, whatever face it comes through (the
+REST API, the national-axis SDK facade): submit, check without storing, read its mailbox,
+take a package, acknowledge it, ask where what it sent stands, read the directory.
+
+Every call names the caller's credential; every agency it names is checked against that
+credential's set (``Credential.may_act_for``), so nobody sends in another agency's name or
+reads its mail. Submissions go through the node's own intake (``Node.handle_submission``),
+the same path as AMQP: dedup, counted attempts, admission under the credential's policy,
+one commit, and only then the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from exchange.admission import Admitted
+from exchange.config import Credential
+from exchange.errors import NotInMailbox, NotTracked, NotYours
+from exchange.node import AS_HEADER, Answer, Node
+from exchange.policy import VerificationPolicy
+from exchange.status_view import DocumentStatus, document_status
+from exchange.store import MailboxEntry
+from exchange.transport import Message
+
+CREDENTIAL_PREFIX = "http:"  # how an HTTP credential appears as a caller to the node
+
+
+class _LocalDelivery:
+    """A submission handed to the node's intake in this process: acked, or given back."""
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self.acked = False
+        self.requeued = False
+
+    @property
+    def message(self) -> Message:
+        return self._message
+
+    @property
+    def redelivered(self) -> bool:
+        return False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def reject(self, *, requeue: bool) -> None:
+        self.requeued = requeue
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    credential: Credential
+
+    @property
+    def user_id(self) -> str:
+        return f"{CREDENTIAL_PREFIX}{self.name}"
+
+
+class AgencyGate:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        dry_run: Callable[[bytes, VerificationPolicy], Awaitable[Admitted]],
+    ) -> None:
+        self.node = node
+        self._dry_run = dry_run
+
+    def check(self, caller: Caller, organ: str) -> None:
+        if not caller.credential.may_act_for(organ):
+            raise NotYours(f"this credential ({caller.name}) may not act for {organ}")
+
+    async def submit(self, caller: Caller, data: bytes, as_organ: str | None = None) -> Answer:
+        """The node's answer: accepted, duplicate, conflict, refused, dead-lettered, or
+        retry (a permanent fault the node will try again: answered, not held)."""
+        if as_organ is not None:
+            self.check(caller, as_organ)
+        headers: dict[str, str | int] = {AS_HEADER: as_organ} if as_organ else {}
+        delivery = _LocalDelivery(
+            Message(data, message_id=str(uuid.uuid4()), user_id=caller.user_id, headers=headers)
+        )
+        return await self.node.handle_submission(delivery)
+
+    async def validate(self, caller: Caller, data: bytes) -> Admitted:
+        """Admission under the caller's policy, storing nothing; raises its refusal."""
+        return await self._dry_run(data, self.node.settings.policy_for(caller.credential.source))
+
+    async def mailbox(
+        self,
+        caller: Caller,
+        organ: str,
+        *,
+        pending: bool,
+        limit: int,
+        offset: int = 0,
+        wait_s: float = 0.0,
+    ) -> Sequence[MailboxEntry]:
+        """A page of the agency's mailbox, oldest first; with ``wait_s``, an empty
+        pending page waits up to that long for mail to arrive (long polling)."""
+        self.check(caller, organ)
+        if organ not in self.node.settings.hosted:
+            raise NotInMailbox(f"{organ} has no mailbox on node {self.node.settings.node_id}")
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            arrived = self.node.mail_arrived()  # taken before looking, so nothing slips by
+            entries = await self.node.store.mailbox(
+                organ, unfetched_only=pending, limit=limit, offset=offset
+            )
+            left = deadline - asyncio.get_running_loop().time()
+            if entries or left <= 0:
+                return entries
+            try:
+                async with asyncio.timeout(left):
+                    await arrived.wait()
+            except TimeoutError:
+                return entries
+
+    async def package(self, caller: Caller, organ: str, message_id: str) -> MailboxEntry:
+        self.check(caller, organ)
+        entry = await self.node.store.mailbox_entry(organ, message_id)
+        if entry is None:
+            raise NotInMailbox(f"no package {message_id} in the mailbox of {organ}")
+        return entry
+
+    async def package_bytes(self, entry: MailboxEntry) -> bytes:
+        return await self.node.store.package_bytes(entry.digest)
+
+    async def acknowledge(self, caller: Caller, organ: str, message_ids: Sequence[str]) -> int:
+        self.check(caller, organ)
+        return await self.node.acknowledge(organ, message_ids)
+
+    async def status(self, caller: Caller, organ: str, ident: str) -> DocumentStatus:
+        self.check(caller, organ)
+        view = await document_status(
+            self.node.store,
+            ident,
+            here=self.node.settings.node_id,
+            topology=self.node.settings.topology,
+            now=datetime.now(UTC),
+            deadlines=self.node.settings.deadlines,
+        )
+        if view is None or view.sender != organ:
+            raise NotTracked(f"{organ} sent no document or package {ident!r} through this node")
+        return view
+
+    def directory(self) -> list[dict[str, str]]:
+        """The agencies of the axis and the node that hosts each (the signed directory)."""
+        topology = self.node.settings.topology
+        if topology is None:
+            return [
+                {"organ_id": organ, "node": self.node.settings.node_id}
+                for organ in sorted(self.node.settings.hosted)
+            ]
+        return [{"organ_id": organ, "node": home} for organ, home in sorted(topology.homes.items())]
