@@ -73,9 +73,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+if TYPE_CHECKING:
+    from exchange.config_http import HttpSettings
 from exchange.calendar import DEFAULT_TIME_ZONE, WEEKDAY_NAMES, WorkingCalendar
 from exchange.errors import ConfigurationError
 from exchange.policy import PRESETS, VerificationPolicy
@@ -162,6 +164,7 @@ class NodeConfig:
     link: LinkSettings = field(default_factory=LinkSettings)
     credentials: Mapping[str, Credential] = field(default_factory=dict)
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
+    http: HttpSettings | None = None  # the REST API and the SDK facade (exchange/config_http)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -353,6 +356,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         "link",
         "credentials",
         "deadlines",
+        "http",
     }
     for key in data:
         if key not in known:
@@ -451,4 +455,16 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             heartbeat_s=r.positive("link", "heartbeat_s", 15),
         ),
         deadlines=deadlines,
+        http=_http(data, source, base, sources),
     )
+
+
+def _http(
+    data: Mapping[str, Any], source: str, base: Path, sources: Mapping[str, Any]
+) -> HttpSettings | None:
+    from exchange.config_http import http_settings  # it builds on Credential, defined here
+
+    table = data.get("http")
+    if table is not None and not isinstance(table, Mapping):
+        raise ConfigurationError(f"{source}: key 'http': expected a table")
+    return http_settings(table, source, base, sources)

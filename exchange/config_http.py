@@ -1,0 +1,154 @@
+"""The ``[http]`` table of a node file: where the REST API and the national-axis SDK facade
+listen, and who may call them.
+
+```toml
+[http]
+listen = "127.0.0.1:8480"          # host:port; no [http] table, no HTTP faces
+
+[http.clients.qlvb-tayninh]        # one table per calling system
+token_sha256 = "9f86d0…"           # REST: the SHA-256 (hex) of its bearer token, never the token
+systemid = "000.00.00.H53"         # SDK facade: its XroadVnpt-systemid …
+hmac_secret_file = "secrets/qlvb-tayninh"  # … and the file holding the shared HMAC secret
+organs = ["000.00.00.H53", "000.00.11.H53"]  # may send as and read for these (absent: none)
+source = "amqp"                    # the source, so the verification policy, of what it sends
+rate_per_s = 20                    # requests a second, on average (bursts of twice that)
+
+[http.operators.ops-tayninh]       # operator credentials: never an agency's
+token_sha256 = "…"
+```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exchange.config import Credential
+from exchange.errors import ConfigurationError
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_LISTEN = re.compile(r"(?P<host>[^:\s]+):(?P<port>\d{1,5})")
+
+
+@dataclass(frozen=True)
+class HttpClient:
+    """One system that calls the node over HTTP, and what it may do."""
+
+    name: str
+    credential: Credential  # source and OrganIds: the same rules as an AMQP login
+    token_sha256: str | None = None
+    systemid: str | None = None
+    hmac_secret: bytes | None = field(default=None, repr=False)  # never logged
+    rate_per_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class HttpOperator:
+    name: str
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str
+    port: int
+    clients: Mapping[str, HttpClient] = field(default_factory=dict)
+    operators: Mapping[str, HttpOperator] = field(default_factory=dict)
+
+
+def http_settings(
+    table: Mapping[str, Any] | None, source: str, base: Path, sources: Collection[str]
+) -> HttpSettings | None:
+    if table is None:
+        return None
+    where = f"{source}: key 'http"
+    listen = table.get("listen")
+    found = _LISTEN.fullmatch(listen) if isinstance(listen, str) else None
+    if found is None or not 0 < int(found["port"]) < 65536:
+        raise ConfigurationError(f"{where}.listen': expected host:port, found {listen!r}")
+    unknown = set(table) - {"listen", "clients", "operators"}
+    if unknown:
+        raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
+    clients = {
+        name: _client(name, entry, f"{where}.clients.{name}", base, sources)
+        for name, entry in _tables(table.get("clients", {}), f"{where}.clients").items()
+    }
+    operators = {
+        name: HttpOperator(name, _token(entry, f"{where}.operators.{name}", required=True) or "")
+        for name, entry in _tables(table.get("operators", {}), f"{where}.operators").items()
+    }
+    tokens = [c.token_sha256 for c in clients.values() if c.token_sha256]
+    tokens += [o.token_sha256 for o in operators.values()]
+    if len(tokens) != len(set(tokens)):
+        raise ConfigurationError(f"{where}': two credentials share one token")
+    return HttpSettings(found["host"], int(found["port"]), clients, operators)
+
+
+def _tables(value: object, where: str) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise ConfigurationError(f"{where}': expected a table of tables")
+    return value
+
+
+def _token(entry: Mapping[str, Any], where: str, *, required: bool) -> str | None:
+    token = entry.get("token_sha256")
+    if token is None and not required:
+        return None
+    if not isinstance(token, str) or not _HEX64.fullmatch(token):
+        raise ConfigurationError(
+            f"{where}.token_sha256': expected the SHA-256 of the token, 64 lowercase hex "
+            "digits (`printf %s TOKEN | sha256sum`)"
+        )
+    return token
+
+
+def _client(
+    name: str, entry: Mapping[str, Any], where: str, base: Path, sources: Collection[str]
+) -> HttpClient:
+    known = {"token_sha256", "systemid", "hmac_secret_file", "organs", "source", "rate_per_s"}
+    unknown = set(entry) - known
+    if unknown:
+        raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
+    organs = entry.get("organs", [])
+    if not isinstance(organs, list) or not all(isinstance(o, str) for o in organs):
+        raise ConfigurationError(f"{where}.organs': expected a list of OrganIds")
+    cred_source = entry.get("source", "amqp")
+    if not isinstance(cred_source, str) or (cred_source != "amqp" and cred_source not in sources):
+        raise ConfigurationError(
+            f"{where}.source': expected 'amqp' or a name from [sources], found {cred_source!r}"
+        )
+    rate = entry.get("rate_per_s", 20.0)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
+        raise ConfigurationError(f"{where}.rate_per_s': expected a positive number")
+    systemid, secret_file = entry.get("systemid"), entry.get("hmac_secret_file")
+    if (systemid is None) != (secret_file is None):
+        raise ConfigurationError(
+            f"{where}': the SDK facade needs both systemid and hmac_secret_file"
+        )
+    secret = None
+    if secret_file is not None:
+        path = (base / str(secret_file)).resolve()
+        try:
+            secret = path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{where}.hmac_secret_file': cannot read {path}: {exc.strerror}"
+            ) from exc
+        if len(secret) < 16:
+            raise ConfigurationError(
+                f"{where}.hmac_secret_file': the secret is shorter than 16 bytes"
+            )
+    token = _token(entry, where, required=False)
+    if token is None and systemid is None:
+        raise ConfigurationError(f"{where}': give token_sha256 (REST), systemid (SDK), or both")
+    return HttpClient(
+        name=name,
+        credential=Credential(source=cred_source, organs=frozenset(organs)),
+        token_sha256=token,
+        systemid=str(systemid) if systemid is not None else None,
+        hmac_secret=secret,
+        rate_per_s=float(rate),
+    )
