@@ -20,13 +20,11 @@ from datetime import UTC, datetime
 from exchange.admission import Admitted
 from exchange.config import Credential
 from exchange.errors import NotInMailbox, NotTracked, NotYours
-from exchange.node import AS_HEADER, Answer, Node
+from exchange.node import AS_HEADER, HTTP_CALLER, Answer, Node
 from exchange.policy import VerificationPolicy
 from exchange.status_view import DocumentStatus, document_status
 from exchange.store import MailboxEntry
 from exchange.transport import Message
-
-CREDENTIAL_PREFIX = "http:"  # how an HTTP credential appears as a caller to the node
 
 
 class _LocalDelivery:
@@ -59,7 +57,7 @@ class Caller:
 
     @property
     def user_id(self) -> str:
-        return f"{CREDENTIAL_PREFIX}{self.name}"
+        return f"{HTTP_CALLER}{self.name}"
 
 
 class AgencyGate:

@@ -16,8 +16,10 @@ import signal
 from datetime import timedelta
 
 import structlog
+from aiohttp import web
 
 from adapters.admission_pool import AdmissionPool, InlineAdmission, admission_for
+from adapters.agency_gate import AgencyGate
 from adapters.config_files import (
     directory_key,
     hosted_agencies,
@@ -30,6 +32,7 @@ from adapters.config_files import (
     load_trust,
 )
 from adapters.directory_file import DirectoryFile
+from adapters.http_api import build_app
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
@@ -37,7 +40,7 @@ from exchange.config import NodeConfig
 from exchange.directory import Directory
 from exchange.directory_doc import SignedDirectory
 from exchange.errors import ConfigurationError
-from exchange.node import DirectoryKeeping, Node, NodeSettings
+from exchange.node import HTTP_CALLER, DirectoryKeeping, Node, NodeSettings
 from exchange.receipt import receipt_issuer
 
 log = structlog.get_logger("lienthong.serve")
@@ -116,6 +119,10 @@ def build_node(
         topology=directory.topology() if directory.nodes else None,
         link_max_bytes=config.link.max_bytes,
         link_expiry=config.deadlines.ttl,
+        http_credentials={
+            f"{HTTP_CALLER}{name}": client.credential
+            for name, client in (config.http.clients if config.http else {}).items()
+        },
         deadlines=config.deadlines.calendar,
         checkpoint_every_s=config.store.checkpoint_every_s,
     )
@@ -192,6 +199,15 @@ async def _open_node(
     stack.callback(admission.shutdown)
     node = build_node(config, transport, store, admission, parent_transport, *directory)
     await transport.connect()
+    if config.http is not None:  # the REST API (and the SDK facade) of this node
+        app = build_app(
+            AgencyGate(node, dry_run=admission), config.http, max_bytes=config.max_package_bytes
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, config.http.host, config.http.port).start()
+        log.info("http.start", node=config.node_id, listen=f"{config.http.host}:{config.http.port}")
     log.info(
         "node.start",
         node=config.node_id,

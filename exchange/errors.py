@@ -225,6 +225,30 @@ class StatusUnroutable(SenderFault):
     code = "status.unknown_document"
 
 
+class RequestInvalid(SenderFault):
+    """An HTTP request whose query or headers do not say what the API expects (400)."""
+
+    code = "request.invalid"
+
+
+class Unauthenticated(SenderFault):
+    """No credential, or one the node does not know (HTTP 401)."""
+
+    code = "auth.unauthenticated"
+
+
+class OperatorsOnly(SenderFault):
+    """An agency's credential on an operator's endpoint, or the other way round (403)."""
+
+    code = "auth.wrong_kind"
+
+
+class RateLimited(SenderFault):
+    """The credential sent more requests than its rate allows (HTTP 429)."""
+
+    code = "rate.limited"
+
+
 class NotYours(SenderFault):
     """The caller's credential may not act for the agency it names (send as, read for)."""
 

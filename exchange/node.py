@@ -111,6 +111,7 @@ log = structlog.get_logger("lienthong.node")
 SOURCE_HEADER = "lienthong-source"
 OP_HEADER = "lienthong-op"
 AS_HEADER = "lienthong-as"
+HTTP_CALLER = "http:"  # the user_id under which the HTTP faces hand a call to intake
 REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
 
 AdmitFn = Callable[[bytes, VerificationPolicy], Awaitable[Admitted]]
@@ -169,6 +170,7 @@ class NodeSettings:
     link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
     link_expiry: timedelta = timedelta(days=7)  # a copy waiting longer for its link fails
     credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
+    http_credentials: Mapping[str, Credential] | None = None  # "http:<name>" -> the same
     admission_timeout_s: float = 30.0
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
     deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
@@ -528,9 +530,15 @@ class Node:
             ) from None
 
     def credential_of(self, message: Message) -> Credential | None:
-        """The caller's credential, by the user_id RabbitMQ validated; None if unknown."""
-        credentials = self.settings.credentials or {}
-        return credentials.get(message.user_id) if message.user_id else None
+        """The caller's credential, by the user_id RabbitMQ validated (or, for a call
+        through this node's HTTP faces, the credential they authenticated); None if
+        unknown."""
+        if not message.user_id:
+            return None
+        found = (self.settings.credentials or {}).get(message.user_id)
+        if found is None and message.user_id.startswith(HTTP_CALLER):
+            found = (self.settings.http_credentials or {}).get(message.user_id)
+        return found
 
     def source_of(self, message: Message, credential: Credential | None) -> str:
         """Which source (so which verification policy) judges the message. A header may
@@ -545,9 +553,9 @@ class Node:
     def _may_send_as(self, credential: Credential | None, claimed: object, sender: str) -> bool:
         if claimed is not None and claimed != sender:
             return False
-        if self.settings.credentials:  # configured: only known callers, for their agencies
-            return credential is not None and credential.may_act_for(sender)
-        return True
+        if credential is not None:  # a known caller: for its agencies only
+            return credential.may_act_for(sender)
+        return not self.settings.credentials  # configured: only known callers
 
     def _plan_entry(
         self, package: Package, document: KnownDocument | None
