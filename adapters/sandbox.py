@@ -11,7 +11,8 @@ On each run it:
    there as that agency would, and prints the route from the signed hop records; the
    recipient then answers with statuses 01, 03, 04, 05 and 06, the sender watches them
    arrive (``lienthong status``), keeps and checks the signed delivery receipt, and
-   exports the evidence bundle and verifies it against its parent's checkpoints;
+   exports the evidence bundle and verifies it against its parent's checkpoints; then
+   one more document goes the same way over the REST API (docs/http-api.md);
 5. prints what to try next, and keeps the tree running until Ctrl-C (``--once``: stops).
 """
 
@@ -31,6 +32,7 @@ import aio_pika
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config, load_peer_keys
 from adapters.pki_files import load_directory
+from adapters.sandbox_http import over_http
 from adapters.sandbox_lifecycle import lifecycle
 from adapters.sandbox_tree import Topology, load_topology, topology_file, write_tree
 from adapters.store_sqlite import SqliteStore
@@ -172,7 +174,7 @@ async def _demo(
     print("  route, from the signed hop records:\n" + "\n".join(f"    {hop}" for hop in route))
     if arrived.data != data:
         return False
-    return await lifecycle(
+    followed = await lifecycle(
         amqp_url=AMQP_URL,
         folder=folder,
         files=files,
@@ -185,6 +187,12 @@ async def _demo(
         message_id=str(answer.message_id),
         number=number,
         data=data,
+    )
+    if not followed:
+        return False
+    again = _document(folder / "pki", sender, recipient, number + 1)
+    return await over_http(
+        folder, entry=entry, exit_=exit_, sender=sender, recipient=recipient, data=again
     )
 
 

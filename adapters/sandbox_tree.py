@@ -7,6 +7,10 @@ directory and node files are rewritten on every run from the topology.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
+import socket
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -106,14 +110,50 @@ def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Pat
     key = NodeKey.from_pem(root, (pki / "nodes" / f"{root}.key").read_bytes())
     signed = sign_directory(tomllib.loads(text), key)  # the root's, as its operator would
     files = {}
+    faces: dict[str, dict[str, object]] = {}
     for node in topology.nodes:
         home = folder / "nodes" / node.id
         home.mkdir(parents=True, exist_ok=True)
         (home / "directory.json").write_bytes(signed)  # each node keeps its own copy
         config = home / "node.toml"
-        config.write_text(_node_file(node, pki, amqp_url, root), encoding="utf-8")
+        http, faces[node.id] = _http_face(node, topology)
+        config.write_text(_node_file(node, pki, amqp_url, root) + http, encoding="utf-8")
         files[node.id] = config
+    # where each node's REST API listens and each agency's token: for the demo and people
+    (folder / "http.json").write_text(json.dumps(faces, indent=2), encoding="utf-8")
     return files
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _http_face(node: SandboxNode, topology: Topology) -> tuple[str, dict[str, object]]:
+    """The node's [http] table: a free port, a token per agency it hosts (new each run,
+    kept only as its SHA-256 in the node file), and an operator token."""
+    port = _free_port()
+    hosted = [a.organ_id for a in topology.agencies if a.home_node == node.id]
+    tokens = {organ: secrets.token_urlsafe(24) for organ in hosted}
+    operator = secrets.token_urlsafe(24)
+    lines = ["", "[http]", f'listen = "127.0.0.1:{port}"']
+    for organ, token in tokens.items():
+        lines += [
+            "",
+            f'[http.clients."{organ}"]',
+            f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"',
+            f'organs = ["{organ}"]',
+        ]
+    lines += ["", "[http.operators.operator]"]
+    lines += [f'token_sha256 = "{hashlib.sha256(operator.encode()).hexdigest()}"', ""]
+    face: dict[str, object] = {
+        "url": f"http://127.0.0.1:{port}",
+        "tokens": tokens,
+        "operator": operator,
+    }
+    return "\n".join(lines), face
 
 
 def _directory(pki: Path, topology: Topology) -> str:

@@ -83,6 +83,10 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert f"node province-h41{suffix} delivered message" in checked.stdout
+        # and over the REST API: sent, taken with long polling, acknowledged, seen fetched
+        assert "201 accepted" in out
+        assert "the exact bytes; POST …/ack: acknowledged" in out
+        assert f"fetched at node province-h41{suffix}" in out.split("over the REST API")[1]
         # the sender's evidence bundle verifies against its parent's checkpoints
         assert "verified, against the checkpoints its parent" in out
         assert list((tmp_path / "evidence").glob("*.bundle.json"))
