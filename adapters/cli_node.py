@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from adapters import cli_status, logs
+from adapters import cli_http, cli_status, logs
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store, serve
@@ -25,6 +25,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    cli_http.one_way(args)
+    if args.url:
+        return cli_http.send(args)
     config = load_node_config(args.config)
     packages = [Path(f).read_bytes() for f in args.files]
 
@@ -44,6 +47,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    cli_http.one_way(args)
+    if args.url:
+        return cli_http.fetch(args)
     config = load_node_config(args.config)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,22 +165,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("send", help="submit packages to a node, as an agency, over AMQP")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("send", help="submit packages to a node, as an agency")
+    p.add_argument("--config", help="the node file: submit over AMQP")
+    cli_http.add_options(p)
     p.add_argument("--as", dest="as_organ", required=True, metavar="ORGANID")
     p.add_argument("--source", default="amqp", help="the source name whose policy applies")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("fetch", help="read an agency's mailbox on a node, over AMQP")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("fetch", help="read an agency's mailbox on a node")
+    p.add_argument("--config", help="the node file: read over AMQP")
+    cli_http.add_options(p)
+    p.add_argument("--wait", type=float, default=0.0, help="REST: wait this long for mail")
     p.add_argument("--as", dest="as_organ", required=True, metavar="ORGANID")
     p.add_argument("-o", "--output", default=".", help="where to write <message id>.edxml")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--keep", action="store_true", help="do not mark them fetched")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_fetch)
+    cli_http.add_ack(sub)
 
     ops = sub.add_parser("ops", help="operator tools").add_subparsers(
         dest="ops_command", required=True

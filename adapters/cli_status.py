@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from adapters import cli_http
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store
@@ -63,6 +64,9 @@ def status_lines(view: dict[str, Any]) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    cli_http.one_way(args)
+    if args.url:
+        return _show(args, cli_http.status(args))
     config = load_node_config(args.config)
 
     async def go() -> dict[str, Any] | None:
@@ -73,7 +77,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"{args.ident}: [{exc.code}] {exc.message}")
                 return None
 
-    view = asyncio.run(go())
+    return _show(args, asyncio.run(go()))
+
+
+def _show(args: argparse.Namespace, view: dict[str, Any] | None) -> int:
     if view is None:
         return EXIT_REFUSED
     if args.json:
@@ -128,7 +135,8 @@ def add_commands(
     ops: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     p = sub.add_parser("status", help="where a document you sent stands, recipient by recipient")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", help="the node file: ask over AMQP")
+    cli_http.add_options(p)
     p.add_argument("--as", dest="as_organ", required=True, metavar="ORGANID")
     p.add_argument("ident", metavar="DOCUMENT_ID|MESSAGE_ID")
     p.add_argument("--receipts", metavar="DIR", help="write the signed delivery receipts here")
