@@ -12,6 +12,7 @@ one commit, and only then the answer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 
 from exchange.admission import Admitted
 from exchange.config import Credential
-from exchange.errors import NotInMailbox, NotTracked, NotYours
+from exchange.errors import KeyReused, NotInMailbox, NotTracked, NotYours
 from exchange.node import AS_HEADER, HTTP_CALLER, Answer, Node
 from exchange.policy import VerificationPolicy
 from exchange.status_view import DocumentStatus, document_status
@@ -74,11 +75,26 @@ class AgencyGate:
         if not caller.credential.may_act_for(organ):
             raise NotYours(f"this credential ({caller.name}) may not act for {organ}")
 
-    async def submit(self, caller: Caller, data: bytes, as_organ: str | None = None) -> Answer:
+    async def submit(
+        self,
+        caller: Caller,
+        data: bytes,
+        as_organ: str | None = None,
+        *,
+        key: str | None = None,
+    ) -> Answer:
         """The node's answer: accepted, duplicate, conflict, refused, dead-lettered, or
-        retry (a permanent fault the node will try again: answered, not held)."""
+        retry (a permanent fault the node will try again: answered, not held). The same
+        ``key`` (an idempotency key) with other bytes than before is refused."""
         if as_organ is not None:
             self.check(caller, as_organ)
+        if key is not None:
+            digest = hashlib.sha256(data).hexdigest()
+            bound = await self.node.store.claim_key(caller.name, key, digest, datetime.now(UTC))
+            if bound is not None:
+                raise KeyReused(
+                    f"idempotency key {key!r} was used for other bytes (SHA-256 {bound[:16]}…)"
+                )
         headers: dict[str, str | int] = {AS_HEADER: as_organ} if as_organ else {}
         delivery = _LocalDelivery(
             Message(data, message_id=str(uuid.uuid4()), user_id=caller.user_id, headers=headers)

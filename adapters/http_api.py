@@ -216,7 +216,10 @@ async def submit(request: web.Request) -> web.Response:
     caller = agency(request)
     data = await read_body(request)
     as_organ = request.headers.get("Lienthong-As")
-    return answer_response(await request.app[GATE].submit(caller, data, as_organ))
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= 200:
+        raise RequestInvalid("Idempotency-Key is 1 to 200 characters")
+    return answer_response(await request.app[GATE].submit(caller, data, as_organ, key=key))
 
 
 async def validate(request: web.Request) -> web.Response:

@@ -68,9 +68,20 @@ def openapi(max_bytes: int) -> dict[str, Any]:
                             "required": False,
                             "schema": {"type": "string"},
                         },
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
                     ],
                     requestBody=XML_BODY,
-                    responses={"413": too_large, "422": refused, "503": _problem("try again")},
+                    responses={
+                        "400": _problem("a header out of range"),
+                        "413": too_large,
+                        "422": refused,
+                        "503": _problem("try again"),
+                    },
                 )
             },
             "/v1/validate": {

@@ -113,6 +113,17 @@ MIGRATIONS: list[str] = [
     """,
     # version 4: the evidence log, each package's origin node, withdrawn mail, tombstones
     evidence_postgres.MIGRATION,
+    # version 5: idempotency keys of HTTP submissions
+    """
+    CREATE TABLE idempotency (
+        caller     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (caller, key)
+    );
+    CREATE INDEX idempotency_created ON idempotency (created_at);
+    """,
 ]
 
 
@@ -681,7 +692,19 @@ class PostgresStore:
             (_now() if replayed else None, dead_letter_id),
         )
 
+    async def claim_key(self, caller: str, key: str, digest: str, at: datetime) -> str | None:
+        rows = await self._execute(
+            "WITH claimed AS (INSERT INTO idempotency (caller, key, digest, created_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING digest) "
+            "SELECT digest FROM claimed UNION ALL "
+            "SELECT digest FROM idempotency WHERE caller = %s AND key = %s",
+            (caller, key, digest, at, caller, key),
+        )
+        bound = str(rows[0][0])
+        return None if bound == digest else bound
+
     async def prune_dedup(self, older_than: datetime) -> int:
+        await self._execute("DELETE FROM idempotency WHERE created_at < %s", (older_than,))
         rows = await self._execute(
             "DELETE FROM dedup WHERE created_at < %s RETURNING key", (older_than,)
         )

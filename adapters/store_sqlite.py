@@ -123,6 +123,17 @@ MIGRATIONS: list[Migration] = [
     """,
     # version 5: the evidence log, each package's origin node, withdrawn mail, tombstones
     evidence_sqlite.MIGRATION,
+    # version 6: idempotency keys of HTTP submissions
+    """
+    CREATE TABLE idempotency (
+        caller     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (caller, key)
+    );
+    CREATE INDEX idempotency_created ON idempotency (created_at)
+    """,
 ]
 
 
@@ -765,8 +776,25 @@ class SqliteStore:
 
     # --- housekeeping ---------------------------------------------------------------
 
+    async def claim_key(self, caller: str, key: str, digest: str, at: datetime) -> str | None:
+        def work(db: sqlite3.Connection) -> str | None:
+            db.execute(
+                "INSERT INTO idempotency (caller, key, digest, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (caller, key, digest, evidence_sqlite.utc(at)),
+            )
+            row = db.execute(
+                "SELECT digest FROM idempotency WHERE caller = ? AND key = ?", (caller, key)
+            ).fetchone()
+            return None if row[0] == digest else str(row[0])
+
+        return await self._run(work)
+
     async def prune_dedup(self, older_than: datetime) -> int:
         def work(db: sqlite3.Connection) -> int:
+            db.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (evidence_sqlite.utc(older_than),)
+            )
             return db.execute(
                 "DELETE FROM dedup WHERE created_at < ?", (older_than.isoformat(),)
             ).rowcount

@@ -249,6 +249,12 @@ class RateLimited(SenderFault):
     code = "rate.limited"
 
 
+class KeyReused(SenderFault):
+    """An idempotency key sent again with other bytes than the first time (HTTP 422)."""
+
+    code = "idempotency.key_reused"
+
+
 class NotYours(SenderFault):
     """The caller's credential may not act for the agency it names (send as, read for)."""
 

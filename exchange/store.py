@@ -351,6 +351,10 @@ class Store(Protocol):
     async def mark_replayed(self, dead_letter_id: int, replayed: bool = True) -> None:
         """Mark (or, with False, unmark) a dead letter as sent through intake again."""
 
+    async def claim_key(self, caller: str, key: str, digest: str, at: datetime) -> str | None:
+        """Bind a caller's idempotency key to the digest of what it submitted; the digest
+        it was bound to before (None when the key is new)."""
+
     async def prune_dedup(self, older_than: datetime) -> int:
         """Forget dedup keys older than the retention; returns how many."""
 

@@ -369,3 +369,13 @@ async def test_a_mailbox_is_read_in_pages_and_one_package_at_a_time(store: Store
     assert (entry.message_id, entry.sender) == ("m-3", "000.00.00.G22")
     assert await store.mailbox_entry("000.00.00.H41", "m-3") is None  # another agency's mail
     assert await store.mailbox_entry("000.00.00.H53", "m-9") is None
+
+
+async def test_an_idempotency_key_is_bound_to_its_bytes_for_its_caller(store: Store) -> None:
+    at = datetime.now(UTC)
+    assert await store.claim_key("qlvb", "k-1", "aa" * 32, at) is None
+    assert await store.claim_key("qlvb", "k-1", "aa" * 32, at) is None  # the same bytes again
+    assert await store.claim_key("qlvb", "k-1", "bb" * 32, at) == "aa" * 32  # other bytes
+    assert await store.claim_key("other", "k-1", "bb" * 32, at) is None  # another caller's key
+    await store.prune_dedup(at + timedelta(seconds=1))
+    assert await store.claim_key("qlvb", "k-1", "bb" * 32, at) is None  # forgotten with dedup

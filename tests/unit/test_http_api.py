@@ -228,3 +228,21 @@ async def test_the_authorisation_matrix(faces: Faces) -> None:
             row.append(response.status)
         seen[who] = row
     assert seen == MATRIX
+
+
+async def test_an_idempotency_key_reused_with_other_bytes_is_refused(
+    faces: Faces, tree: Tree, pki: DevPki
+) -> None:
+    first, other = document(pki, COMMUNE, G14, H41, 170), document(pki, COMMUNE, G14, H41, 171)
+    headers = {**bearer("commune"), "Idempotency-Key": "send-170"}
+    sent = await faces.commune.post("/v1/packages", data=first, headers=headers)
+    again = await faces.commune.post("/v1/packages", data=first, headers=headers)
+    assert (sent.status, again.status) == (201, 200)
+    assert (await again.json())["message_id"] == (await sent.json())["message_id"]
+    reused = await faces.commune.post("/v1/packages", data=other, headers=headers)
+    assert reused.status == 422
+    assert (await reused.json())["code"] == "idempotency.key_reused"
+    # the other bytes never entered the node
+    store = tree.nodes["commune-21-31-h53"].store
+    assert await store.find_digest(hashlib.sha256(other).hexdigest()) is None
+    assert await store.find_digest(hashlib.sha256(first).hexdigest()) is not None
