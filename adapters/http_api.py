@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from adapters.agency_gate import AgencyGate, Caller
 from adapters.openapi_doc import openapi
+from adapters.rate_limit import TokenBucket
 from exchange.config_http import HttpSettings
 from exchange.errors import (
     ContractViolation,
@@ -85,23 +85,6 @@ def problem_for(fault: LienthongError) -> web.Response:
     return response
 
 
-class TokenBucket:
-    """``rate`` requests a second on average, bursts up to twice that."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.capacity, self._clock = rate, max(1.0, 2 * rate), clock
-        self.tokens, self.at = self.capacity, clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -137,7 +120,7 @@ def _limit(request: web.Request, name: str) -> None:
     settings = request.app[SETTINGS]
     client = settings.clients.get(name)
     rate = client.rate_per_s if client else 20.0
-    bucket = request.app[LIMITS].setdefault(name, TokenBucket(rate))
+    bucket = request.app[LIMITS].setdefault(name, TokenBucket(rate, max(1.0, 2 * rate)))
     if not bucket.take():
         raise RateLimited(f"more than {rate:g} requests a second for {name}")
 

@@ -29,7 +29,7 @@ def _json(description: str, schema: str) -> dict[str, Any]:
 COMMON = {
     "401": _problem("no token, or a token of no credential (auth.unauthenticated)"),
     "403": _problem("the credential may not do this (auth.wrong_kind, agency.not_yours)"),
-    "429": _problem("over the credential's rate (rate.limited); see Retry-After"),
+    "429": _problem("over the credential's rate (http.rate_limited); see Retry-After"),
 }
 XML_BODY = {
     "required": True,

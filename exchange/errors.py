@@ -243,12 +243,6 @@ class OperatorsOnly(SenderFault):
     code = "auth.wrong_kind"
 
 
-class RateLimited(SenderFault):
-    """The credential sent more requests than its rate allows (HTTP 429)."""
-
-    code = "rate.limited"
-
-
 class KeyReused(SenderFault):
     """An idempotency key sent again with other bytes than the first time (HTTP 422)."""
 
@@ -343,6 +337,54 @@ class ReceiptPackageMismatch(SenderFault):
     """A receipt that verifies, but covers other bytes than the package it is held against."""
 
     code = "receipt.package_mismatch"
+
+
+# --- the national-axis SDK facade (docs/sdk-facade.md) -------------------------------
+
+
+class SdkSystemUnknown(SenderFault):
+    """No ``XroadVnpt-systemid``, or one that no client of this node is configured with."""
+
+    code = "sdk.system_unknown"
+
+
+class SdkSignatureInvalid(SenderFault):
+    """The XroadVnpt- signature is missing, does not verify with the system's secret, or
+    does not cover the system that calls."""
+
+    code = "sdk.signature_invalid"
+
+
+class SdkHeaderMismatch(SenderFault):
+    """A header (or a field of the JSON body) says otherwise than the signed sign-header,
+    or a header the signature names is not sent."""
+
+    code = "sdk.header_mismatch"
+
+
+class SdkTimestampInvalid(SenderFault):
+    """The signed timestamp does not read as the SDK's ``ddMMyyyy'T'HHmmss+SSSS``."""
+
+    code = "sdk.timestamp_invalid"
+
+
+class SdkFileHashMismatch(SenderFault):
+    """The file sent is not the file whose SHA-256 the signed ``hash-file`` gives."""
+
+    code = "sdk.file_hash_mismatch"
+
+
+class SdkRequestInvalid(SenderFault):
+    """An SDK call that is not well-formed: a malformed multipart body, no ``file_doc``
+    part, a signed field missing or out of its vocabulary, a body that is not JSON."""
+
+    code = "sdk.request_invalid"
+
+
+class RateLimited(TransientFault):
+    """The calling system sends more requests a second than its ``rate_per_s`` allows."""
+
+    code = "http.rate_limited"
 
 
 # --- configuration: a person must fix it ----------------------------------------------
