@@ -21,6 +21,7 @@ from aiohttp import web
 from adapters.agency_gate import AgencyGate, Caller
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
+from adapters.sdk_facade import add_sdk_routes
 from exchange.config_http import HttpSettings
 from exchange.errors import (
     ContractViolation,
@@ -322,4 +323,6 @@ def build_app(gate: AgencyGate, settings: HttpSettings, *, max_bytes: int) -> we
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, max_bytes
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
+    if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
+        add_sdk_routes(app, gate, settings.clients, max_bytes=max_bytes)
     return app

@@ -116,7 +116,7 @@ def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Pat
         home.mkdir(parents=True, exist_ok=True)
         (home / "directory.json").write_bytes(signed)  # each node keeps its own copy
         config = home / "node.toml"
-        http, faces[node.id] = _http_face(node, topology)
+        http, faces[node.id] = _http_face(node, topology, home)
         config.write_text(_node_file(node, pki, amqp_url, root) + http, encoding="utf-8")
         files[node.id] = config
     # where each node's REST API listens and each agency's token: for the demo and people
@@ -131,19 +131,25 @@ def _free_port() -> int:
         return port
 
 
-def _http_face(node: SandboxNode, topology: Topology) -> tuple[str, dict[str, object]]:
-    """The node's [http] table: a free port, a token per agency it hosts (new each run,
-    kept only as its SHA-256 in the node file), and an operator token."""
+def _http_face(node: SandboxNode, topology: Topology, home: Path) -> tuple[str, dict[str, object]]:
+    """The node's [http] table: a free port; per agency it hosts, a REST token (kept only as
+    its SHA-256 in the node file) and an SDK systemid (the OrganId) with its HMAC secret in
+    a file, new each run; and an operator token."""
     port = _free_port()
     hosted = [a.organ_id for a in topology.agencies if a.home_node == node.id]
     tokens = {organ: secrets.token_urlsafe(24) for organ in hosted}
+    sdk = {organ: secrets.token_hex(24) for organ in hosted}
     operator = secrets.token_urlsafe(24)
+    (home / "sdk").mkdir(exist_ok=True)
     lines = ["", "[http]", f'listen = "127.0.0.1:{port}"']
     for organ, token in tokens.items():
+        (home / "sdk" / f"{organ}.secret").write_text(sdk[organ], encoding="utf-8")
         lines += [
             "",
             f'[http.clients."{organ}"]',
             f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"',
+            f'systemid = "{organ}"',
+            f'hmac_secret_file = "sdk/{organ}.secret"',
             f'organs = ["{organ}"]',
         ]
     lines += ["", "[http.operators.operator]"]
@@ -151,6 +157,8 @@ def _http_face(node: SandboxNode, topology: Topology) -> tuple[str, dict[str, ob
     face: dict[str, object] = {
         "url": f"http://127.0.0.1:{port}",
         "tokens": tokens,
+        "sdk_endpoint": f"http://127.0.0.1:{port}/vdxp",
+        "sdk_secrets": sdk,
         "operator": operator,
     }
     return "\n".join(lines), face

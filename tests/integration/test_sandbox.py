@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import subprocess
@@ -10,11 +11,14 @@ import sys
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from adapters.sandbox import _document as sandbox_document
 from adapters.sandbox_tree import Topology, load_topology, topology_file
 from exchange.node import queues_of
 from tests.integration.broker import delete_queues
+from tests.unit.test_sdk_facade import Sdk
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +103,33 @@ def tree_queues(topology: Topology) -> list[str]:
     return [name for node in topology.nodes for name in queues_of(node.id, node.parent)]
 
 
+async def sdk_send_commune_to_ministry(folder: Path, topology: Topology) -> None:
+    """A QLVB system speaking the national axis SDK's protocol (the test's own client, from
+    the documented scheme) sends from a commune; the ministry's system receives it."""
+    faces = json.loads((folder / "http.json").read_text(encoding="utf-8"))
+    sender, ministry = topology.demo_sender, "000.00.00.G14"
+    entry, home = topology.node_of(sender), topology.node_of(ministry)
+    data = sandbox_document(folder / "pki", sender, ministry, 777)
+    base = {name: faces[name]["url"] for name in (entry, home)}
+    async with (
+        aiohttp.ClientSession(base_url=base[entry]) as at_commune,
+        aiohttp.ClientSession(base_url=base[home]) as at_central,
+    ):
+        commune = Sdk(at_commune, sender, faces[entry]["sdk_secrets"][sender].encode())  # type: ignore[arg-type]
+        central = Sdk(at_central, ministry, faces[home]["sdk_secrets"][ministry].encode())  # type: ignore[arg-type]
+        sent = await commune.send(data, sender)
+        assert (sent.status, sent.json["status"], sent.json["ErrorCode"]) == (200, "OK", "0")
+        doc_id = sent.json["DocId"]
+        async with asyncio.timeout(60):
+            while not any(r["docId"] == doc_id for r in await central.received()):  # noqa: ASYNC110 - polls the node
+                await asyncio.sleep(0.2)
+        got = await central.call("getEdoc", docId=doc_id)
+        assert base64.b64decode(got.json["data"]) == data  # the exact bytes, at the ministry
+        done = await central.call("updateStatus", docId=doc_id, status="done")
+        assert done.json["status"] == "OK"
+        assert not any(r["docId"] == doc_id for r in await central.received())
+
+
 async def test_a_directory_signed_at_the_root_reaches_the_commune_node_while_the_tree_runs(
     tmp_path: Path,
 ) -> None:
@@ -125,6 +156,7 @@ async def test_a_directory_signed_at_the_root_reaches_the_commune_node_while_the
                 sandbox.stdout.readline
             ):
                 assert sandbox.poll() is None, "the sandbox stopped"
+        await sdk_send_commune_to_ministry(tmp_path, topology)
         source = tmp_path / "pki" / "directory.toml"
         source.write_text(
             source.read_text(encoding="utf-8").replace("version = 1", "version = 2"),
