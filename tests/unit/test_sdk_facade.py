@@ -492,3 +492,74 @@ async def test_a_system_calling_faster_than_its_rate_is_told_to_wait(faces: Face
     refused(reply, 429, "429", "http.rate_limited")
     now[0] += 1.0
     ok(await sdk.call("countReceiveStatus", method="GET"))
+
+
+# The SDK facade's authorisation matrix, at central (G14's home): every operation against
+# every kind of caller, as (HTTP status, SDK ErrorCode). "another" is a system of another
+# agency (G22's) asking about G14's mail and sending in G14's name; "allowed" is G14's own.
+SDK_MATRIX = {
+    "none": [(401, "401")] * 8,
+    "wrong": [(401, "401")] * 8,
+    "another": [
+        (403, "403"),  # sendEdoc from G14
+        (200, "0"),  # getReceivedEdocList: its own list, without G14's mail
+        (200, "404"),  # getEdoc of G14's package
+        (404, "404"),  # downloadEdoc of it
+        (200, "404"),  # updateStatus of it
+        (200, "404"),  # getSentEdocList of what G14 sent
+        (200, "0"),  # getAgenciesList
+        (200, "0"),  # countReceiveEdoc: its own count
+    ],
+    "allowed": [(200, "0")] * 3 + [(200, "bytes")] + [(200, "0")] * 4,  # downloadEdoc: raw
+}
+
+
+async def test_the_sdk_authorisation_matrix(faces: Faces, pki: DevPki) -> None:
+    doc_id = ok(await faces.commune.send(document(pki, COMMUNE, G14, H41, 190), COMMUNE))["DocId"]
+    assert doc_id in await faces.tree.wait(G14)
+    own = document(pki, G14, H41, COMMUNE, 191)
+    own_id = ok(await faces.ministry.send(own, G14))["DocId"]  # a document G14 sent
+    wrong = Sdk(faces.ministry.http, faces.ministry.systemid, b"not-the-secret-of-this-system")
+    nobody = faces.ministry
+
+    async def row(sdk: Sdk | None) -> list[tuple[int, str]]:
+        calls: list[Reply] = []
+        if sdk is None:  # no XroadVnpt- headers at all
+            for method, op in (
+                ("POST", "sendEdoc"),
+                ("POST", "getReceivedEdocList"),
+                ("POST", "getEdoc"),
+                ("GET", "downloadEdoc"),
+                ("POST", "updateStatus"),
+                ("POST", "getSentEdocList"),
+                ("POST", "getAgenciesList"),
+                ("GET", "countReceiveEdoc"),
+            ):
+                calls.append(await nobody.raw(method, op, {}, b"{}" if method == "POST" else None))
+        else:
+            calls.append(await sdk.send(own, G14))
+            calls.append(
+                await sdk.call("getReceivedEdocList", servicetype="eDoc", messagetype="edoc")
+            )
+            calls.append(await sdk.call("getEdoc", docId=doc_id))
+            calls.append(await sdk.call("downloadEdoc", method="GET", docId=doc_id))
+            calls.append(await sdk.call("updateStatus", docId=doc_id, status="processing"))
+            calls.append(
+                await sdk.call(
+                    "getSentEdocList", servicetype="eDoc", messagetype="edoc", docId=own_id
+                )
+            )
+            calls.append(await sdk.call("getAgenciesList"))
+            calls.append(await sdk.call("countReceiveEdoc", method="GET"))
+        return [
+            (r.status, str(r.json.get("ErrorCode")) if r.body.startswith(b"{") else "bytes")
+            for r in calls
+        ]
+
+    seen = {
+        "none": await row(None),
+        "wrong": await row(wrong),
+        "another": await row(faces.vpcp),
+        "allowed": await row(faces.ministry),
+    }
+    assert seen == SDK_MATRIX
