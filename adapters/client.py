@@ -45,7 +45,8 @@ class NodeClient:
         await self.transport.close()
 
     async def _reply_queue(self) -> str:
-        name = f"lienthong.reply.{uuid.uuid4().hex}"
+        # named for the login: a provisioned one may declare and read only its own
+        name = f"lienthong.reply.{self.user_id}.{uuid.uuid4().hex}"
         await self.transport.declare(QueueSpec(name, exclusive=True))
         return name
 
@@ -67,6 +68,7 @@ class NodeClient:
                     headers={SOURCE_HEADER: source, AS_HEADER: as_organ},
                 ),
                 timeout=self.timeout_s,
+                exchange=self.queues.gate,
             )
         answers: dict[str, Answer] = {}
         stream = self.transport.consume(reply, prefetch=64)
@@ -102,6 +104,7 @@ class NodeClient:
                 headers={OP_HEADER: op, AS_HEADER: as_organ, **(headers or {})},
             ),
             timeout=self.timeout_s,
+            exchange=self.queues.gate,
         )
         got: list[Message] = []
         stream = self.transport.consume(reply, prefetch=64)

@@ -125,13 +125,18 @@ class AmqpTransport:
             arguments["x-overflow"] = "reject-publish"
         channel = await self._channel()
         try:
-            await channel.declare_queue(
+            queue = await channel.declare_queue(
                 spec.name,
                 durable=not spec.exclusive,
                 exclusive=spec.exclusive,
                 auto_delete=spec.exclusive,
                 arguments=arguments,
             )
+            if spec.exchange is not None:
+                exchange = await channel.declare_exchange(
+                    spec.exchange, aio_pika.ExchangeType.DIRECT, durable=True
+                )
+                await queue.bind(exchange, routing_key=spec.name)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TransientFault(
                 f"queue {spec.name} exists with other settings than configured: {exc}"
@@ -141,7 +146,9 @@ class AmqpTransport:
                 raise
             raise TransientFault(f"declaring {spec.name}: the connection was lost") from exc
 
-    async def publish(self, queue: str, message: Message, *, timeout: float) -> None:
+    async def publish(
+        self, queue: str, message: Message, *, timeout: float, exchange: str = ""
+    ) -> None:
         channel = await self._channel()
         outgoing = aio_pika.Message(
             body=message.body,
@@ -154,7 +161,12 @@ class AmqpTransport:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            confirmation = await channel.default_exchange.publish(
+            target = (
+                await channel.get_exchange(exchange, ensure=False)
+                if exchange
+                else channel.default_exchange
+            )
+            confirmation = await target.publish(
                 outgoing, routing_key=queue, mandatory=True, timeout=timeout
             )
         except aiormq.exceptions.PublishError as exc:

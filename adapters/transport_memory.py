@@ -58,13 +58,20 @@ class MemoryTransport:
     def __init__(self) -> None:
         self.queues: dict[str, _Queue] = {}
         self.published: list[tuple[str, Message]] = []
+        self.bound: dict[str, set[str]] = {}  # exchange -> the queues bound to it
 
     async def declare(self, spec: QueueSpec) -> None:
         self.queues.setdefault(spec.name, _Queue(spec))
+        if spec.exchange is not None:
+            self.bound.setdefault(spec.exchange, set()).add(spec.name)
 
-    async def publish(self, queue: str, message: Message, *, timeout: float) -> None:
+    async def publish(
+        self, queue: str, message: Message, *, timeout: float, exchange: str = ""
+    ) -> None:
         del timeout
         target = self.queues.get(queue)
+        if exchange and queue not in self.bound.get(exchange, set()):
+            target = None
         if target is None:
             raise Unroutable(f"no queue {queue!r} took the message")
         limit = target.spec.max_length_bytes

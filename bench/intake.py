@@ -273,6 +273,7 @@ async def _delete(queue: str) -> None:
         if queue.startswith("lienthong."):
             for suffix in ("requests", "dead"):
                 await channel.queue_delete(queue.replace("inbound", suffix))
+            await channel.exchange_delete(queue.replace("inbound", "gate"))
 
 
 def _report(

@@ -189,7 +189,10 @@ async def delete_queues(names: Iterable[str], patience_s: float = 120) -> None:
         channel = await connection.channel()
         for name in names:
             try:
-                await channel.queue_delete(name)
+                if name.endswith(".gate"):
+                    await channel.exchange_delete(name)
+                else:
+                    await channel.queue_delete(name)
             except aio_pika.exceptions.ChannelClosed:
                 channel = await connection.channel()
 

@@ -142,15 +142,22 @@ class Queues:
     def dead(self) -> str:
         return f"lienthong.{self.node_id}.dead"
 
+    @property
+    def gate(self) -> str:
+        """The direct exchange to intake and requests: a login allowed to write to it
+        reaches those two queues and no other (adapters/provision.py)."""
+        return f"lienthong.{self.node_id}.gate"
+
 
 def queues_of(node_id: str, parent: str | None) -> list[str]:
     """Every queue a node declares: its own, and its side of the link to its parent (on
-    the parent's broker); what a test or a benchmark deletes after a tree of nodes."""
+    the parent's broker), and its gate exchange (last); what a test or a benchmark deletes
+    after a tree of nodes."""
     own = Queues(node_id)
     names = [own.inbound, own.requests, own.dead, *(up_queue(node_id, lane) for lane in LANES)]
     if parent is not None:
         names += [down_queue(parent, node_id, lane) for lane in (*LANES, DIRECTORY_LANE)]
-    return names
+    return [*names, own.gate]
 
 
 @dataclass(frozen=True)
@@ -309,9 +316,12 @@ class Node:
                 quorum=q,
                 delivery_limit=limit,
                 dead_letter_to=self.queues.dead if q else None,
+                exchange=self.queues.gate,
             )
         )
-        await self.transport.declare(QueueSpec(self.queues.requests, quorum=q))
+        await self.transport.declare(
+            QueueSpec(self.queues.requests, quorum=q, exchange=self.queues.gate)
+        )
         await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
         if self.settings.topology is None:
             return  # no tree, no links to children

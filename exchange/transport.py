@@ -34,6 +34,9 @@ class QueueSpec:
     max_length_bytes: int | None = None  # bounded queues refuse publishes past this
     exclusive: bool = False  # reply queues: gone with the connection
     dead_letter_to: str | None = None  # quorum queues: where the broker's limit sends a message
+    # also reachable through this direct exchange, under the queue's name as routing key:
+    # a login may be allowed to write to the exchange and no other queue (DESIGN §5)
+    exchange: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,12 @@ class Delivery(Protocol):
 class Transport(Protocol):
     async def declare(self, spec: QueueSpec) -> None: ...
 
-    async def publish(self, queue: str, message: Message, *, timeout: float) -> None:
-        """Publish to a queue and wait for the broker's confirm; raise Unroutable or
-        PublishFailed otherwise. Never returns before the message is durable."""
+    async def publish(
+        self, queue: str, message: Message, *, timeout: float, exchange: str = ""
+    ) -> None:
+        """Publish to a queue (through ``exchange`` when given, else directly) and wait for
+        the broker's confirm; raise Unroutable or PublishFailed otherwise. Never returns
+        before the message is durable."""
 
     def consume(self, queue: str, *, prefetch: int) -> AsyncGenerator[Delivery, None]:
         """Deliveries from a queue, at most ``prefetch`` unacknowledged at once."""

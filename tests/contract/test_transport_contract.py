@@ -45,7 +45,7 @@ def queue_name() -> str:
 def _delete_test_queues() -> Iterator[None]:
     """Durable test queues do not outlive the suite on the broker."""
     yield
-    asyncio.run(delete_queues(CREATED))
+    asyncio.run(delete_queues(CREATED))  # and the test gates (names ending .gate)
     CREATED.clear()
 
 
@@ -179,3 +179,17 @@ async def test_rabbitmq_a_blocked_broker_fails_the_publish_by_its_deadline() -> 
     finally:  # back to what it was, not to a guess
         _rabbitmqctl("set_vm_memory_high_watermark", before if _is_fraction(before) else "0.4")
     await amqp.close()
+
+
+async def test_a_queue_bound_to_an_exchange_is_reached_through_it_and_no_other_is(
+    transport: Transport,
+) -> None:
+    gate, bound, other = f"test.{uuid.uuid4().hex[:8]}.gate", queue_name(), queue_name()
+    await transport.declare(QueueSpec(bound, exchange=gate))
+    await transport.declare(QueueSpec(other))
+    await transport.publish(bound, Message(b"through the gate"), timeout=5, exchange=gate)
+    assert (await next_delivery(transport, bound)).message.body == b"through the gate"
+    with pytest.raises(Unroutable):  # the gate leads to its own queues only
+        await transport.publish(other, Message(b"elsewhere"), timeout=5, exchange=gate)
+    if isinstance(transport, AmqpTransport):
+        CREATED.append(gate)

@@ -43,12 +43,17 @@ async def wait_for_count(
 
 
 async def delete_queues(names: Iterable[str]) -> None:
+    """Delete these queues, and these exchanges (a node's gate): each name as either."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         for name in names:
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                 await channel.queue_delete(name)
+            if name.endswith(".gate"):
+                channel = await connection.channel()
+                with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                    await channel.exchange_delete(name)
 
 
 async def queue_depth(name: str) -> int:
