@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters import cli_directory, cli_evidence, cli_node, cli_receipt, pki_files, render
+from adapters import (
+    cli_directory,
+    cli_evidence,
+    cli_node,
+    cli_receipt,
+    pki_files,
+    provision,
+    render,
+)
 from exchange.admission import Admission, admit
 from exchange.directory import Binder, SubjectBinding
 from exchange.errors import ConfigurationError, LienthongError, SenderFault
@@ -232,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_directory.add_commands(sub)
     cli_evidence.add_commands(sub)
     cli_receipt.add_commands(sub)
+    provision.add_commands(sub)
 
     p = sub.add_parser("sandbox", help="a development playground on this machine")
     p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")
