@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 from adapters.transport_amqp import AmqpTransport
 from exchange.errors import NotTracked, TransientFault
 from exchange.node import AS_HEADER, OP_HEADER, SOURCE_HEADER, Answer, Queues
-from exchange.transport import Message, QueueSpec
+from exchange.transport import Delivery, Message, QueueSpec
+
+Acknowledge = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,29 @@ class NodeClient:
         if answer.get("outcome") != "status":
             raise NotTracked(str(answer.get("reason", "unknown")))
         return answer
+
+    async def receive(
+        self, as_organ: str
+    ) -> AsyncIterator[tuple[Fetched, Callable[[], Awaitable[None]]]]:
+        """A push agency's mail, as the node publishes it: each package with its ``ack``,
+        which tells the node the agency has it (fetched) and then settles the delivery.
+        Unacked, it comes again (after a reconnect), so nothing is lost."""
+        stream = self.transport.consume(self.queues.mailbox(as_organ), prefetch=16)
+        try:
+            async for delivery in stream:
+                m = delivery.message
+                item = Fetched(
+                    message_id=m.message_id or "",
+                    sender=str(m.headers.get("lienthong-sender", "")),
+                    document_id=str(m.headers.get("lienthong-document-id", "")),
+                    kind=str(m.headers.get("lienthong-package-kind", "")),
+                    data=m.body,
+                )
+
+                async def ack(item: Fetched = item, delivery: Delivery = delivery) -> None:
+                    await self.mark_fetched(as_organ, [item.message_id])
+                    await delivery.ack()
+
+                yield item, ack
+        finally:
+            await stream.aclose()

@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -29,10 +30,15 @@ from exchange.node import Queues
 _LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def permissions(node_id: str, login: str) -> tuple[str, str, str]:
-    """(configure, write, read) regular expressions for the login at this node."""
+def permissions(node_id: str, login: str, push: Sequence[str] = ()) -> tuple[str, str, str]:
+    """(configure, write, read) regular expressions for the login at this node; with
+    ``push``, it may also read those agencies' own mail queues."""
     own = rf"^lienthong\.reply\.{re.escape(login)}\..*$"
-    return own, rf"^{re.escape(Queues(node_id).gate)}$", own
+    read = own
+    if push:
+        queues = "|".join(re.escape(Queues(node_id).mailbox(organ)) for organ in push)
+        read = rf"^(lienthong\.reply\.{re.escape(login)}\..*|{queues})$"
+    return own, rf"^{re.escape(Queues(node_id).gate)}$", read
 
 
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -43,7 +49,7 @@ def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def provision(
-    node_id: str, vhost: str, login: str, password: str
+    node_id: str, vhost: str, login: str, password: str, push: Sequence[str] = ()
 ) -> tuple[bool, tuple[str, str, str]]:
     """Create the login (or set its password) and its permissions; (created, permissions)."""
     if not _LOGIN.fullmatch(login):
@@ -56,7 +62,7 @@ def provision(
         changed = _rabbitmqctl("change_password", login, password)
         if changed.returncode != 0:
             raise ConfigurationError(f"rabbitmqctl change_password: {changed.stderr.strip()}")
-    rules = permissions(node_id, login)
+    rules = permissions(node_id, login, push)
     granted = _rabbitmqctl("set_permissions", "-p", vhost, login, *rules)
     if granted.returncode != 0:
         raise ConfigurationError(f"rabbitmqctl set_permissions: {granted.stderr.strip()}")
@@ -68,7 +74,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     vhost = unquote(urlsplit(config.amqp_url).path.lstrip("/")) or "/"
     target = Path(args.password_file)
     password = secrets.token_urlsafe(24)
-    created, rules = provision(config.node_id, vhost, args.login, password)
+    push = args.organ if args.push else []
+    created, rules = provision(config.node_id, vhost, args.login, password, push)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -80,6 +87,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         f"  configure {rules[0]}\n  write     {rules[1]}\n  read      {rules[2]}\n"
         f"Add to {args.config}, then restart the node:\n\n"
         f'[credentials.{args.login}]\nsource = "{args.source}"\norgans = [{organs}]'
+        + (f"\n\n[delivery]\npush = [{organs}]  # and any other push agencies" if push else "")
     )
     return 0
 
@@ -100,4 +108,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--source", default="amqp", help="the policy source its packages take")
     p.add_argument("--password-file", required=True, help="where to write its password")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="its agencies take their mail pushed to their own queues",
+    )
     p.set_defaults(func=cmd_provision)

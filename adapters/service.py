@@ -125,6 +125,7 @@ def build_node(
         },
         deadlines=config.deadlines.calendar,
         checkpoint_every_s=config.store.checkpoint_every_s,
+        push=config.push,
     )
     return Node(
         settings,

@@ -124,6 +124,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_created ON idempotency (created_at);
     """,
+    # version 6: mail pushed to an agency's AMQP queue
+    "ALTER TABLE mailbox ADD COLUMN pushed_at TIMESTAMPTZ",
 ]
 
 
@@ -470,6 +472,24 @@ class PostgresStore:
             (organ_id, unfetched_only, limit, offset),
         )
         return [MailboxEntry(*r) for r in rows]
+
+    async def unpushed(self, organ_id: str, limit: int) -> Sequence[MailboxEntry]:
+        rows = await self._execute(
+            "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
+            "m.delivered_at, m.fetched_at FROM mailbox m "
+            "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
+            "AND m.pushed_at IS NULL AND m.fetched_at IS NULL AND m.withdrawn_at IS NULL "
+            "ORDER BY m.delivered_at, m.message_id LIMIT %s",
+            (organ_id, limit),
+        )
+        return [MailboxEntry(*r) for r in rows]
+
+    async def mark_pushed(self, organ_id: str, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self._execute(
+                "UPDATE mailbox SET pushed_at = %s WHERE organ_id = %s AND message_id = ANY(%s)",
+                (_now(), organ_id, list(message_ids)),
+            )
 
     async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
         rows = await self._execute(

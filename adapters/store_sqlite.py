@@ -134,6 +134,8 @@ MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX idempotency_created ON idempotency (created_at)
     """,
+    # version 7: mail pushed to an agency's AMQP queue
+    "ALTER TABLE mailbox ADD COLUMN pushed_at TEXT",
 ]
 
 
@@ -513,6 +515,29 @@ class SqliteStore:
             return [_mailbox_entry(r) for r in rows]
 
         return await self._run(work)
+
+    async def unpushed(self, organ_id: str, limit: int) -> Sequence[MailboxEntry]:
+        def work(db: sqlite3.Connection) -> list[MailboxEntry]:
+            rows = db.execute(
+                "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
+                "m.delivered_at, m.fetched_at FROM mailbox m "
+                "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
+                "AND m.pushed_at IS NULL AND m.fetched_at IS NULL AND m.withdrawn_at IS NULL "
+                "ORDER BY m.delivered_at, m.message_id LIMIT ?",
+                (organ_id, limit),
+            ).fetchall()
+            return [_mailbox_entry(r) for r in rows]
+
+        return await self._run(work)
+
+    async def mark_pushed(self, organ_id: str, message_ids: Sequence[str]) -> None:
+        now = _now()
+        await self._run(
+            lambda db: db.executemany(
+                "UPDATE mailbox SET pushed_at = ? WHERE organ_id = ? AND message_id = ?",
+                [(now, organ_id, m) for m in message_ids],
+            )
+        )
 
     async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
         def work(db: sqlite3.Connection) -> MailboxEntry | None:

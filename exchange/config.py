@@ -165,6 +165,7 @@ class NodeConfig:
     credentials: Mapping[str, Credential] = field(default_factory=dict)
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
     http: HttpSettings | None = None  # the REST API and the SDK facade (exchange/config_http)
+    push: frozenset[str] = frozenset()  # agencies whose mail is pushed to their AMQP queue
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -357,6 +358,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         "credentials",
         "deadlines",
         "http",
+        "delivery",
     }
     for key in data:
         if key not in known:
@@ -456,6 +458,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         ),
         deadlines=deadlines,
         http=_http(data, source, base, sources),
+        push=_push(data, source),
     )
 
 
@@ -468,3 +471,14 @@ def _http(
     if table is not None and not isinstance(table, Mapping):
         raise ConfigurationError(f"{source}: key 'http': expected a table")
     return http_settings(table, source, base, sources)
+
+
+def _push(data: Mapping[str, Any], source: str) -> frozenset[str]:
+    """[delivery] push = [OrganIds]: mail pushed to each one's AMQP queue (docs/amqp-face.md)."""
+    table = data.get("delivery", {})
+    if not isinstance(table, Mapping) or set(table) - {"push"}:
+        raise ConfigurationError(f"{source}: key 'delivery': expected a table with 'push' only")
+    push = table.get("push", [])
+    if not isinstance(push, list) or not all(isinstance(o, str) for o in push):
+        raise ConfigurationError(f"{source}: key 'delivery.push': expected a list of OrganIds")
+    return frozenset(push)

@@ -142,6 +142,10 @@ class Queues:
     def dead(self) -> str:
         return f"lienthong.{self.node_id}.dead"
 
+    def mailbox(self, organ: str) -> str:
+        """A push agency's own queue: its mail, published as it lands (docs/amqp-face.md)."""
+        return f"lienthong.{self.node_id}.mailbox.{organ}"
+
     @property
     def gate(self) -> str:
         """The direct exchange to intake and requests: a login allowed to write to it
@@ -182,6 +186,7 @@ class NodeSettings:
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
     deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
     checkpoint_every_s: float = 300.0  # how often the evidence chain's head is signed
+    push: frozenset[str] = frozenset()  # agencies whose mail goes to their AMQP queue too
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -323,6 +328,8 @@ class Node:
             QueueSpec(self.queues.requests, quorum=q, exchange=self.queues.gate)
         )
         await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
+        for organ in sorted(self.settings.push & self.settings.hosted):
+            await self.transport.declare(QueueSpec(self.queues.mailbox(organ), quorum=q))
         if self.settings.topology is None:
             return  # no tree, no links to children
         me, bound = self.settings.node_id, self.settings.link_max_bytes
@@ -1215,6 +1222,7 @@ class Node:
             try:
                 moved = await self.relay_once()
                 await self.reports.relay_once()
+                await self.push_once()
             except LienthongError as exc:
                 log.warning("relay.retry", code=exc.code, error=exc.message)
                 moved = 0
@@ -1319,6 +1327,34 @@ class Node:
         elif op == "status":
             await self._answer_status(organ, message.body, reply, correlation)
         await delivery.ack()
+
+    async def push_once(self) -> int:
+        """Publish the mail of push agencies to their queues, with a confirm, then mark it
+        pushed. The mailbox stays the source of truth: a crash between the two publishes it
+        again (the agency's system sees the message id twice, and its ack is idempotent);
+        it is fetched only when the agency acknowledges it."""
+        pushed = 0
+        for organ in sorted(self.settings.push & self.settings.hosted):
+            entries = await self.store.unpushed(organ, self.settings.relay_batch)
+            for entry in entries:
+                await self.transport.publish(
+                    self.queues.mailbox(organ),
+                    Message(
+                        await self.store.package_bytes(entry.digest),
+                        message_id=entry.message_id,
+                        headers={
+                            "lienthong-kind": "package",
+                            "lienthong-sender": entry.sender,
+                            "lienthong-document-id": entry.document_id or "",
+                            "lienthong-package-kind": entry.kind,
+                            AS_HEADER: organ,
+                        },
+                    ),
+                    timeout=self.settings.publish_timeout_s,
+                )
+            await self.store.mark_pushed(organ, [e.message_id for e in entries])
+            pushed += len(entries)
+        return pushed
 
     def mail_arrived(self) -> asyncio.Event:
         """An event set when mail next lands in any mailbox of this node."""

@@ -284,6 +284,11 @@ class Store(Protocol):
     async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
         """One package in the agency's mailbox (not withdrawn); None if it is not there."""
 
+    async def unpushed(self, organ_id: str, limit: int) -> Sequence[MailboxEntry]:
+        """Mail of a push agency not yet published to its queue, oldest first."""
+
+    async def mark_pushed(self, organ_id: str, message_ids: Sequence[str]) -> None: ...
+
     async def mark_fetched(
         self, organ_id: str, message_ids: Sequence[str], events: Sequence[Event] = ()
     ) -> int:

@@ -17,7 +17,7 @@ from adapters.client import NodeClient
 from adapters.pki_files import init_pki
 from adapters.store_sqlite import SqliteStore
 from exchange.links import down_queue
-from exchange.node import queues_of
+from exchange.node import Queues, queues_of
 from exchange.signing import SigningKey, sign
 from exchange.store import MailboxEntry
 from exchange.trust import fingerprint
@@ -195,4 +195,5 @@ class TreeProcesses:
             await self.stopped(name)
         await delete_queues(
             [name for node, parent in self.parents.items() for name in queues_of(node, parent)]
+            + [Queues(home).mailbox(organ) for organ, home in self.homes.items()]  # push
         )

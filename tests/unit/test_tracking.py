@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -261,3 +262,27 @@ async def test_a_package_past_its_hop_limit_is_reported_undeliverable_to_its_ori
     )
     (letter,) = await tree.nodes["province-h53"].store.dead_letters()
     assert "hop limit" in letter.reason
+
+
+async def test_a_push_agency_gets_its_mail_on_its_queue_and_its_ack_marks_it_fetched(
+    tree: Tree, pki: DevPki
+) -> None:
+    home, origin = tree.nodes["province-h41"], tree.nodes["commune-21-31-h53"]
+    home.settings = replace(home.settings, push=frozenset({H41}))
+    await home.declare()
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41, 180))
+    queue = home.queues.mailbox(H41)
+    stream = tree.transport.consume(queue, prefetch=1)
+    delivery = await asyncio.wait_for(anext(stream), timeout=20)
+    assert delivery.message.message_id == sent.message_id
+    assert delivery.message.body == await home.store.package_bytes(
+        (await home.store.mailbox_entry(H41, str(sent.message_id))).digest  # type: ignore[union-attr]
+    )
+    # not fetched until the agency acknowledges it: then the sender hears
+    view = await wait_for(origin, str(sent.message_id), {H41: "delivered"})
+    assert {r.recipient: r.transport for r in view.recipients}[H41] == "delivered"
+    assert await home.acknowledge(H41, [str(sent.message_id)]) == 1
+    await delivery.ack()
+    await stream.aclose()
+    await wait_for(origin, str(sent.message_id), {H41: "fetched"})
+    assert await home.push_once() == 0  # pushed once, not again
