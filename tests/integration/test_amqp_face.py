@@ -14,7 +14,14 @@ import aio_pika
 import pytest
 
 from adapters.client import NodeClient
-from tests.integration.test_tree_process import COMMUNE_AGENCY, HOMES, PARENTS, PROVINCE
+from exchange.errors import TransientFault
+from tests.integration.test_tree_process import (
+    COMMUNE_AGENCY,
+    HOMES,
+    OTHER_COMMUNE,
+    PARENTS,
+    PROVINCE,
+)
 from tests.integration.tree import TreeProcesses
 
 pytestmark = pytest.mark.integration
@@ -170,3 +177,119 @@ async def test_a_push_agency_takes_its_mail_from_its_own_queue_and_its_ack_marks
             ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
         )
         await tree.cleanup()
+
+
+# The AMQP face's authorisation matrix at a commune node (real broker, real node): each kind
+# of login against each queue operation. "another" is a login for another agency; "hosted"
+# a system serving the commune and a neighbour (push for the commune); "operator" the
+# broker's administrator login, which the node does not know as an agency's.
+OPERATIONS = ["submit", "fetch", "default exchange", "read intake", "read push queue"]
+AMQP_MATRIX = {
+    "none": ["login refused"] * 5,
+    "wrong": ["login refused"] * 5,
+    "another": ["submitter.not_sender", "agency.not_yours"] + ["ACCESS_REFUSED"] * 3,
+    "hosted": ["accepted", "ok", "ACCESS_REFUSED", "ACCESS_REFUSED", "ok"],
+    "operator": ["submitter.not_sender", "agency.not_yours", "ok", "ok", "ok"],
+}
+
+
+async def test_the_amqp_authorisation_matrix(tmp_path: Path) -> None:
+    tree = TreeProcesses(tmp_path, PARENTS, HOMES)
+    config = tree.config("commune")
+    suffix = uuid.uuid4().hex[:6]
+    logins = {"another": f"other-{suffix}", "hosted": f"hosted-{suffix}"}
+    organs = {"another": [PROVINCE], "hosted": [COMMUNE_AGENCY, OTHER_COMMUNE]}
+    passwords = {}
+    try:
+        for kind, login in logins.items():
+            args = ["--organ", organs[kind][0]] + (
+                ["--organ", organs[kind][1], "--push"] if kind == "hosted" else []
+            )
+            made = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "adapters.cli",
+                    "agencies",
+                    "provision",
+                    "--config",
+                    str(config),
+                    "--login",
+                    login,
+                    *args,
+                    "--password-file",
+                    str(tmp_path / login),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert made.returncode == 0, made.stdout + made.stderr
+            snippet = made.stdout[made.stdout.index(f"[credentials.{login}]") :]
+            if kind != "hosted":
+                snippet = snippet.split("\n\n[delivery]")[0]
+            config.write_text(config.read_text() + "\n" + snippet + "\n")
+            passwords[kind] = (tmp_path / login).read_text().strip()
+        tree.start("commune")
+        await tree.ready_inbound("commune")
+        node = tree.ids["commune"]
+        urls = {
+            "none": f"amqp://nobody-{suffix}:x@127.0.0.1:5672/",
+            "wrong": f"amqp://{logins['hosted']}:not-the-password@127.0.0.1:5672/",
+            "another": f"amqp://{logins['another']}:{passwords['another']}@127.0.0.1:5672/",
+            "hosted": f"amqp://{logins['hosted']}:{passwords['hosted']}@127.0.0.1:5672/",
+            "operator": "amqp://guest:guest@127.0.0.1:5672/",
+        }
+        seen = {kind: await row(url, node, tree, n) for n, (kind, url) in enumerate(urls.items())}
+        assert seen == AMQP_MATRIX
+    finally:
+        for login in logins.values():
+            subprocess.run(
+                ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
+            )
+        await tree.cleanup()
+
+
+async def row(url: str, node: str, tree: TreeProcesses, n: int) -> list[str]:
+    try:
+        connection = await aio_pika.connect(url, timeout=10)
+    except (aio_pika.exceptions.AMQPError, ConnectionError, OSError):
+        return ["login refused"] * 5
+    await connection.close()
+    out: list[str] = []
+    async with NodeClient(url, node, timeout_s=30) as client:
+        (answer,) = await client.submit(
+            [tree.signed(COMMUNE_AGENCY, [COMMUNE_AGENCY], 50 + n)], as_organ=COMMUNE_AGENCY
+        )
+        out.append(answer.outcome if answer.outcome == "accepted" else str(answer.code))
+        try:
+            await client.fetch(COMMUNE_AGENCY, limit=1)
+            out.append("ok")
+        except TransientFault as refusal:
+            out.append(refusal.message.partition(":")[0])
+    for attempt in ("default exchange", "read intake", "read push queue"):
+        out.append(await broker_says(url, node, attempt))
+    return out
+
+
+async def broker_says(url: str, node: str, attempt: str) -> str:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        try:
+            if attempt == "default exchange":
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"<x/>"), routing_key=f"lienthong.{node}.dead", timeout=10
+                )
+            else:
+                name = (
+                    f"lienthong.{node}.inbound"
+                    if attempt == "read intake"
+                    else f"lienthong.{node}.mailbox.{COMMUNE_AGENCY}"
+                )
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.get(timeout=5, fail=False, no_ack=False)
+        except aio_pika.exceptions.AMQPError as refused:
+            return "ACCESS_REFUSED" if "ACCESS_REFUSED" in str(refused) else str(refused)[:80]
+        return "ok"
