@@ -70,6 +70,12 @@ def up_queue(parent: str, lane: str) -> str:
     return f"lienthong.link.{parent}.up.{lane}"
 
 
+def up_gate(parent: str) -> str:
+    """The direct exchange to a node's up lanes: a child's link login may write there and
+    to no other queue of the parent's broker (adapters/provision.py)."""
+    return f"lienthong.link.{parent}.gate"
+
+
 def down_queue(parent: str, child: str, lane: str) -> str:
     return f"lienthong.link.{parent}.down.{child}.{lane}"
 

@@ -79,6 +79,7 @@ from exchange.links import (
     package_from_envelope,
     split_target,
     unframe,
+    up_gate,
     up_queue,
 )
 from exchange.model import BusinessType, Kind, Package
@@ -159,6 +160,7 @@ def queues_of(node_id: str, parent: str | None) -> list[str]:
     after a tree of nodes."""
     own = Queues(node_id)
     names = [own.inbound, own.requests, own.dead, *(up_queue(node_id, lane) for lane in LANES)]
+    names.append(up_gate(node_id))
     if parent is not None:
         names += [down_queue(parent, node_id, lane) for lane in (*LANES, DIRECTORY_LANE)]
     return [*names, own.gate]
@@ -334,7 +336,9 @@ class Node:
             return  # no tree, no links to children
         me, bound = self.settings.node_id, self.settings.link_max_bytes
         for lane in LANES:
-            await self.transport.declare(QueueSpec(up_queue(me, lane), max_length_bytes=bound))
+            await self.transport.declare(
+                QueueSpec(up_queue(me, lane), max_length_bytes=bound, exchange=up_gate(me))
+            )
             for child in self.settings.children:
                 await self.transport.declare(
                     QueueSpec(down_queue(me, child, lane), max_length_bytes=bound)
@@ -348,7 +352,7 @@ class Node:
         assert parent is not None
         for lane in LANES:
             await self.parent_transport.declare(
-                QueueSpec(up_queue(parent, lane), max_length_bytes=bound)
+                QueueSpec(up_queue(parent, lane), max_length_bytes=bound, exchange=up_gate(parent))
             )
             await self.parent_transport.declare(
                 QueueSpec(down_queue(parent, self.settings.node_id, lane), max_length_bytes=bound)
@@ -1119,8 +1123,10 @@ class Node:
 
     async def _publish_to(self, node: str, lane: str, message: Message) -> None:
         timeout = self.settings.publish_timeout_s
-        if node == self.settings.parent:
-            await self.parent_transport.publish(up_queue(node, lane), message, timeout=timeout)
+        if node == self.settings.parent:  # through the parent's gate: all its login may write
+            await self.parent_transport.publish(
+                up_queue(node, lane), message, timeout=timeout, exchange=up_gate(node)
+            )
         else:
             await self.transport.publish(
                 down_queue(self.settings.node_id, node, lane), message, timeout=timeout

@@ -18,7 +18,7 @@ from exchange.admission import Admission, Admitted, admit
 from exchange.config import Credential
 from exchange.envelope import NodeKey, open_envelope
 from exchange.errors import PermanentFault, TransientFault
-from exchange.links import unframe, up_queue
+from exchange.links import unframe, up_gate, up_queue
 from exchange.node import AS_HEADER, OP_HEADER, Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
@@ -294,7 +294,7 @@ async def test_known_recipients_get_it_and_the_answer_names_the_unreachable_ones
 async def test_a_remote_recipient_goes_to_the_parent_link_once(node: Node, pki: DevPki) -> None:
     node.settings = NodeSettings(node.settings.node_id, hosted=frozenset({G22}), parent="central")
     link = up_queue("central", "normal")
-    await node.transport.declare(QueueSpec(link))
+    await node.transport.declare(QueueSpec(link, exchange=up_gate("central")))
     signed = sign(example("document-new.edxml"), pki.key(G22))
     answer = await submit(node, signed)
     await node.relay_once()
@@ -471,7 +471,7 @@ async def test_a_copy_waiting_longer_than_the_expiry_fails_with_its_reason(
     )
     assert (await submit(node, late)).outcome == "accepted"
     now[0] += timedelta(days=30)  # the node itself was down a month
-    await transport.declare(QueueSpec(up_queue("district", "normal")))
+    await transport.declare(QueueSpec(up_queue("district", "normal"), exchange=up_gate("district")))
     assert await node.relay_once() == 1
     assert transport.depth(up_queue("district", "normal")) == 1
     assert len(await store.failed_outbox()) == 1  # still only the first
