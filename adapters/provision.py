@@ -41,6 +41,17 @@ def permissions(node_id: str, login: str, push: Sequence[str] = ()) -> tuple[str
     return own, rf"^{re.escape(Queues(node_id).gate)}$", read
 
 
+def link_permissions(parent: str, child: str) -> tuple[str, str, str]:
+    """(configure, write, read) for a child's link login on its parent's broker: declare its
+    link (the parent's up lanes and gate, its own down lanes), write to the gate, read its
+    own down lanes; nothing else of the parent's broker."""
+    p, c = re.escape(parent), re.escape(child)
+    lanes = "(urgent|normal|large)"
+    up, gate = rf"lienthong\.link\.{p}\.up\.{lanes}", rf"lienthong\.link\.{p}\.gate"
+    down = rf"lienthong\.link\.{p}\.down\.{c}\.({lanes[1:-1]}|directory)"
+    return rf"^({up}|{gate}|{down})$", rf"^({gate}|{up})$", rf"^({gate}|{down})$"
+
+
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("rabbitmqctl")
     if tool is None:
@@ -52,6 +63,21 @@ def provision(
     node_id: str, vhost: str, login: str, password: str, push: Sequence[str] = ()
 ) -> tuple[bool, tuple[str, str, str]]:
     """Create the login (or set its password) and its permissions; (created, permissions)."""
+    created = _login(login, password)
+    rules = permissions(node_id, login, push)
+    return created, _grant(vhost, login, rules)
+
+
+def provision_link(
+    parent: str, vhost: str, child: str, login: str, password: str
+) -> tuple[bool, tuple[str, str, str]]:
+    """A child's link login on its parent's broker (``lienthong links provision``)."""
+    created = _login(login, password)
+    return created, _grant(vhost, login, link_permissions(parent, child))
+
+
+def _login(login: str, password: str) -> bool:
+    """Create the login, or give it this password; True when it was created."""
     if not _LOGIN.fullmatch(login):
         raise ConfigurationError(f"login {login!r}: letters, digits, '.', '_' and '-' only")
     added = _rabbitmqctl("add_user", login, password)
@@ -62,11 +88,14 @@ def provision(
         changed = _rabbitmqctl("change_password", login, password)
         if changed.returncode != 0:
             raise ConfigurationError(f"rabbitmqctl change_password: {changed.stderr.strip()}")
-    rules = permissions(node_id, login, push)
+    return created
+
+
+def _grant(vhost: str, login: str, rules: tuple[str, str, str]) -> tuple[str, str, str]:
     granted = _rabbitmqctl("set_permissions", "-p", vhost, login, *rules)
     if granted.returncode != 0:
         raise ConfigurationError(f"rabbitmqctl set_permissions: {granted.stderr.strip()}")
-    return created, rules
+    return rules
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -76,10 +105,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     password = secrets.token_urlsafe(24)
     push = args.organ if args.push else []
     created, rules = provision(config.node_id, vhost, args.login, password, push)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(password + "\n")
+    _write_secret(target, password)
     organs = ", ".join(f'"{o}"' for o in args.organ)
     print(
         f"{'created' if created else 'updated'} RabbitMQ login {args.login} on vhost {vhost}; "
@@ -88,6 +114,31 @@ def cmd_provision(args: argparse.Namespace) -> int:
         f"Add to {args.config}, then restart the node:\n\n"
         f'[credentials.{args.login}]\nsource = "{args.source}"\norgans = [{organs}]'
         + (f"\n\n[delivery]\npush = [{organs}]  # and any other push agencies" if push else "")
+    )
+    return 0
+
+
+def _write_secret(target: Path, secret: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(secret + "\n")
+
+
+def cmd_provision_link(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)  # the parent's node file
+    vhost = unquote(urlsplit(config.amqp_url).path.lstrip("/")) or "/"
+    login = args.login or f"link-{args.child}"
+    password = secrets.token_urlsafe(24)
+    created, rules = provision_link(config.node_id, vhost, args.child, login, password)
+    _write_secret(Path(args.password_file), password)
+    print(
+        f"{'created' if created else 'updated'} link login {login} for child {args.child} on "
+        f"node {config.node_id}'s broker (vhost {vhost}); its password is in "
+        f"{args.password_file} (mode 600)\n"
+        f"  configure {rules[0]}\n  write     {rules[1]}\n  read      {rules[2]}\n"
+        f"In the child's node file:\n\n[link]\n"
+        f'parent_url = "amqp://{login}:<password>@<this broker>:5672/"'
     )
     return 0
 
@@ -114,3 +165,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="its agencies take their mail pushed to their own queues",
     )
     p.set_defaults(func=cmd_provision)
+    links = sub.add_parser("links", help="child nodes' link logins").add_subparsers(
+        dest="links_command", required=True
+    )
+    p = links.add_parser("provision", help="a RabbitMQ login for a child node's link")
+    p.add_argument("--config", required=True, help="the parent's node file")
+    p.add_argument("--child", required=True, help="the child node's id")
+    p.add_argument("--login", help="the login (default: link-<child>)")
+    p.add_argument("--password-file", required=True, help="where to write its password")
+    p.set_defaults(func=cmd_provision_link)

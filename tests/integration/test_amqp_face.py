@@ -17,6 +17,7 @@ from adapters.client import NodeClient
 from exchange.errors import TransientFault
 from tests.integration.test_tree_process import (
     COMMUNE_AGENCY,
+    DISTRICT_AGENCY,
     HOMES,
     OTHER_COMMUNE,
     PARENTS,
@@ -190,6 +191,7 @@ AMQP_MATRIX = {
     "another": ["submitter.not_sender", "agency.not_yours"] + ["ACCESS_REFUSED"] * 3,
     "hosted": ["accepted", "ok", "ACCESS_REFUSED", "ACCESS_REFUSED", "ok"],
     "operator": ["submitter.not_sender", "agency.not_yours", "ok", "ok", "ok"],
+    "node link": ["ACCESS_REFUSED"] * 5,  # a child's link login: its link, nothing else
 }
 
 
@@ -231,6 +233,31 @@ async def test_the_amqp_authorisation_matrix(tmp_path: Path) -> None:
                 snippet = snippet.split("\n\n[delivery]")[0]
             config.write_text(config.read_text() + "\n" + snippet + "\n")
             passwords[kind] = (tmp_path / login).read_text().strip()
+        link = f"link-{suffix}"
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "links",
+                "provision",
+                "--config",
+                str(tree.config("district")),
+                "--child",
+                tree.ids["commune"],
+                "--login",
+                link,
+                "--password-file",
+                str(tmp_path / link),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        logins["node link"] = link
+        passwords["node link"] = (tmp_path / link).read_text().strip()
         tree.start("commune")
         await tree.ready_inbound("commune")
         node = tree.ids["commune"]
@@ -240,6 +267,7 @@ async def test_the_amqp_authorisation_matrix(tmp_path: Path) -> None:
             "another": f"amqp://{logins['another']}:{passwords['another']}@127.0.0.1:5672/",
             "hosted": f"amqp://{logins['hosted']}:{passwords['hosted']}@127.0.0.1:5672/",
             "operator": "amqp://guest:guest@127.0.0.1:5672/",
+            "node link": f"amqp://{link}:{passwords['node link']}@127.0.0.1:5672/",
         }
         seen = {kind: await row(url, node, tree, n) for n, (kind, url) in enumerate(urls.items())}
         assert seen == AMQP_MATRIX
@@ -258,16 +286,20 @@ async def row(url: str, node: str, tree: TreeProcesses, n: int) -> list[str]:
         return ["login refused"] * 5
     await connection.close()
     out: list[str] = []
-    async with NodeClient(url, node, timeout_s=30) as client:
-        (answer,) = await client.submit(
-            [tree.signed(COMMUNE_AGENCY, [COMMUNE_AGENCY], 50 + n)], as_organ=COMMUNE_AGENCY
-        )
-        out.append(answer.outcome if answer.outcome == "accepted" else str(answer.code))
-        try:
-            await client.fetch(COMMUNE_AGENCY, limit=1)
-            out.append("ok")
-        except TransientFault as refusal:
-            out.append(refusal.message.partition(":")[0])
+    try:
+        async with NodeClient(url, node, timeout_s=30) as client:
+            (answer,) = await client.submit(
+                [tree.signed(COMMUNE_AGENCY, [COMMUNE_AGENCY], 50 + n)], as_organ=COMMUNE_AGENCY
+            )
+            out.append(answer.outcome if answer.outcome == "accepted" else str(answer.code))
+            try:
+                await client.fetch(COMMUNE_AGENCY, limit=1)
+                out.append("ok")
+            except TransientFault as refusal:
+                out.append(refusal.message.partition(":")[0])
+    except (TransientFault, aio_pika.exceptions.AMQPError) as refused:  # not even a reply queue
+        said = "ACCESS_REFUSED" if "ACCESS_REFUSED" in str(refused) else str(refused)[:80]
+        out = [said, said]
     for attempt in ("default exchange", "read intake", "read push queue"):
         out.append(await broker_says(url, node, attempt))
     return out
@@ -293,3 +325,60 @@ async def broker_says(url: str, node: str, attempt: str) -> str:
         except aio_pika.exceptions.AMQPError as refused:
             return "ACCESS_REFUSED" if "ACCESS_REFUSED" in str(refused) else str(refused)[:80]
         return "ok"
+
+
+async def test_a_child_links_to_its_parent_with_a_login_that_reaches_its_link_only(
+    tmp_path: Path,
+) -> None:
+    tree = TreeProcesses(tmp_path, PARENTS, HOMES)
+    login = f"link-{uuid.uuid4().hex[:6]}"
+    try:
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "links",
+                "provision",
+                "--config",
+                str(tree.config("district")),
+                "--child",
+                tree.ids["commune"],
+                "--login",
+                login,
+                "--password-file",
+                str(tmp_path / "link"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        password = (tmp_path / "link").read_text().strip()
+        child = tree.config("commune")
+        child.write_text(
+            child.read_text()
+            + f'\n[link]\nparent_url = "amqp://{login}:{password}@127.0.0.1:5672/"\n'
+        )
+        tree.start("district")
+        tree.start("commune")
+        await tree.ready("district")
+        await tree.ready("commune")  # its link is up: it consumes its down lane as the login
+        async with tree.client("commune") as client:
+            (sent,) = await client.submit(
+                [tree.signed(COMMUNE_AGENCY, [DISTRICT_AGENCY], 60)], as_organ=COMMUNE_AGENCY
+            )
+        assert sent.outcome == "accepted", sent
+        assert await tree.wait_for_mailbox(DISTRICT_AGENCY, 1) == [sent.message_id]
+        async with tree.client("district") as client:  # and back down the same link
+            (down,) = await client.submit(
+                [tree.signed(DISTRICT_AGENCY, [COMMUNE_AGENCY], 61)], as_organ=DISTRICT_AGENCY
+            )
+        assert down.outcome == "accepted", down
+        assert await tree.wait_for_mailbox(COMMUNE_AGENCY, 1) == [down.message_id]
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
+        )
+        await tree.cleanup()

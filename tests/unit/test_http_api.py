@@ -71,11 +71,13 @@ async def faces(tree: Tree) -> AsyncIterator[Faces]:
 
 
 def bearer(who: str) -> dict[str, str]:
-    return (
-        {"Authorization": f"Bearer {TOKENS[who]}"}
-        if who in TOKENS
-        else ({"Authorization": "Bearer not-a-token"} if who == "wrong" else {})
-    )
+    if who in TOKENS:
+        return {"Authorization": f"Bearer {TOKENS[who]}"}
+    if who == "wrong":
+        return {"Authorization": "Bearer not-a-token"}
+    if who == "node link":  # a child node's link login, its AMQP password tried as a token
+        return {"Authorization": "Bearer link-commune-21-31-h53:its-amqp-password"}
+    return {}
 
 
 async def test_a_commune_system_sends_and_a_ministry_system_fetches_and_acknowledges(

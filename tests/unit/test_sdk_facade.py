@@ -511,6 +511,8 @@ SDK_MATRIX = {
         (200, "0"),  # countReceiveEdoc: its own count
     ],
     "allowed": [(200, "0")] * 3 + [(200, "bytes")] + [(200, "0")] * 4,  # downloadEdoc: raw
+    # a child node's link login is no SDK system: its id is no systemid of this node
+    "node link": [(401, "401")] * 8,
 }
 
 
@@ -556,7 +558,9 @@ async def test_the_sdk_authorisation_matrix(faces: Faces, pki: DevPki) -> None:
             for r in calls
         ]
 
+    link = Sdk(faces.ministry.http, "commune-21-31-h53", b"the-link-logins-amqp-password")
     seen = {
+        "node link": await row(link),
         "none": await row(None),
         "wrong": await row(wrong),
         "another": await row(faces.vpcp),
