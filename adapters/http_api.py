@@ -203,7 +203,14 @@ async def submit(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 200:
         raise RequestInvalid("Idempotency-Key is 1 to 200 characters")
-    return answer_response(await request.app[GATE].submit(caller, data, as_organ, key=key))
+    gate = request.app[GATE]
+    answer = await gate.submit(caller, data, as_organ, key=key)
+    if answer.outcome == "refused" and answer.code == ContractViolation.code:
+        try:  # the node's answer names the first problem; the caller gets them all
+            await gate.validate(caller, data)
+        except ContractViolation as every:
+            return problem_for(every)
+    return answer_response(answer)
 
 
 async def validate(request: web.Request) -> web.Response:

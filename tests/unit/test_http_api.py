@@ -174,6 +174,20 @@ async def test_each_refusal_has_its_status_and_code_and_delivers_nothing(
     assert await tree.mailbox(G14) == []
 
 
+async def test_a_package_refused_as_invalid_lists_each_problem_on_submit_too(
+    faces: Faces, pki: DevPki
+) -> None:
+    data = example("document-new.edxml").replace(
+        b"<edXML:CodeNumber>125<", b"<edXML:CodeNumber><", 1
+    )
+    answer = await faces.commune.post("/v1/packages", data=data, headers=bearer("commune"))
+    assert answer.status == 422
+    body = await answer.json()
+    assert body["code"] == "contract.invalid"
+    assert body["problems"]
+    assert {"line", "path", "message"} <= set(body["problems"][0])
+
+
 async def test_a_contract_violation_lists_each_problem(faces: Faces, pki: DevPki) -> None:
     data = example("document-new.edxml").replace(
         b"<edXML:CodeNumber>125<", b"<edXML:CodeNumber><", 1

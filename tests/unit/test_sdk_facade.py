@@ -513,6 +513,8 @@ SDK_MATRIX = {
     "allowed": [(200, "0")] * 3 + [(200, "bytes")] + [(200, "0")] * 4,  # downloadEdoc: raw
     # a child node's link login is no SDK system: its id is no systemid of this node
     "node link": [(401, "401")] * 8,
+    # an operator has no SDK identity: its REST token is not an XroadVnpt- signature
+    "operator": [(401, "401")] * 8,
 }
 
 
@@ -524,9 +526,9 @@ async def test_the_sdk_authorisation_matrix(faces: Faces, pki: DevPki) -> None:
     wrong = Sdk(faces.ministry.http, faces.ministry.systemid, b"not-the-secret-of-this-system")
     nobody = faces.ministry
 
-    async def row(sdk: Sdk | None) -> list[tuple[int, str]]:
+    async def row(sdk: Sdk | dict[str, str] | None) -> list[tuple[int, str]]:
         calls: list[Reply] = []
-        if sdk is None:  # no XroadVnpt- headers at all
+        if sdk is None or isinstance(sdk, dict):  # no XroadVnpt- headers at all
             for method, op in (
                 ("POST", "sendEdoc"),
                 ("POST", "getReceivedEdocList"),
@@ -537,7 +539,10 @@ async def test_the_sdk_authorisation_matrix(faces: Faces, pki: DevPki) -> None:
                 ("POST", "getAgenciesList"),
                 ("GET", "countReceiveEdoc"),
             ):
-                calls.append(await nobody.raw(method, op, {}, b"{}" if method == "POST" else None))
+                headers = sdk if isinstance(sdk, dict) else {}
+                calls.append(
+                    await nobody.raw(method, op, headers, b"{}" if method == "POST" else None)
+                )
         else:
             calls.append(await sdk.send(own, G14))
             calls.append(
@@ -562,6 +567,7 @@ async def test_the_sdk_authorisation_matrix(faces: Faces, pki: DevPki) -> None:
     seen = {
         "node link": await row(link),
         "none": await row(None),
+        "operator": await row({"Authorization": "Bearer an-operators-rest-token"}),
         "wrong": await row(wrong),
         "another": await row(faces.vpcp),
         "allowed": await row(faces.ministry),
