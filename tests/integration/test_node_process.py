@@ -106,6 +106,10 @@ async def test_kill_9_after_a_link_publish_republishes_the_same_message(tmp_path
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(link, durable=True)
+        gate = await channel.declare_exchange(  # the parent's side: its link gate
+            f"lienthong.link.{node.node_id}-up.gate", aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        await queue.bind(gate, routing_key=link)
         data = node.signed("document-new.edxml", **{"000.21.31.H53": "000.00.00.H41"})
         await node.declare_queues()
         await publish_raw(node, [data])
@@ -125,6 +129,7 @@ async def test_kill_9_after_a_link_publish_republishes_the_same_message(tmp_path
         assert all(unframe(m.body)[1] == data for m in copies)  # the package, byte for byte
         assert_exactly_once(await node.mailbox(H53), 1)
         await channel.queue_delete(link)
+        await channel.exchange_delete(gate.name)
     finally:
         await connection.close()
         await node.cleanup()
