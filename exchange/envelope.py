@@ -110,6 +110,7 @@ class Envelope:
     hop_limit: int
     hops: tuple[str, ...]  # node ids, entry node first
     status_code: str | None = None
+    status_at: str | None = None  # a status's edXML Timestamp, with its offset (ISO 8601)
     hop_times: tuple[str, ...] = ()  # when each hop's node signed its record (ISO 8601, UTC)
     business: int = 0  # 0 new, 1 revoke, 2 update, 3 replace (edXML BussinessDocType)
     about: str | None = None  # the DocumentId a revoke or update is about
@@ -134,6 +135,7 @@ def seal(
     hop_limit: int = DEFAULT_HOP_LIMIT,
     status_code: str | None = None,
     business: Mapping[str, Any] | None = None,
+    status_at: str | None = None,
 ) -> bytes:
     """The entry node's signed envelope, with its own first hop. ``business`` says what
     a revoke, update or replace is about: {"type", "about" (the DocumentId), "removed"}."""
@@ -153,6 +155,7 @@ def seal(
             "issued_at": issued,
             "hop_limit": hop_limit,
             **({"status_code": status_code} if status_code else {}),
+            **({"status_at": status_at} if status_at else {}),
             **({"business": dict(business)} if business else {}),
         }
     )
@@ -259,6 +262,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         hop_limit=int(body["hop_limit"]),
         hops=tuple(trail),
         status_code=body.get("status_code"),
+        status_at=str(body["status_at"]) if body.get("status_at") else None,
         hop_times=tuple(times),
         **_business(body.get("business")),
     )

@@ -683,6 +683,7 @@ class Node:
             level=package.level.value,
             when=now,
             status_code=package.status.code if package.status else None,
+            status_at=reporting.status_time(package.status.timestamp) if package.status else None,
             business=business_record(package),
         )
         return await self.store.commit_intake(
@@ -1086,7 +1087,7 @@ class Node:
                     author=envelope.sender,
                     digest=envelope.sha256,
                     code=envelope.status_code,
-                    sent_at=None,
+                    sent_at=_parsed(envelope.status_at),
                     description=None,
                     here=me,
                     at=now,
@@ -1502,6 +1503,13 @@ def _signed(
         return issue(row, organs, at)
     except (ValueError, LienthongError) as exc:
         log.warning("receipt.not_issued", message_id=row.message_id, error=str(exc))
+        return None
+
+
+def _parsed(at: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(at) if at else None
+    except ValueError:
         return None
 
 

@@ -99,6 +99,13 @@ def received(envelope: Envelope, here: str, at: datetime, came_from: str) -> Eve
     )
 
 
+def status_time(sent_at: datetime | None) -> str | None:
+    """A status's edXML Timestamp as ISO 8601 with its offset (Vietnam time when it has none)."""
+    if sent_at is None:
+        return None
+    return (sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=VIETNAM)).isoformat()
+
+
 def status(
     *,
     message_id: str,
@@ -125,9 +132,7 @@ def status(
         digest=digest,
         detail={
             "code": code,
-            "sent_at": (sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=VIETNAM)).isoformat()
-            if sent_at
-            else None,
+            "sent_at": status_time(sent_at),
             "description": (description or "")[:500] or None,
         },
     )

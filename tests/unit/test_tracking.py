@@ -165,6 +165,13 @@ async def test_a_sender_sees_each_recipient_move_from_accepted_to_done(
         "05",
         "06",
     ]
+    # each status keeps the Timestamp its author wrote, carried in the envelope to the origin
+    stamps = {
+        str(e.detail["code"]): e.detail["sent_at"]
+        for e in await origin.store.events_about(document_id=DOC)
+        if e.kind is EventKind.STATUS and e.party == H41
+    }
+    assert stamps["04"] == "2026-11-21T01:00:00+07:00"
 
 
 async def test_receipts_travel_batched_per_link_not_per_recipient(tree: Tree, pki: DevPki) -> None:
