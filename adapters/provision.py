@@ -52,11 +52,20 @@ def link_permissions(parent: str, child: str) -> tuple[str, str, str]:
     return rf"^({up}|{gate}|{down})$", rf"^({gate}|{up})$", rf"^({gate}|{down})$"
 
 
-def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+def _rabbitmqctl(*args: str, secret: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run rabbitmqctl; a password goes on its standard input, never on its command line
+    (where the process list would show it, and where one starting with '-' is an option)."""
     tool = shutil.which("rabbitmqctl")
     if tool is None:
         raise ConfigurationError("rabbitmqctl is not on this host: run this on the broker's host")
-    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [tool, *args],
+        input=f"{secret}\n" if secret is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def provision(
@@ -80,12 +89,12 @@ def _login(login: str, password: str) -> bool:
     """Create the login, or give it this password; True when it was created."""
     if not _LOGIN.fullmatch(login):
         raise ConfigurationError(f"login {login!r}: letters, digits, '.', '_' and '-' only")
-    added = _rabbitmqctl("add_user", login, password)
+    added = _rabbitmqctl("add_user", login, secret=password)
     created = added.returncode == 0
     if not created:
         if "already exists" not in added.stdout + added.stderr:
             raise ConfigurationError(f"rabbitmqctl add_user {login}: {added.stderr.strip()}")
-        changed = _rabbitmqctl("change_password", login, password)
+        changed = _rabbitmqctl("change_password", login, secret=password)
         if changed.returncode != 0:
             raise ConfigurationError(f"rabbitmqctl change_password: {changed.stderr.strip()}")
     return created

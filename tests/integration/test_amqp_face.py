@@ -14,6 +14,7 @@ import aio_pika
 import pytest
 
 from adapters.client import NodeClient
+from adapters.provision import _login as provision_login
 from exchange.errors import TransientFault
 from tests.integration.test_tree_process import (
     COMMUNE_AGENCY,
@@ -382,3 +383,24 @@ async def test_a_child_links_to_its_parent_with_a_login_that_reaches_its_link_on
             ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
         )
         await tree.cleanup()
+
+
+def test_a_password_that_looks_like_an_option_is_set_as_it_is() -> None:
+    """Passwords go to rabbitmqctl on its standard input: one starting with '-' (a random
+    token may) is not read as an option, and none shows in the process list."""
+    login = f"probe-{uuid.uuid4().hex[:6]}"
+    try:
+        assert provision_login(login, "-M0f7j97EI4N6iogp9cJadZEiiiqBrGO") is True
+        checked = subprocess.run(
+            ["rabbitmqctl", "authenticate_user", login, "--", "-M0f7j97EI4N6iogp9cJadZEiiiqBrGO"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert provision_login(login, "-another-password-0123") is False  # changed, not added
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
+        )
