@@ -27,7 +27,8 @@ from adapters.config_files import load_node_config
 from exchange.errors import ConfigurationError
 from exchange.node import Queues
 
-_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# no '.': a login's reply-queue pattern must not match another login's ("a" and "a.b")
+_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def permissions(node_id: str, login: str, push: Sequence[str] = ()) -> tuple[str, str, str]:
@@ -88,7 +89,7 @@ def provision_link(
 def _login(login: str, password: str) -> bool:
     """Create the login, or give it this password; True when it was created."""
     if not _LOGIN.fullmatch(login):
-        raise ConfigurationError(f"login {login!r}: letters, digits, '.', '_' and '-' only")
+        raise ConfigurationError(f"login {login!r}: letters, digits, '_' and '-' only")
     added = _rabbitmqctl("add_user", login, secret=password)
     created = added.returncode == 0
     if not created:

@@ -1254,12 +1254,14 @@ class Node:
                 log.warning("requests.transient", code=fault.code, error=fault.message)
                 await _requeue(delivery)
                 await backoff.wait()
-            except (ValueError, TypeError) as exc:  # a malformed request: drop it, say why
+            except (ValueError, TypeError, RecursionError) as exc:  # malformed: drop it, say why
                 log.warning("requests.malformed", error=str(exc))
                 await delivery.ack()
 
     async def handle_request(self, delivery: Delivery) -> None:
         message = delivery.message
+        if len(message.body) > MAX_REQUEST_BYTES:  # a list of 1,000 ids is under 64 KiB
+            raise ValueError(f"a request body is at most {MAX_REQUEST_BYTES} bytes")
         op = str(message.headers.get(OP_HEADER, ""))
         organ = str(message.headers.get(AS_HEADER, ""))
         reply = message.reply_to
@@ -1490,6 +1492,7 @@ class Node:
 # A round goes on past a full batch (so a slow or refusing link, tried once a round, costs
 # its wait once per this many batches); a bounded round lets a link that came back be tried.
 RELAY_BATCHES_PER_ROUND = 20
+MAX_REQUEST_BYTES = 64 * 1024  # a mailbox request's body: message ids, or a status query
 REVOKE, UPDATE = int(BusinessType.REVOKE), int(BusinessType.UPDATE)
 REPORT_LANE = "urgent"  # reports are small, and a sender waits on them: never behind bulk
 

@@ -547,3 +547,25 @@ async def test_a_malformed_status_request_is_dropped_and_the_node_goes_on(node: 
     with pytest.raises(ValueError, match="a status request is"):
         await node.handle_request(delivery)  # serve_requests drops it with this reason
     await stream.aclose()
+
+
+async def test_a_request_nested_past_the_parsers_stack_is_dropped_not_fatal(node: Node) -> None:
+    await node.transport.declare(QueueSpec("lienthong.reply.deep"))
+    for body in (b"[" * 100_000, b"[" * (64 * 1024 + 1), b"[]"):  # two hostile, then a fair one
+        await node.transport.publish(
+            node.queues.requests,
+            Message(
+                body,
+                reply_to="lienthong.reply.deep",
+                headers={OP_HEADER: "fetched", AS_HEADER: G22},
+            ),
+            timeout=5,
+        )
+    served = asyncio.create_task(node.serve_requests())
+    replies = node.transport.consume("lienthong.reply.deep", prefetch=1)
+    answer = await asyncio.wait_for(anext(replies), timeout=10)  # the loop lived to answer it
+    assert json.loads(answer.message.body) == {"marked": 0}
+    assert memory(node).depth("lienthong.reply.deep") == 0  # and only that one was answered
+    await replies.aclose()
+    assert not served.done()
+    served.cancel()
