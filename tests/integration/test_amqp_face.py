@@ -29,6 +29,25 @@ from tests.integration.tree import TreeProcesses
 pytestmark = pytest.mark.integration
 
 
+def lienthong(*args: str) -> str:
+    """Run the lienthong command as an operator would; its output, once it succeeded."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return ran.stdout
+
+
+def forget(login: str) -> None:
+    subprocess.run(
+        ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
+    )
+
+
 async def test_a_provisioned_login_sends_as_its_agency_and_reaches_nothing_else(
     tmp_path: Path,
 ) -> None:
@@ -36,31 +55,21 @@ async def test_a_provisioned_login_sends_as_its_agency_and_reaches_nothing_else(
     login = f"qlvb-{uuid.uuid4().hex[:6]}"
     config = tree.config("commune")
     try:
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "adapters.cli",
-                "agencies",
-                "provision",
-                "--config",
-                str(config),
-                "--login",
-                login,
-                "--organ",
-                COMMUNE_AGENCY,
-                "--password-file",
-                str(tmp_path / "password"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        made = lienthong(
+            "agencies",
+            "provision",
+            "--config",
+            str(config),
+            "--login",
+            login,
+            "--organ",
+            COMMUNE_AGENCY,
+            "--password-file",
+            str(tmp_path / "password"),
         )
-        assert made.returncode == 0, made.stdout + made.stderr
-        assert f"[credentials.{login}]" in made.stdout
+        assert f"[credentials.{login}]" in made
         # the operator adds what it printed to the node file
-        snippet = made.stdout[made.stdout.index(f"[credentials.{login}]") :]
+        snippet = made[made.index(f"[credentials.{login}]") :]
         config.write_text(config.read_text() + "\n" + snippet + "\n")
         tree.start("commune")
         await tree.ready_inbound("commune")
@@ -110,9 +119,7 @@ async def test_a_provisioned_login_sends_as_its_agency_and_reaches_nothing_else(
             with pytest.raises(aio_pika.exceptions.AMQPError, match="ACCESS_REFUSED"):
                 await read_intake()
     finally:
-        subprocess.run(
-            ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
-        )
+        forget(login)
         await tree.cleanup()
 
 
@@ -123,30 +130,20 @@ async def test_a_push_agency_takes_its_mail_from_its_own_queue_and_its_ack_marks
     login = f"qlvb-{uuid.uuid4().hex[:6]}"
     config = tree.config("commune")
     try:
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "adapters.cli",
-                "agencies",
-                "provision",
-                "--config",
-                str(config),
-                "--login",
-                login,
-                "--organ",
-                COMMUNE_AGENCY,
-                "--push",
-                "--password-file",
-                str(tmp_path / "password"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        made = lienthong(
+            "agencies",
+            "provision",
+            "--config",
+            str(config),
+            "--login",
+            login,
+            "--organ",
+            COMMUNE_AGENCY,
+            "--push",
+            "--password-file",
+            str(tmp_path / "password"),
         )
-        assert made.returncode == 0, made.stdout + made.stderr
-        snippet = made.stdout[made.stdout.index(f"[credentials.{login}]") :]
+        snippet = made[made.index(f"[credentials.{login}]") :]
         assert "[delivery]" in snippet
         config.write_text(config.read_text() + "\n" + snippet + "\n")
         tree.start("commune")
@@ -175,9 +172,7 @@ async def test_a_push_agency_takes_its_mail_from_its_own_queue_and_its_ack_marks
             (sent.message_id, True)
         ]
     finally:
-        subprocess.run(
-            ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
-        )
+        forget(login)
         await tree.cleanup()
 
 
@@ -208,55 +203,35 @@ async def test_the_amqp_authorisation_matrix(tmp_path: Path) -> None:
             args = ["--organ", organs[kind][0]] + (
                 ["--organ", organs[kind][1], "--push"] if kind == "hosted" else []
             )
-            made = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "adapters.cli",
-                    "agencies",
-                    "provision",
-                    "--config",
-                    str(config),
-                    "--login",
-                    login,
-                    *args,
-                    "--password-file",
-                    str(tmp_path / login),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
+            made = lienthong(
+                "agencies",
+                "provision",
+                "--config",
+                str(config),
+                "--login",
+                login,
+                *args,
+                "--password-file",
+                str(tmp_path / login),
             )
-            assert made.returncode == 0, made.stdout + made.stderr
-            snippet = made.stdout[made.stdout.index(f"[credentials.{login}]") :]
+            snippet = made[made.index(f"[credentials.{login}]") :]
             if kind != "hosted":
                 snippet = snippet.split("\n\n[delivery]")[0]
             config.write_text(config.read_text() + "\n" + snippet + "\n")
             passwords[kind] = (tmp_path / login).read_text().strip()
         link = f"link-{suffix}"
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "adapters.cli",
-                "links",
-                "provision",
-                "--config",
-                str(tree.config("district")),
-                "--child",
-                tree.ids["commune"],
-                "--login",
-                link,
-                "--password-file",
-                str(tmp_path / link),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        made = lienthong(
+            "links",
+            "provision",
+            "--config",
+            str(tree.config("district")),
+            "--child",
+            tree.ids["commune"],
+            "--login",
+            link,
+            "--password-file",
+            str(tmp_path / link),
         )
-        assert made.returncode == 0, made.stdout + made.stderr
         logins["node link"] = link
         passwords["node link"] = (tmp_path / link).read_text().strip()
         tree.start("commune")
@@ -274,9 +249,7 @@ async def test_the_amqp_authorisation_matrix(tmp_path: Path) -> None:
         assert seen == AMQP_MATRIX
     finally:
         for login in logins.values():
-            subprocess.run(
-                ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
-            )
+            forget(login)
         await tree.cleanup()
 
 
@@ -334,28 +307,18 @@ async def test_a_child_links_to_its_parent_with_a_login_that_reaches_its_link_on
     tree = TreeProcesses(tmp_path, PARENTS, HOMES)
     login = f"link-{uuid.uuid4().hex[:6]}"
     try:
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "adapters.cli",
-                "links",
-                "provision",
-                "--config",
-                str(tree.config("district")),
-                "--child",
-                tree.ids["commune"],
-                "--login",
-                login,
-                "--password-file",
-                str(tmp_path / "link"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        lienthong(
+            "links",
+            "provision",
+            "--config",
+            str(tree.config("district")),
+            "--child",
+            tree.ids["commune"],
+            "--login",
+            login,
+            "--password-file",
+            str(tmp_path / "link"),
         )
-        assert made.returncode == 0, made.stdout + made.stderr
         password = (tmp_path / "link").read_text().strip()
         child = tree.config("commune")
         child.write_text(
@@ -379,9 +342,7 @@ async def test_a_child_links_to_its_parent_with_a_login_that_reaches_its_link_on
         assert down.outcome == "accepted", down
         assert await tree.wait_for_mailbox(COMMUNE_AGENCY, 1) == [down.message_id]
     finally:
-        subprocess.run(
-            ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
-        )
+        forget(login)
         await tree.cleanup()
 
 
@@ -401,6 +362,4 @@ def test_a_password_that_looks_like_an_option_is_set_as_it_is() -> None:
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert provision_login(login, "-another-password-0123") is False  # changed, not added
     finally:
-        subprocess.run(
-            ["rabbitmqctl", "delete_user", login], capture_output=True, timeout=60, check=False
-        )
+        forget(login)
