@@ -387,6 +387,43 @@ class RateLimited(TransientFault):
     code = "http.rate_limited"
 
 
+# --- upstream axes (docs/bridge.md) -----------------------------------------------------
+
+
+class UpstreamUnavailable(TransientFault):
+    """An upstream axis did not answer: refused the connection, passed the call's deadline,
+    or answered an HTTP 5xx. The bridge tries again with backoff."""
+
+    code = "upstream.unavailable"
+
+
+class UpstreamGarbled(TransientFault):
+    """An upstream axis answered something that is not its protocol's shape (not JSON, a
+    field missing, an id that is not a string). Logged with the first bytes; tried again."""
+
+    code = "upstream.garbled"
+
+
+class UpstreamUnauthorised(PermanentFault):
+    """An upstream axis refused our credentials (HTTP 401/403, or its own auth error):
+    retrying will not help until an operator fixes the secret."""
+
+    code = "upstream.unauthorised"
+
+
+class UpstreamRefused(SenderFault):
+    """An upstream axis refused a package or a call with a definite answer (``FAIL`` with
+    its error code and description), carried in the message."""
+
+    code = "upstream.refused"
+
+
+class Quarantined(SenderFault):
+    """No such quarantined package, or it was decided before."""
+
+    code = "quarantine.not_held"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 

@@ -233,6 +233,34 @@ def check_file(signed: SignedRequest, data: bytes) -> None:
         raise SdkFileHashMismatch("the file_doc part is not the file whose hash-file is signed")
 
 
+# --- the client's side (adapters/upstream_vdxp.py) ------------------------------------
+
+USER_AGENT = "JAVASDKAgent/1.0.0 XRoad/VPCP"
+SDK_VERSION = "3.0.201608"
+
+
+def format_timestamp(at: datetime) -> str:
+    """``ddMMyyyy'T'HHmmss+SSSS``: the SDK's timestamp (milliseconds, four digits)."""
+    return at.strftime("%d%m%YT%H%M%S") + f"+{at.microsecond // 1000:04d}"
+
+
+def signed_headers(secret: bytes, fields: Mapping[str, str]) -> dict[str, str]:
+    """The headers of one call, signed the SDK's way: each field as ``XroadVnpt-<name>``,
+    the names in ``sign-header-key``, their compact JSON in ``sign-header`` and its
+    HMAC-SHA256 in ``hash-header``. ``fields`` holds ``systemid`` and ``timestamp`` first,
+    then the call's own; a fresh mapping per call (the SDK's leaks stale keys)."""
+    signed = {f"XroadVnpt-{name}": value for name, value in fields.items()}
+    sign_header = json.dumps(signed, separators=(",", ":"), ensure_ascii=False)
+    return {
+        **signed,
+        "XroadVnpt-sign-header-key": ";".join(fields),
+        "XroadVnpt-sign-header": sign_header,
+        "XroadVnpt-hash-header": sign_header_mac(secret, sign_header.encode("utf-8")),
+        "XroadVnpt-version": SDK_VERSION,
+        "User-Agent": USER_AGENT,
+    }
+
+
 # --- answers ---------------------------------------------------------------------------
 
 
