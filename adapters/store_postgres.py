@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from adapters import evidence_postgres
+from adapters import bridge_postgres, evidence_postgres
 from exchange.errors import ConfigurationError, TransientFault
 from exchange.evidence import Event, LogEntry
 from exchange.store import (
@@ -26,14 +26,17 @@ from exchange.store import (
     DeadLetter,
     Destination,
     FailedRow,
+    HeldPackage,
     Intake,
     IntakeResult,
     KnownDocument,
     MailboxEntry,
+    OutboxItem,
     OutboxRow,
     Outcome,
     Trail,
     TrailStep,
+    UpstreamLink,
     Withdrawal,
     business_of,
     owns_document_id,
@@ -126,6 +129,8 @@ MIGRATIONS: list[str] = [
     """,
     # version 6: mail pushed to an agency's AMQP queue
     "ALTER TABLE mailbox ADD COLUMN pushed_at TIMESTAMPTZ",
+    # version 8: quarantined packages, and packages' ids at upstream axes
+    bridge_postgres.MIGRATION,
 ]
 
 
@@ -339,6 +344,10 @@ class PostgresStore:
                 )
                 await evidence_postgres.append(conn, self.chain, intake.events)
                 await conn.execute("DELETE FROM attempts WHERE digest = %s", (package.digest,))
+                if intake.held is not None:
+                    await bridge_postgres.hold(
+                        conn, intake.message_id, intake.held, intake.received_at
+                    )
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
                         "INSERT INTO outbox (message_id, destination, target, created_at, "
@@ -352,7 +361,7 @@ class PostgresStore:
                                 intake.received_at if item.failure else None,
                                 item.failure,
                             )
-                            for item in intake.outbox
+                            for item in (intake.outbox if intake.held is None else ())
                         ],
                     )
         except psycopg.OperationalError as exc:
@@ -370,7 +379,12 @@ class PostgresStore:
         return KnownDocument(rows[0][0], rows[0][1], tuple(json.loads(rows[0][2])))
 
     async def pending_outbox(
-        self, limit: int, *, skip_targets: Collection[str] = ()
+        self,
+        limit: int,
+        *,
+        skip_targets: Collection[str] = (),
+        only_prefix: str | None = None,
+        skip_prefix: str | None = None,
     ) -> Sequence[OutboxRow]:
         rows = await self._execute(
             "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
@@ -380,8 +394,11 @@ class PostgresStore:
             "AND t.organ_id = o.target AND p.business != 1) "
             "FROM outbox o "
             "JOIN packages p ON p.message_id = o.message_id "
-            "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) ORDER BY o.id LIMIT %s",
-            (sorted(skip_targets), limit),
+            "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) "
+            "AND (%s::text IS NULL OR left(o.target, length(%s::text)) = %s::text) "
+            "AND (%s::text IS NULL OR left(o.target, length(%s::text)) != %s::text) "
+            "ORDER BY o.id LIMIT %s",
+            (sorted(skip_targets), *(only_prefix,) * 3, *(skip_prefix,) * 3, limit),
         )
         return [
             OutboxRow(
@@ -722,6 +739,57 @@ class PostgresStore:
         )
         bound = str(rows[0][0])
         return None if bound == digest else bound
+
+    # --- quarantine and upstream ids (adapters/bridge_postgres.py) ------------------------
+
+    async def quarantined(self, *, decided: bool = False) -> Sequence[HeldPackage]:
+        where = "" if decided else "WHERE q.decided_at IS NULL "
+        rows = await self._execute(
+            bridge_postgres.HELD + where + "ORDER BY q.held_at, q.message_id"
+        )
+        return [bridge_postgres.held(r) for r in rows]
+
+    async def held_package(self, message_id: str) -> HeldPackage | None:
+        rows = await self._execute(bridge_postgres.HELD + "WHERE q.message_id = %s", (message_id,))
+        return bridge_postgres.held(rows[0]) if rows else None
+
+    async def decide_quarantined(
+        self,
+        message_id: str,
+        decision: str,
+        *,
+        by: str,
+        at: datetime,
+        note: str | None = None,
+        outbox: Sequence[OutboxItem] = (),
+        events: Sequence[Event] = (),
+    ) -> bool:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                decided = await bridge_postgres.decide(
+                    conn, message_id, decision, by, at, note, outbox
+                )
+                if decided:
+                    await evidence_postgres.append(conn, self.chain, events)
+                return decided
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def link_upstream(
+        self, upstream: str, direction: str, doc_id: str, message_id: str, at: datetime
+    ) -> str:
+        await self._execute(bridge_postgres.LINK, (upstream, direction, doc_id, message_id, at))
+        rows = await self._execute(bridge_postgres.MESSAGE_OF, (upstream, direction, doc_id))
+        return str(rows[0][0])
+
+    async def upstream_message(self, upstream: str, direction: str, doc_id: str) -> str | None:
+        rows = await self._execute(bridge_postgres.MESSAGE_OF, (upstream, direction, doc_id))
+        return str(rows[0][0]) if rows else None
+
+    async def upstream_links(self, message_id: str) -> Sequence[UpstreamLink]:
+        rows = await self._execute(bridge_postgres.LINKS, (message_id,))
+        return [bridge_postgres.upstream_link(r) for r in rows]
 
     async def prune_dedup(self, older_than: datetime) -> int:
         await self._execute("DELETE FROM idempotency WHERE created_at < %s", (older_than,))

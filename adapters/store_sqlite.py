@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapters import evidence_sqlite
+from adapters import bridge_sqlite, evidence_sqlite
 from adapters.durable import fsync_folder, write_atomically
 from exchange.errors import TransientFault
 from exchange.evidence import Event, LogEntry
@@ -35,14 +35,17 @@ from exchange.store import (
     DeadLetter,
     Destination,
     FailedRow,
+    HeldPackage,
     Intake,
     IntakeResult,
     KnownDocument,
     MailboxEntry,
+    OutboxItem,
     OutboxRow,
     Outcome,
     Trail,
     TrailStep,
+    UpstreamLink,
     Withdrawal,
     business_of,
     owns_document_id,
@@ -136,6 +139,8 @@ MIGRATIONS: list[Migration] = [
     """,
     # version 7: mail pushed to an agency's AMQP queue
     "ALTER TABLE mailbox ADD COLUMN pushed_at TEXT",
+    # version 8: quarantined packages, and packages' ids at upstream axes
+    bridge_sqlite.MIGRATION,
 ]
 
 
@@ -382,6 +387,8 @@ class SqliteStore:
                 (key, package.digest, intake.message_id, now),
             )
             db.execute("DELETE FROM attempts WHERE digest = ?", (package.digest,))
+            if intake.held is not None:
+                bridge_sqlite.hold(db, intake.message_id, intake.held, now)
             db.executemany(
                 "INSERT INTO outbox (message_id, destination, target, created_at, done_at, "
                 "failure) VALUES (?, ?, ?, ?, ?, ?)",
@@ -394,7 +401,7 @@ class SqliteStore:
                         now if item.failure else None,
                         item.failure,
                     )
-                    for item in intake.outbox
+                    for item in (intake.outbox if intake.held is None else ())
                 ],
             )
             db.execute("COMMIT")
@@ -416,7 +423,12 @@ class SqliteStore:
     # --- outbox and mailboxes -------------------------------------------------------
 
     async def pending_outbox(
-        self, limit: int, *, skip_targets: Collection[str] = ()
+        self,
+        limit: int,
+        *,
+        skip_targets: Collection[str] = (),
+        only_prefix: str | None = None,
+        skip_prefix: str | None = None,
     ) -> Sequence[OutboxRow]:
         skipped = json.dumps(sorted(skip_targets))
 
@@ -430,8 +442,10 @@ class SqliteStore:
                 "FROM outbox o "
                 "JOIN packages p ON p.message_id = o.message_id "
                 "WHERE o.done_at IS NULL "
-                "AND o.target NOT IN (SELECT value FROM json_each(?)) ORDER BY o.id LIMIT ?",
-                (skipped, limit),
+                "AND o.target NOT IN (SELECT value FROM json_each(?)) "
+                "AND (? IS NULL OR substr(o.target, 1, length(?)) = ?) "
+                "AND (? IS NULL OR substr(o.target, 1, length(?)) != ?) ORDER BY o.id LIMIT ?",
+                (skipped, *(only_prefix,) * 3, *(skip_prefix,) * 3, limit),
             ).fetchall()
             return [_outbox_row(r, _time(r[5])) for r in rows]
 
@@ -814,6 +828,51 @@ class SqliteStore:
             return None if row[0] == digest else str(row[0])
 
         return await self._run(work)
+
+    # --- quarantine and upstream ids (adapters/bridge_sqlite.py) --------------------------
+
+    async def quarantined(self, *, decided: bool = False) -> Sequence[HeldPackage]:
+        return await self._run(lambda db: bridge_sqlite.quarantined(db, decided))
+
+    async def held_package(self, message_id: str) -> HeldPackage | None:
+        return await self._run(lambda db: bridge_sqlite.held_package(db, message_id))
+
+    async def decide_quarantined(
+        self,
+        message_id: str,
+        decision: str,
+        *,
+        by: str,
+        at: datetime,
+        note: str | None = None,
+        outbox: Sequence[OutboxItem] = (),
+        events: Sequence[Event] = (),
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")  # _run rolls back on any error
+            when = at.isoformat()
+            decided = bridge_sqlite.decide(db, message_id, decision, by, when, note, outbox)
+            if decided:
+                evidence_sqlite.append(db, self.chain, events)
+            db.execute("COMMIT")
+            return decided
+
+        return await self._run(work)
+
+    async def link_upstream(
+        self, upstream: str, direction: str, doc_id: str, message_id: str, at: datetime
+    ) -> str:
+        return await self._run(
+            lambda db: bridge_sqlite.link(
+                db, upstream, direction, doc_id, message_id, at.isoformat()
+            )
+        )
+
+    async def upstream_message(self, upstream: str, direction: str, doc_id: str) -> str | None:
+        return await self._run(lambda db: bridge_sqlite.message_of(db, upstream, direction, doc_id))
+
+    async def upstream_links(self, message_id: str) -> Sequence[UpstreamLink]:
+        return await self._run(lambda db: bridge_sqlite.links_of(db, message_id))
 
     async def prune_dedup(self, older_than: datetime) -> int:
         def work(db: sqlite3.Connection) -> int:

@@ -55,6 +55,7 @@ class Intake:
     key: str | None = None  # the dedup key; by default derived from the package (DESIGN §4)
     origin: str | None = None  # the entry node (None: this one)
     events: tuple[Event, ...] = ()  # evidence written with it, when it is committed
+    held: str | None = None  # quarantined: held for an operator with this reason, no outbox
 
     @property
     def dedup_key(self) -> str:
@@ -204,6 +205,34 @@ class Withdrawal:
 
 
 @dataclass(frozen=True)
+class HeldPackage:
+    """A quarantined package: committed and kept, routed only once an operator releases it."""
+
+    message_id: str
+    sender: str
+    document_id: str | None
+    kind: str
+    source: str
+    reason: str
+    held_at: datetime
+    decision: str | None = None  # "released" | "rejected", once decided
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    note: str | None = None  # what the operator said
+
+
+@dataclass(frozen=True)
+class UpstreamLink:
+    """One package's id at an upstream axis: its transport ``docId`` there."""
+
+    upstream: str
+    direction: str  # "in": fetched from it; "out": handed to it
+    doc_id: str
+    message_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     id: int
     digest: str
@@ -252,10 +281,17 @@ class Store(Protocol):
         later package reusing the id cannot redirect the statuses of the first)."""
 
     async def pending_outbox(
-        self, limit: int, *, skip_targets: Collection[str] = ()
+        self,
+        limit: int,
+        *,
+        skip_targets: Collection[str] = (),
+        only_prefix: str | None = None,
+        skip_prefix: str | None = None,
     ) -> Sequence[OutboxRow]:
         """The oldest rows not yet done, none of them for ``skip_targets`` (the links
-        that refused a publish this round)."""
+        that refused a publish this round); only those whose target starts with
+        ``only_prefix`` (an upstream's lanes), none whose target starts with
+        ``skip_prefix`` (the relay leaves upstreams to their bridge)."""
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None: ...
 
@@ -359,6 +395,38 @@ class Store(Protocol):
     async def claim_key(self, caller: str, key: str, digest: str, at: datetime) -> str | None:
         """Bind a caller's idempotency key to the digest of what it submitted; the digest
         it was bound to before (None when the key is new)."""
+
+    async def quarantined(self, *, decided: bool = False) -> Sequence[HeldPackage]:
+        """Packages held for an operator, oldest first; with ``decided``, those decided too."""
+
+    async def held_package(self, message_id: str) -> HeldPackage | None: ...
+
+    async def decide_quarantined(
+        self,
+        message_id: str,
+        decision: str,
+        *,
+        by: str,
+        at: datetime,
+        note: str | None = None,
+        outbox: Sequence[OutboxItem] = (),
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """One transaction: record the decision on a package still held, write the
+        ``outbox`` rows that now route it (a release) and the evidence. False, writing
+        nothing, when it is not held (never was, or decided before)."""
+
+    async def link_upstream(
+        self, upstream: str, direction: str, doc_id: str, message_id: str, at: datetime
+    ) -> str:
+        """Record a package's ``docId`` at an upstream; the message id recorded for that
+        (upstream, direction, docId) first, which stands."""
+
+    async def upstream_message(self, upstream: str, direction: str, doc_id: str) -> str | None:
+        """The message id an upstream's ``docId`` stands for here, if recorded."""
+
+    async def upstream_links(self, message_id: str) -> Sequence[UpstreamLink]:
+        """Every upstream id one package has, oldest first."""
 
     async def prune_dedup(self, older_than: datetime) -> int:
         """Forget dedup keys older than the retention; returns how many."""
