@@ -82,7 +82,7 @@ from exchange.links import (
     up_gate,
     up_queue,
 )
-from exchange.model import BusinessType, Kind, Package
+from exchange.model import BusinessType, Kind, Level, Package
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.report_relay import ReportRelay
 from exchange.routing import (
@@ -106,6 +106,7 @@ from exchange.store import (
 from exchange.topology import Topology
 from exchange.tracking import Deadlines
 from exchange.transport import Delivery, Message, QueueSpec, Transport, Unroutable
+from exchange.upstream import UPSTREAM_PREFIX, UpstreamAgency, with_upstreams
 
 log = structlog.get_logger("lienthong.node")
 
@@ -269,6 +270,8 @@ class Node:
         receipts: IssueReceipt | None = None,
     ) -> None:
         self.settings = settings
+        self._tree = settings.topology  # the directory's tree, before upstreams are added
+        self._upstream_agencies: dict[str, tuple[UpstreamAgency, ...]] = {}
         self._receipts = receipts
         self._checkpointed = -1  # the seq of this run's last checkpoint
         self._mail = asyncio.Event()  # set, and replaced, as mail lands in mailboxes
@@ -492,7 +495,8 @@ class Node:
             document = None
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
-            targets, outbox, unreachable = self._plan_entry(package, document)
+            arrived = source if source.startswith(UPSTREAM_PREFIX) else None
+            targets, outbox, unreachable = self._plan_entry(package, document, arrived)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
             answer = Answer("refused", code=fault.code, reason=fault.message)
@@ -510,7 +514,10 @@ class Node:
             await delivery.reject(requeue=True)
             return Answer("retry", code=fault.code, reason=fault.message)
 
-        result = await self._commit(data, package, source, outbox, targets, unreachable)
+        quarantined = _held_reason(package)
+        result = await self._commit(
+            data, package, source, outbox, targets, unreachable, quarantined
+        )
         self._crash("after-commit")
         if result.outcome is Outcome.TAKEN:
             # a new document may not reuse a DocumentId another sender's document carried:
@@ -526,6 +533,8 @@ class Node:
         if result.outcome is not Outcome.COMMITTED:  # a conflict is an answer, not a failure
             await self.store.clear_attempts(digest)
         answer = answer_for(result)
+        if quarantined is not None and result.outcome is Outcome.COMMITTED:
+            answer = replace(answer, reason=f"held for an operator: {quarantined}")
         if unreachable and result.outcome is Outcome.COMMITTED:
             answer = replace(
                 answer,
@@ -579,10 +588,11 @@ class Node:
         return not self.settings.credentials  # configured: only known callers
 
     def _plan_entry(
-        self, package: Package, document: KnownDocument | None
+        self, package: Package, document: KnownDocument | None, arrived_from: str | None = None
     ) -> tuple[tuple[str, ...], tuple[OutboxItem, ...], tuple[str, ...]]:
         """The recipients an entered package goes to, where each copy goes, and the
-        recipients nothing leads to (the package is refused when that is all of them)."""
+        recipients nothing leads to (the package is refused when that is all of them).
+        ``arrived_from`` is the upstream it was fetched from: nothing goes back there."""
         topology = self.settings.topology
         if topology is None:
             outbox, unreachable = route(
@@ -618,7 +628,7 @@ class Node:
             targets = status_targets(package, document)
         else:
             targets = entry_targets(package)
-        plan = topology.plan(self.settings.node_id, targets)
+        plan = topology.plan(self.settings.node_id, targets, arrived_from)
         if plan.unknown and not (plan.mailboxes or plan.links):
             raise RecipientUnreachable(
                 f"no node of this axis hosts {', '.join(plan.unknown)}; nothing was sent"
@@ -635,6 +645,7 @@ class Node:
         outbox: tuple[OutboxItem, ...],
         targets: tuple[str, ...],
         unreachable: tuple[str, ...] = (),
+        held: str | None = None,
     ) -> IntakeResult:
         """One transaction (it also ends the attempt count), with its evidence: the
         package accepted here, a status it carries, the recipients nothing leads to."""
@@ -642,7 +653,9 @@ class Node:
         now = self._clock()
         me = self.settings.node_id
         events: list[Event] = [
-            reporting.accepted(package, message_id, me, now, source, [*targets, *unreachable])
+            reporting.accepted(
+                package, message_id, me, now, source, [*targets, *unreachable], held=held
+            )
         ]
         if package.status is not None:
             events.append(
@@ -696,6 +709,7 @@ class Node:
                 outbox=outbox,
                 received_at=now,
                 events=tuple(events),
+                held=held,
             )
         )
 
@@ -762,7 +776,9 @@ class Node:
         blocked: set[str] = set()  # links that refused this round: their rows wait, others go
         moved = 0
         for _ in range(RELAY_BATCHES_PER_ROUND):  # then a new round tries the refusers again
-            rows = await self.store.pending_outbox(self.settings.relay_batch, skip_targets=blocked)
+            rows = await self.store.pending_outbox(
+                self.settings.relay_batch, skip_targets=blocked, skip_prefix=UPSTREAM_PREFIX
+            )
             moved += await self._relay_batch(rows, blocked)
             if len(rows) < self.settings.relay_batch:
                 break
@@ -1207,12 +1223,30 @@ class Node:
         assert self._directory is not None
         await self._directory.reload_admission()
         directory = signed.directory
-        self.settings = replace(
-            self.settings,
-            topology=directory.topology() if directory.nodes else None,
-            hosted=directory.hosted_by(self.settings.node_id),
-        )
+        self._tree = directory.topology() if directory.nodes else None
+        self.settings = replace(self.settings, hosted=directory.hosted_by(self.settings.node_id))
+        self._route_upstreams()
         await self.declare()  # queues of new children
+
+    # --- upstream axes (adapters/bridge.py) ---------------------------------------------
+
+    def set_upstream_agencies(self, upstream: str, agencies: Sequence[UpstreamAgency]) -> None:
+        """Route to the agencies an upstream's list names (those no node of ours hosts)."""
+        self._upstream_agencies[upstream] = tuple(agencies)
+        self._route_upstreams()
+
+    def _route_upstreams(self) -> None:
+        settings = self.settings
+        self.settings = replace(
+            settings,
+            topology=with_upstreams(
+                self._tree,
+                settings.node_id,
+                settings.parent,
+                settings.hosted,
+                self._upstream_agencies,
+            ),
+        )
 
     async def _status_targets_here(self, envelope: Envelope) -> tuple[str, ...]:
         """A status whose entry node did not know its document: resolve it here."""
@@ -1507,6 +1541,13 @@ def _signed(
     except (ValueError, LienthongError) as exc:
         log.warning("receipt.not_issued", message_id=row.message_id, error=str(exc))
         return None
+
+
+def _held_reason(package: Package) -> str | None:
+    """Why a quarantined package is held (None: it is not)."""
+    if package.level is not Level.QUARANTINED:
+        return None
+    return "; ".join(package.notes) or "its signature could not be verified"
 
 
 def _parsed(at: str | None) -> datetime | None:

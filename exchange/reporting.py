@@ -38,7 +38,18 @@ def accepted(
     at: datetime,
     source: str,
     recipients: Sequence[str],
+    *,
+    held: str | None = None,
 ) -> Event:
+    detail: dict[str, object] = {
+        "level": package.level.value,
+        "kind": package.kind.value,
+        "source": source,
+        "recipients": list(recipients),
+        "business": int(package.business.type) if package.business else None,
+    }
+    if held is not None:
+        detail["held"] = held
     return Event(
         EventKind.ACCEPTED,
         f"accepted|{message_id}",
@@ -48,13 +59,7 @@ def accepted(
         document_id=package.document_id,
         sender=package.sender.organ_id,
         digest=package.digest,
-        detail={
-            "level": package.level.value,
-            "kind": package.kind.value,
-            "source": source,
-            "recipients": list(recipients),
-            "business": int(package.business.type) if package.business else None,
-        },
+        detail=detail,
     )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from exchange.topology import Topology
+
 UPSTREAM_PREFIX = "upstream:"
 PROTOCOLS = ("vdxp", "bkav", "langson")
 POLICIES = ("strict", "legacy", "quarantine")
@@ -178,3 +180,28 @@ def merge_agencies(
             if old and old != agency.organ_id and old not in merged_homes:
                 merged_redirects.setdefault(old, agency.organ_id)
     return merged_homes, merged_redirects
+
+
+def with_upstreams(
+    topology: Topology | None,
+    here: str,
+    parent: str | None,
+    hosted: frozenset[str],
+    agencies: Mapping[str, Sequence[UpstreamAgency]],
+) -> Topology | None:
+    """The node tree as routing sees it at ``here``: each upstream a leaf under this node,
+    homing the agencies of its list that no node of ours hosts (first upstream first)."""
+    if not agencies:
+        return topology
+    if topology is None:  # no tree: this node, its parent, what it hosts
+        parents: dict[str, str | None] = {here: parent}
+        if parent is not None:
+            parents[parent] = None
+        base = Topology(parents, dict.fromkeys(hosted, here))
+    else:
+        base = topology
+    parents = {**base.parents, **{upstream_node(name): here for name in agencies}}
+    homes, redirects = dict(base.homes), dict(base.redirects)
+    for name, listed in agencies.items():
+        homes, redirects = merge_agencies(homes, redirects, name, listed)
+    return Topology(parents, homes, redirects)

@@ -182,9 +182,10 @@ def test_hostile_files_are_refused_by_code_without_a_traceback(
 def test_quarantine_holds_a_package_and_says_so(pki_dir: Path) -> None:
     unsigned = EXAMPLES / "valid" / "document-new.edxml"
     result = lienthong("verify", "--ca", pki_dir / "ca.pem", "--policy", "quarantine", unsigned)
-    # unsigned is allowed under that policy; a bad signature is what gets held
-    assert result.returncode == 0
-    assert ": unsigned: from 000.00.00.G22" in result.stdout
+    # an unsigned package is held under that policy, and so is a bad signature
+    assert result.returncode == 1
+    assert ": quarantined: from 000.00.00.G22" in result.stdout
+    assert "held for an operator" in result.stdout
     tampered = unsigned.read_bytes().replace(
         b"</edXML:TraceHeaderList>",
         b"</edXML:TraceHeaderList><Signature xmlns='http://www.w3.org/2000/09/xmldsig#'/>",
