@@ -28,7 +28,7 @@ from exchange.store import MailboxEntry
 from exchange.transport import Message
 
 
-class _LocalDelivery:
+class LocalDelivery:
     """A submission handed to the node's intake in this process: acked, or given back."""
 
     def __init__(self, message: Message) -> None:
@@ -96,7 +96,7 @@ class AgencyGate:
                     f"idempotency key {key!r} was used for other bytes (SHA-256 {bound[:16]}…)"
                 )
         headers: dict[str, str | int] = {AS_HEADER: as_organ} if as_organ else {}
-        delivery = _LocalDelivery(
+        delivery = LocalDelivery(
             Message(data, message_id=str(uuid.uuid4()), user_id=caller.user_id, headers=headers)
         )
         return await self.node.handle_submission(delivery)

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 from exchange.calendar import DEFAULT_TIME_ZONE, WEEKDAY_NAMES, WorkingCalendar
 from exchange.errors import ConfigurationError
 from exchange.policy import PRESETS, VerificationPolicy
+from exchange.upstream import UpstreamSettings
 
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _WORK_HOURS = re.compile(r"(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})")
@@ -166,6 +167,7 @@ class NodeConfig:
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
     http: HttpSettings | None = None  # the REST API and the SDK facade (exchange/config_http)
     push: frozenset[str] = frozenset()  # agencies whose mail is pushed to their AMQP queue
+    upstreams: tuple[UpstreamSettings, ...] = ()  # axes bridged as a client (config_upstream)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -359,6 +361,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         "deadlines",
         "http",
         "delivery",
+        "upstreams",
     }
     for key in data:
         if key not in known:
@@ -433,6 +436,8 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             cred_source, frozenset(organs) if organs is not None else None, trusted
         )
     deadlines = _deadlines(r)
+    max_package_bytes = r.positive("limits", "max_package_bytes", 8 * 1024 * 1024)
+    upstreams = _upstreams(data, source, base, max_package_bytes)
     return NodeConfig(
         node_id=node_id,
         parent=parent,
@@ -442,12 +447,12 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         quorum=r.get("rabbitmq", "quorum", bool, "true or false", False),
         store=store,
         trust=trust,
-        max_package_bytes=r.positive("limits", "max_package_bytes", 8 * 1024 * 1024),
+        max_package_bytes=max_package_bytes,
         max_attempts=r.positive("limits", "max_attempts", 5),
         admission_workers=r.count("limits", "admission_workers", default_admission_workers()),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),
         directory_check_s=r.seconds("trust", "directory_check_s", 30.0),
-        sources=sources,
+        sources={**sources, **upstream_policies(upstreams)},
         source_file=Path(source),
         credentials=credentials,
         link=LinkSettings(
@@ -459,6 +464,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         deadlines=deadlines,
         http=_http(data, source, base, sources),
         push=_push(data, source),
+        upstreams=upstreams,
     )
 
 
@@ -471,6 +477,19 @@ def _http(
     if table is not None and not isinstance(table, Mapping):
         raise ConfigurationError(f"{source}: key 'http': expected a table")
     return http_settings(table, source, base, sources)
+
+
+def _upstreams(
+    data: Mapping[str, Any], source: str, base: Path, max_bytes: int
+) -> tuple[UpstreamSettings, ...]:
+    from exchange.config_upstream import upstream_settings
+
+    return upstream_settings(data.get("upstreams"), source, base, max_bytes)
+
+
+def upstream_policies(upstreams: tuple[UpstreamSettings, ...]) -> dict[str, VerificationPolicy]:
+    """Each upstream's packages are judged by its policy, under its own source name."""
+    return {u.source: PRESETS[u.policy] for u in upstreams}
 
 
 def _push(data: Mapping[str, Any], source: str) -> frozenset[str]:

@@ -36,6 +36,8 @@ class EventKind(enum.StrEnum):
     REVOKED = "revoked"  # a revoke (or an update's removal) met a recipient's mailbox
     REPLACED = "replaced"  # a document replaces earlier ones
     CHECKPOINT = "checkpoint"  # a signed chain head (this node's, or a child's kept here)
+    QUARANTINE = "quarantine"  # an operator released or rejected a held package
+    BRIDGED = "bridged"  # a package crossed to or from an upstream axis, with its docId there
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from exchange.errors import (
     HopLimitExceeded,
     LienthongError,
     NotTracked,
+    Quarantined,
     RecipientUnreachable,
     SenderFault,
     StatusUnroutable,
@@ -95,6 +96,7 @@ from exchange.routing import (
 from exchange.status_view import document_status
 from exchange.store import (
     Destination,
+    HeldPackage,
     Intake,
     IntakeResult,
     KnownDocument,
@@ -184,7 +186,8 @@ class NodeSettings:
     link_max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
     link_expiry: timedelta = timedelta(days=7)  # a copy waiting longer for its link fails
     credentials: Mapping[str, Credential] | None = None  # RabbitMQ login -> what it may do
-    http_credentials: Mapping[str, Credential] | None = None  # "http:<name>" -> the same
+    # callers in this process: "http:<name>" (the HTTP faces), "upstream:<name>" (bridges)
+    http_credentials: Mapping[str, Credential] | None = None
     admission_timeout_s: float = 30.0
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
     deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
@@ -195,7 +198,11 @@ class NodeSettings:
     def children(self) -> tuple[str, ...]:
         if self.topology is None:
             return ()
-        return tuple(n for n, p in self.topology.parents.items() if p == self.node_id)
+        return tuple(
+            n
+            for n, p in self.topology.parents.items()
+            if p == self.node_id and not n.startswith(UPSTREAM_PREFIX)  # a bridge, no broker
+        )
 
     def policy_for(self, source: str) -> VerificationPolicy:
         return (self.sources or {}).get(source, PRESETS["strict"])
@@ -496,6 +503,8 @@ class Node:
             if package.kind is Kind.STATUS and package.document_id:
                 document = await self.store.document(package.document_id)
             arrived = source if source.startswith(UPSTREAM_PREFIX) else None
+            if arrived is not None:
+                self._check_upstream_sender(arrived, package.sender.organ_id)
             targets, outbox, unreachable = self._plan_entry(package, document, arrived)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
@@ -566,7 +575,7 @@ class Node:
         if not message.user_id:
             return None
         found = (self.settings.credentials or {}).get(message.user_id)
-        if found is None and message.user_id.startswith(HTTP_CALLER):
+        if found is None and message.user_id.startswith((HTTP_CALLER, UPSTREAM_PREFIX)):
             found = (self.settings.http_credentials or {}).get(message.user_id)
         return found
 
@@ -1228,12 +1237,94 @@ class Node:
         self._route_upstreams()
         await self.declare()  # queues of new children
 
+    # --- quarantine (lienthong quarantine) ---------------------------------------------
+
+    async def decide_quarantined(
+        self, message_id: str, decision: str, *, by: str, note: str | None = None
+    ) -> HeldPackage:
+        """An operator's decision on a held package: ``released`` routes it now, as if
+        it had just been accepted; ``rejected`` fails it for each recipient, with the
+        operator's word. Recorded once, with who and when, in the evidence log."""
+        held = await self.store.held_package(message_id)
+        if held is None or held.decision is not None:
+            raise Quarantined(
+                f"package {message_id} is not held here"
+                + (f" (it was {held.decision} by {held.decided_by})" if held else "")
+            )
+        now, me = self._clock(), self.settings.node_id
+        record = envelope_record(await self.store.envelope(message_id))
+        recipients = [str(r) for r in record.get("recipients", [])]
+        word = f"{decision} by {by}" + (f": {note}" if note else "")
+        events = [
+            Event(
+                EventKind.QUARANTINE,
+                f"quarantine|{message_id}",
+                now,
+                me,
+                message_id=message_id,
+                document_id=held.document_id,
+                sender=held.sender,
+                detail={
+                    "quarantine": decision,
+                    "by": by,
+                    "note": note or "",
+                    "level": "quarantined",
+                },
+            )
+        ]
+        outbox: tuple[OutboxItem, ...] = ()
+        if decision == "released":
+            topology = self.settings.topology
+            arrived = held.source if held.source.startswith(UPSTREAM_PREFIX) else None
+            if topology is not None:
+                plan = topology.plan(me, recipients, arrived)
+                outbox = outbox_for(plan, "normal", me)
+            else:
+                outbox = tuple(
+                    OutboxItem(Destination.MAILBOX, organ)
+                    for organ in recipients
+                    if organ in self.settings.hosted
+                )
+        else:
+            events += [
+                reporting.failed(
+                    message_id=message_id,
+                    document_id=held.document_id,
+                    sender=held.sender,
+                    organ=organ,
+                    reason=f"held in quarantine and {word}",
+                    here=me,
+                    at=now,
+                    origin=None,
+                )
+                for organ in recipients
+            ]
+        if not await self.store.decide_quarantined(
+            message_id, decision, by=by, at=now, note=note, outbox=outbox, events=events
+        ):
+            raise Quarantined(f"package {message_id} was decided meanwhile")
+        self.reports.note(events)
+        self._outbox_ready.set()
+        log.info("quarantine.decided", message_id=message_id, decision=decision, by=by)
+        decided = await self.store.held_package(message_id)
+        assert decided is not None
+        return decided
+
     # --- upstream axes (adapters/bridge.py) ---------------------------------------------
 
     def set_upstream_agencies(self, upstream: str, agencies: Sequence[UpstreamAgency]) -> None:
         """Route to the agencies an upstream's list names (those no node of ours hosts)."""
         self._upstream_agencies[upstream] = tuple(agencies)
         self._route_upstreams()
+
+    def _check_upstream_sender(self, upstream: str, sender: str) -> None:
+        """An upstream may bring packages from its agencies, never from one of ours."""
+        topology = self.settings.topology
+        home = topology.homes.get(topology.current_code(sender)) if topology else None
+        if home is not None and home != upstream:
+            raise SubmitterNotSender(
+                f"{upstream} may not bring a package from {sender}, which {home} hosts"
+            )
 
     def _route_upstreams(self) -> None:
         settings = self.settings
