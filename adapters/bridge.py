@@ -27,7 +27,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +36,9 @@ import structlog
 from adapters.agency_gate import LocalDelivery
 from adapters.durable import write_atomically
 from exchange import reporting
+from exchange.config import Credential
 from exchange.errors import (
+    ConfigurationError,
     LienthongError,
     SenderFault,
     TransientFault,
@@ -46,6 +48,7 @@ from exchange.errors import (
 from exchange.evidence import Event, EventKind
 from exchange.links import split_target
 from exchange.node import SOURCE_HEADER, Answer, Node
+from exchange.policy import PRESETS
 from exchange.store import OutboxRow
 from exchange.trace import append_trace_header
 from exchange.transport import Message
@@ -117,6 +120,29 @@ class Bridge:
             settings.name, {name: CredentialState(name) for name in self.clients}
         )
         self._push_ready = asyncio.Event()
+        if node.settings.parent is not None:
+            raise ConfigurationError(
+                f"node {node.settings.node_id} has a parent ({node.settings.parent}): only the "
+                f"root of a tree bridges to an upstream axis, or the nodes above it would judge "
+                f"the upstream's agencies unknown (docs/bridge.md)"
+            )
+        self._attach()
+
+    def _attach(self) -> None:
+        """The node judges what the bridge brings by the upstream's policy, under the
+        upstream's source name, from any agency the upstream hosts."""
+        settings = self.node.settings
+        self.node.settings = replace(
+            settings,
+            sources={
+                **(settings.sources or {}),
+                self.settings.source: PRESETS[self.settings.policy],
+            },
+            http_credentials={
+                **(settings.http_credentials or {}),
+                self.user_id: Credential(source=self.settings.source),
+            },
+        )
 
     @property
     def user_id(self) -> str:
@@ -231,7 +257,13 @@ class Bridge:
             await client.confirm(item.doc_id, ok=True)
             bound.info("bridge.taken_again", message_id=known)
             return Taken(item.doc_id, "again", known)
-        data = await client.fetch(item.doc_id)
+        try:
+            data = await client.fetch(item.doc_id)
+        except SenderFault as refused:  # this item, not the upstream: say so, go on
+            reason = f"[{refused.code}] {refused.message}"[:500]
+            await client.confirm(item.doc_id, ok=False, reason=reason)
+            bound.warning("bridge.refused", reason=reason)
+            return Taken(item.doc_id, "refused", reason=reason)
         if len(data) > self.settings.max_bytes:
             reason = f"[package.too_large] over the {self.settings.max_bytes}-byte cap"
             await client.confirm(item.doc_id, ok=False, reason=reason)
@@ -308,7 +340,10 @@ class Bridge:
         here = self.node.settings.node_id
         if topology is None:
             return list(recipients)
-        return [r for r in recipients if topology.next_hop(here, r) == self.settings.node]
+        current = (topology.current_code(r) for r in recipients)  # an oldCode: its agency now
+        return list(
+            dict.fromkeys(r for r in current if topology.next_hop(here, r) == self.settings.node)
+        )
 
     async def _send(self, row: OutboxRow) -> None:
         store = self.node.store

@@ -26,6 +26,7 @@ from exchange.errors import CheckpointInvalid, TransientFault
 from exchange.evidence import Event, EventKind
 from exchange.store import Store
 from exchange.topology import Topology
+from exchange.upstream import is_upstream
 
 log = structlog.get_logger("lienthong.reports")
 
@@ -37,6 +38,7 @@ REPORTED = frozenset(
         EventKind.FAILED,
         EventKind.REVOKED,
         EventKind.CHECKPOINT,
+        EventKind.BRIDGED,  # a copy handed to an upstream axis: as far as it can be followed
     }
 )
 ROUNDS = 4  # queries per relay round, each past the destinations whose link refused
@@ -129,7 +131,9 @@ class ReportRelay:
         if topology is None:
             return []
         parent = topology.parents.get(self.node_id)
-        children = [n for n, p in topology.parents.items() if p == self.node_id]
+        children = [
+            n for n, p in topology.parents.items() if p == self.node_id and not is_upstream(n)
+        ]
         return [*([parent] if parent else []), *children]
 
     def _refusal(self, sender: str, event: Event) -> str | None:

@@ -64,7 +64,15 @@ def _strip_signatures(root: etree._Element) -> None:
             parent.remove(old)
 
 
-def sign_tree(root: etree._Element, key: SigningKey) -> etree._Element:
+class _LegacySigner(XMLSigner):
+    """Signs as today's national axis SDK does (RSA-SHA1), which signxml refuses by default:
+    for the sandbox and tests of the legacy policy only, never for a node's own packages."""
+
+    def check_deprecated_methods(self) -> None:
+        return None
+
+
+def sign_tree(root: etree._Element, key: SigningKey, *, legacy: bool = False) -> etree._Element:
     head = header(root)
     if head is None:
         raise ContractViolation(
@@ -73,10 +81,10 @@ def sign_tree(root: etree._Element, key: SigningKey) -> etree._Element:
     _strip_signatures(root)
     # The official samples declare XML-DSig as the default namespace on Signature.
     etree.SubElement(head, f"{{{DSIG_NS}}}Signature", Id="placeholder", nsmap={None: DSIG_NS})  # type: ignore[dict-item]
-    signer = XMLSigner(
+    signer = (_LegacySigner if legacy else XMLSigner)(
         method=SignatureConstructionMethod.enveloped,
-        signature_algorithm=key.algorithm,
-        digest_algorithm="sha256",
+        signature_algorithm="rsa-sha1" if legacy else key.algorithm,
+        digest_algorithm="sha1" if legacy else "sha256",
         c14n_algorithm=EXC_C14N,
     )
     signer.namespaces = {None: DSIG_NS}  # type: ignore[dict-item]
@@ -87,9 +95,12 @@ def sign_tree(root: etree._Element, key: SigningKey) -> etree._Element:
     return signed
 
 
-def sign(data: bytes, key: SigningKey, limits: ParseLimits | None = None) -> bytes:
-    """Sign a package's bytes; returns the signed package's bytes (UTF-8, declared)."""
+def sign(
+    data: bytes, key: SigningKey, limits: ParseLimits | None = None, *, legacy: bool = False
+) -> bytes:
+    """Sign a package's bytes; returns the signed package's bytes (UTF-8, declared).
+    ``legacy`` signs with RSA-SHA1 as today's SDK does (an RSA key; tests and sandbox)."""
     root = parse(data, limits).getroot()
-    signed = sign_tree(root, key)
+    signed = sign_tree(root, key, legacy=legacy)
     out: bytes = etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
     return out

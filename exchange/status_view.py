@@ -99,7 +99,7 @@ async def document_status(
             status_of.setdefault(event.party, []).append(event)
     concerning: dict[str, list[Event]] = {}
     for event in transport:
-        if event.kind is EventKind.DELIVERED:
+        if event.kind in (EventKind.DELIVERED, EventKind.BRIDGED):
             for organ in event.detail.get("recipients", ()):
                 concerning.setdefault(str(organ), []).append(event)
         elif event.party:

@@ -30,7 +30,7 @@ class Deadlines(Protocol):
 @dataclass(frozen=True)
 class RecipientState:
     recipient: str
-    transport: str  # accepted | forwarded | delivered | fetched | failed
+    transport: str  # accepted | forwarded | bridged | delivered | fetched | failed
     at: datetime  # when it reached that state
     node: str | None = None  # where (delivered, fetched, failed)
     reason: str | None = None  # why it failed
@@ -108,10 +108,13 @@ def recipient_state(
     delivered: Event | None = None
     fetched: Event | None = None
     failed: Event | None = None
+    bridged: Event | None = None
     note: str | None = None
     for event in transport_events:
         if event.kind is EventKind.DELIVERED and recipient in event.detail.get("recipients", ()):
             delivered = delivered or event
+        elif event.kind is EventKind.BRIDGED and recipient in event.detail.get("recipients", ()):
+            bridged = bridged or event
         elif event.party != recipient:
             continue
         elif event.kind is EventKind.FETCHED:
@@ -130,6 +133,10 @@ def recipient_state(
         )
     elif delivered is not None:
         state = RecipientState(recipient, "delivered", delivered.at, delivered.node)
+    elif bridged is not None:  # handed to another axis: as far as this one can follow it
+        upstream, doc_id = bridged.detail.get("upstream"), bridged.detail.get("doc_id")
+        state = RecipientState(recipient, "bridged", bridged.at, bridged.node)
+        note = note or f"handed to the {upstream} axis as docId {doc_id}"
     elif forwarded_at is not None:
         state = RecipientState(recipient, "forwarded", forwarded_at)
     else:
