@@ -2,9 +2,10 @@
 
 The official library wraps every attachment in a one-entry ZIP, whatever the manifest's
 content type says. We unpack such a ZIP to describe the file inside (name, size,
-SHA-256); anything else is described as it is. The bytes are streamed through the
-digest, so memory does not grow with the attachment, and a ZIP bomb is stopped by the
-bytes actually inflated, not by the sizes the archive claims.
+SHA-256), or to hand that file to a reader (``unpack``); anything else is taken as it is.
+To describe, the bytes are streamed through the digest, so memory does not grow with the
+attachment; either way a ZIP bomb is stopped by the bytes actually inflated, not by the
+sizes the archive claims.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import binascii
 import hashlib
 import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from exchange.errors import AttachmentBomb, AttachmentInvalid
@@ -55,7 +57,11 @@ def _describe_raw(data: bytes) -> Decoded:
 
 
 def _inflate(
-    archive: zipfile.ZipFile, entry: zipfile.ZipInfo, label: str, limits: AttachmentLimits
+    archive: zipfile.ZipFile,
+    entry: zipfile.ZipInfo,
+    label: str,
+    limits: AttachmentLimits,
+    sink: Callable[[bytes], object] | None,
 ) -> Decoded:
     if entry.flag_bits & 0x1:
         raise AttachmentInvalid(f"attachment {label}: the ZIP entry is encrypted")
@@ -79,6 +85,8 @@ def _inflate(
                     f"from {entry.compress_size} compressed bytes; refused as a ZIP bomb"
                 )
             digest.update(chunk)
+            if sink is not None:
+                sink(chunk)
     return Decoded(total, digest.hexdigest(), "zip", entry.filename)
 
 
@@ -109,22 +117,42 @@ def _require_one_plain_entry(
         )
 
 
-def describe(data: bytes, label: str, limits: AttachmentLimits | None = None) -> Decoded:
-    """Size and digest of an attachment's decoded bytes, unpacking a one-entry ZIP."""
-    limits = limits or AttachmentLimits()
+def _read(
+    data: bytes, label: str, limits: AttachmentLimits, sink: Callable[[bytes], object] | None
+) -> Decoded:
     if not data.startswith(ZIP_MAGIC):
+        if sink is not None:
+            sink(data)
         return _describe_raw(data)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             files = [e for e in archive.infolist() if not e.is_dir()]
             if len(files) != 1:
+                if sink is not None:
+                    sink(data)
                 return _describe_raw(data)  # a real ZIP file sent as such, not a wrapper
             _require_one_plain_entry(data, archive, files[0], label)
-            return _inflate(archive, files[0], label, limits)
+            return _inflate(archive, files[0], label, limits, sink)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
         raise AttachmentInvalid(f"attachment {label}: the ZIP wrapper is damaged ({exc})") from exc
     except (OSError, ValueError, RuntimeError) as exc:  # zlib errors surface as these
         raise AttachmentInvalid(f"attachment {label}: the ZIP wrapper is damaged ({exc})") from exc
+
+
+def describe(data: bytes, label: str, limits: AttachmentLimits | None = None) -> Decoded:
+    """Size and digest of an attachment's decoded bytes, unpacking a one-entry ZIP."""
+    return _read(data, label, limits or AttachmentLimits(), None)
+
+
+def unpack(
+    data: bytes, label: str, limits: AttachmentLimits | None = None
+) -> tuple[Decoded, bytes]:
+    """The file an attachment carries (its decoded bytes, out of a one-entry ZIP wrapper),
+    with its description. Refused for the same reasons and within the same limits as
+    ``describe``; the file is held in memory, so call it for files that are read whole."""
+    parts: list[bytes] = []
+    decoded = _read(data, label, limits or AttachmentLimits(), parts.append)
+    return decoded, b"".join(parts)
 
 
 def pack_zip(name: str, content: bytes) -> bytes:

@@ -7,6 +7,7 @@ bytes as received, so that nothing unsigned reaches a decision (signature wrappi
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import TypeVar
 
@@ -134,6 +135,34 @@ def attachments_of(root: etree._Element, limits: att.AttachmentLimits) -> tuple[
             )
         )
     return tuple(result)
+
+
+def attachment_files(
+    package: Package, root: etree._Element, limits: att.AttachmentLimits | None = None
+) -> Iterator[tuple[str, bytes]]:
+    """The files a package's attachments carry: (name, decoded bytes), one at a time.
+
+    ``root`` is the tree ``package`` was read from (for bytes kept after admission:
+    ``xmlsafe.parse(data).getroot()``). Only a file whose content ID and SHA-256 are those
+    the package records is given, so a tree other than the verified one (a wrapped
+    signature, the wrong package) cannot slip in a different file. A file is named by its
+    AttachmentName, else the name inside its ZIP wrapper, else ``cid:<content id>``.
+    Decoding fails as ``attachments_of`` would (it cannot, on the tree it accepted).
+    """
+    admitted = {(a.content_id, a.sha256): a for a in package.attachments}
+    content_ids = {a.content_id for a in package.attachments}
+    limits = limits or att.AttachmentLimits()
+    for item in kids(kid(root, "AttachmentEncoded"), "Attachment"):
+        cid = (text(item, "ContentId") or "").removeprefix("cid:")
+        if cid not in content_ids:
+            continue
+        payload = kid(item, "ContentTransferEncoded")
+        encoded = payload.text if payload is not None and payload.text else ""
+        label = f"cid:{cid}"
+        decoded, content = att.unpack(att.decode_base64(encoded, label), label, limits)
+        attachment = admitted.get((cid, decoded.sha256))
+        if attachment is not None:
+            yield attachment.name or attachment.inner_name or label, content
 
 
 def status_of(block: etree._Element) -> StatusInfo:
