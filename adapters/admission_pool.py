@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from adapters.config_files import load_directory_for, load_node_config, load_trust
+from adapters.pades_pyhanko import pdf_check_for
 from exchange.admission import Admission, Admitted, admit
 from exchange.directory import Directory
 from exchange.policy import VerificationPolicy
@@ -34,8 +35,10 @@ def _follow_parent(parent: int) -> None:
 
 def _context_for(config_file: str | Path, directory: Directory | None = None) -> Admission:
     config = load_node_config(config_file)
+    trust = load_trust(config)
     return Admission(
-        trust=load_trust(config),
+        trust=trust,
+        pdf_check=pdf_check_for(trust.roots),
         binder=directory if directory is not None else load_directory_for(config),
         parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
     )

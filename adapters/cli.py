@@ -22,6 +22,7 @@ from adapters import (
     provision,
     render,
 )
+from adapters.pades_pyhanko import pdf_check_for
 from exchange.admission import Admission, admit
 from exchange.directory import Binder, SubjectBinding
 from exchange.errors import ConfigurationError, LienthongError, SenderFault
@@ -87,7 +88,12 @@ def _trust(args: argparse.Namespace) -> tuple[TrustStore, Binder]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     trust, binder = _trust(args)
-    ctx = Admission(trust=trust, binder=binder, parse_limits=_limits(args))
+    ctx = Admission(
+        trust=trust,
+        binder=binder,
+        parse_limits=_limits(args),
+        pdf_check=pdf_check_for(trust.roots),
+    )
     policy = policy_named(args.policy)
     results = []
     failed = False
@@ -119,6 +125,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{path}: {package.level.value}: from {package.sender.organ_id}, {who}")
             for note in package.notes:
                 print(f"  note: {note}")
+            for sig in package.pdf_signatures:
+                print(f"  {render.pdf_signature_line(sig)}")
     if args.json:
         print(render.to_json(results))
     return EXIT_REFUSED if failed else EXIT_OK

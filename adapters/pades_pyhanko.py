@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from asn1crypto import x509 as asn1_x509
@@ -210,3 +210,14 @@ def _subject(cert: asn1_x509.Certificate) -> str:
 
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def pdf_check_for(
+    roots: Sequence[x509.Certificate],
+) -> Callable[[Iterable[tuple[str, bytes]], datetime], tuple[PdfSignature, ...]]:
+    """Admission's ``pdf_check`` (exchange/admission.py): the node's roots, no fetching."""
+
+    def check(files: Iterable[tuple[str, bytes]], now: datetime) -> tuple[PdfSignature, ...]:
+        return pdf_signatures(files, roots, now=now)
+
+    return check

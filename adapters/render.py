@@ -11,6 +11,7 @@ from typing import Any
 from exchange.errors import Problem
 from exchange.inspection import Inspection
 from exchange.model import BusinessType, Kind, Package, Priority
+from exchange.pades import PdfSignature
 
 _PRIORITY = {
     Priority.NORMAL: "normal (thường)",
@@ -138,3 +139,13 @@ def inspection_text(source: str, report: Inspection) -> str:
         for note in report.package.notes:
             lines.append(f"note:        {note}")
     return "\n".join(lines)
+
+
+def pdf_signature_line(sig: PdfSignature) -> str:
+    """One PAdES signature of an attached PDF, as an operator reads it."""
+    when = sig.signed_at.isoformat() if sig.signed_at else "no signing time"
+    verdict = "valid" if sig.valid else "NOT valid"
+    trust = "trusted signer" if sig.trusted else "signer not trusted here"
+    why = f" ({sig.reason})" if sig.reason else ""
+    signer = sig.signer or "unknown signer"
+    return f"PDF signature in {sig.attachment}: {signer}, {when}: {verdict}, {trust}{why}"

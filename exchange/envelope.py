@@ -136,9 +136,12 @@ def seal(
     status_code: str | None = None,
     business: Mapping[str, Any] | None = None,
     status_at: str | None = None,
+    pdf_signatures: Sequence[Mapping[str, Any]] = (),
 ) -> bytes:
     """The entry node's signed envelope, with its own first hop. ``business`` says what
-    a revoke, update or replace is about: {"type", "about" (the DocumentId), "removed"}."""
+    a revoke, update or replace is about: {"type", "about" (the DocumentId), "removed"}.
+    ``pdf_signatures``: below strict, what the entry node found of the attached PDFs'
+    signatures (exchange/pades.py records), carried to the receipts at every destination."""
     issued = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     body = key.sign(
         {
@@ -157,6 +160,7 @@ def seal(
             **({"status_code": status_code} if status_code else {}),
             **({"status_at": status_at} if status_at else {}),
             **({"business": dict(business)} if business else {}),
+            **({"pdf_signatures": [dict(p) for p in pdf_signatures]} if pdf_signatures else {}),
         }
     )
     return append_hop(canonical({"envelope": body, "hops": []}), key, when=when)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exchange.pades import PdfSignature
 
 
 class Kind(enum.StrEnum):
@@ -139,6 +143,9 @@ class Package:
     attachments: tuple[Attachment, ...] = ()
     signer: Signer | None = None
     notes: tuple[str, ...] = field(default=())  # plain words on what we could not establish
+    # PAdES signatures in attached PDFs, looked at for packages admitted below strict: the
+    # signatures that carry the legal weight when the envelope's cannot (docs/bridge.md)
+    pdf_signatures: tuple[PdfSignature, ...] = field(default=())
 
     @property
     def number(self) -> str | None:

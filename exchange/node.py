@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -84,6 +85,7 @@ from exchange.links import (
     up_queue,
 )
 from exchange.model import BusinessType, Kind, Level, Package
+from exchange.pades import to_record
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.report_relay import ReportRelay
 from exchange.routing import (
@@ -121,7 +123,8 @@ REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
 AdmitFn = Callable[[bytes, VerificationPolicy], Awaitable[Admitted]]
 CrashHook = Callable[[str], None]
 # signs the delivery receipt for a package put in these mailboxes now (exchange/receipt.py)
-IssueReceipt = Callable[[OutboxRow, Sequence[str], datetime], bytes]
+# (row, recipients, when, the PDF signature records its envelope carries) -> the receipt
+IssueReceipt = Callable[[OutboxRow, Sequence[str], datetime, Sequence[Mapping[str, Any]]], bytes]
 
 
 def _no_crash(_step: str) -> None:
@@ -707,6 +710,7 @@ class Node:
             status_code=package.status.code if package.status else None,
             status_at=reporting.status_time(package.status.timestamp) if package.status else None,
             business=business_record(package),
+            pdf_signatures=[to_record(sig) for sig in package.pdf_signatures],
         )
         return await self.store.commit_intake(
             Intake(
@@ -933,9 +937,14 @@ class Node:
         issue = self._receipts
         signed: list[bytes | None] = [None] * len(recipients)
         if issue is not None:  # XML signatures: the batch's, in one trip off the event loop
-            batch = [(row_of[m], organs) for m, organs in recipients.items()]
+            batch = [
+                (row_of[m], organs, await self._pdf_of(row_of[m]))
+                for m, organs in recipients.items()
+            ]
             signed = list(
-                await asyncio.to_thread(lambda: [_signed(issue, r, o, now) for r, o in batch])
+                await asyncio.to_thread(
+                    lambda: [_signed(issue, r, o, now, pdf) for r, o, pdf in batch]
+                )
             )
         return [
             reporting.delivered(
@@ -951,6 +960,13 @@ class Node:
             )
             for (message_id, organs), receipt in zip(recipients.items(), signed, strict=True)
         ]
+
+    async def _pdf_of(self, row: OutboxRow) -> Sequence[Mapping[str, Any]]:
+        """The PDF signatures the entry node found, for a package admitted below strict."""
+        if row.level in (None, Level.STRICT.value):
+            return ()
+        found = envelope_record(await self.store.envelope(row.message_id)).get("pdf_signatures")
+        return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else ()
 
     async def _failed_behind(self, row: OutboxRow, reason: str) -> list[Event]:
         """A failed event, for the origin, per recipient the given-up link copy was for."""
@@ -1623,13 +1639,17 @@ REPORT_LANE = "urgent"  # reports are small, and a sender waits on them: never b
 
 
 def _signed(
-    issue: IssueReceipt, row: OutboxRow, organs: Sequence[str], at: datetime
+    issue: IssueReceipt,
+    row: OutboxRow,
+    organs: Sequence[str],
+    at: datetime,
+    pdf: Sequence[Mapping[str, Any]] = (),
 ) -> bytes | None:
     """The receipt, or None (delivered all the same) when the package's values cannot go in
     one: a receipt refused must not hold up a mailbox."""
     try:
-        return issue(row, organs, at)
-    except (ValueError, LienthongError) as exc:
+        return issue(row, organs, at, pdf)
+    except (ValueError, TypeError, LienthongError) as exc:
         log.warning("receipt.not_issued", message_id=row.message_id, error=str(exc))
         return None
 

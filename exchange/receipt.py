@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -33,6 +34,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from exchange.edxml import DSIG_NS
 from exchange.errors import ConfigurationError, ReceiptInvalid, ReceiptPackageMismatch
 from exchange.model import Level
+from exchange.pades import from_record
 from exchange.receipt_xml import (
     DeliveryReceipt,
     ReceiptRecipient,
@@ -274,10 +276,17 @@ def check_against_package(receipt: DeliveryReceipt, data: bytes) -> None:
         )
 
 
-def receipt_issuer(signer: ReceiptSigner) -> Callable[[OutboxRow, Sequence[str], datetime], bytes]:
+def receipt_issuer(
+    signer: ReceiptSigner,
+) -> Callable[[OutboxRow, Sequence[str], datetime, Sequence[Mapping[str, Any]]], bytes]:
     """What the relay calls as it puts a package in these mailboxes: the signed receipt."""
 
-    def issue(row: OutboxRow, recipients: Sequence[str], at: datetime) -> bytes:
+    def issue(
+        row: OutboxRow,
+        recipients: Sequence[str],
+        at: datetime,
+        pdf: Sequence[Mapping[str, Any]] = (),
+    ) -> bytes:
         return signer.issue(
             DeliveryReceipt(
                 message_id=row.message_id,
@@ -288,6 +297,7 @@ def receipt_issuer(signer: ReceiptSigner) -> Callable[[OutboxRow, Sequence[str],
                 package_sha256=row.digest,
                 issued_at=at,
                 recipients=tuple(ReceiptRecipient(organ, at) for organ in sorted(recipients)),
+                pdf_signatures=tuple(from_record(record) for record in pdf),
             )
         )
 

@@ -23,6 +23,7 @@ from exchange.errors import (
     ReceiptInvalid,
 )
 from exchange.model import Level
+from exchange.pades import PdfSignature
 from exchange.xmlsafe import ParseLimits, parse
 
 NS = "urn:lienthong:receipt:1"
@@ -57,6 +58,7 @@ class DeliveryReceipt:
     package_sha256: str  # lowercase hex SHA-256 of the exact bytes delivered
     issued_at: datetime  # with its offset
     recipients: tuple[ReceiptRecipient, ...]
+    pdf_signatures: tuple[PdfSignature, ...] = ()  # below strict: the attached PDFs' signatures
 
     def __post_init__(self) -> None:
         if not self.recipients:
@@ -96,8 +98,19 @@ def receipt_tree(receipt: DeliveryReceipt) -> etree._Element:
         recipient = etree.SubElement(recipients, r("Recipient"))
         _add(recipient, "OrganId", item.organ_id)
         _add(recipient, "DeliveredAt", item.delivered_at.isoformat())
+    last = recipients
+    if receipt.pdf_signatures:
+        last = etree.SubElement(root, r("PdfSignatures"))
+        for sig in receipt.pdf_signatures:
+            found = _add(last, "PdfSignature", sig.reason)
+            found.set("attachment", sig.attachment)
+            found.set("signer", sig.signer)
+            if sig.signed_at is not None:
+                found.set("signedAt", sig.signed_at.isoformat())
+            found.set("valid", "true" if sig.valid else "false")
+            found.set("trusted", "true" if sig.trusted else "false")
     etree.indent(root)  # for people who open it; the signature covers the whitespace too
-    recipients.tail = "\n  "  # where the signature goes
+    last.tail = "\n  "  # where the signature goes
     return root
 
 
@@ -213,6 +226,19 @@ def receipt_from(root: etree._Element) -> DeliveryReceipt:
             package_sha256=text_of(root, "r:PackageSha256"),
             issued_at=instant(text_of(root, "r:IssuedAt"), "IssuedAt"),
             recipients=recipients,
+            pdf_signatures=tuple(
+                PdfSignature(
+                    attachment=item.get("attachment", ""),
+                    signer=item.get("signer", ""),
+                    signed_at=instant(item.get("signedAt", ""), "signedAt")
+                    if item.get("signedAt")
+                    else None,
+                    valid=item.get("valid") in ("true", "1"),
+                    trusted=item.get("trusted") in ("true", "1"),
+                    reason=item.text or "",
+                )
+                for item in root.iterfind("r:PdfSignatures/r:PdfSignature", {"r": NS})
+            ),
         )
     except ValueError as exc:
         raise ReceiptInvalid(f"the signed receipt does not hold a receipt: {exc}") from exc

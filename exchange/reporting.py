@@ -20,6 +20,7 @@ from exchange.envelope import Envelope, NodeKey, NodePublicKey, verify_record
 from exchange.errors import EnvelopeInvalid
 from exchange.evidence import Event, EventKind
 from exchange.model import Package
+from exchange.pades import to_record
 
 REPORTS = "reports"  # the link message kind (KIND_HEADER) of a report batch
 REPORT_BATCH = 500  # events per report message
@@ -50,6 +51,8 @@ def accepted(
     }
     if held is not None:
         detail["held"] = held
+    if package.pdf_signatures:
+        detail["pdf_signatures"] = [to_record(sig) for sig in package.pdf_signatures]
     return Event(
         EventKind.ACCEPTED,
         f"accepted|{message_id}",

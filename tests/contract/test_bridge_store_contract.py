@@ -78,7 +78,8 @@ async def test_a_rejected_package_is_never_routed(store: Store) -> None:
     assert await store.decide_quarantined("m-r", "rejected", by="ops-an", at=AT, note="forged")
     assert await store.pending_outbox(10) == []
     found = await store.held_package("m-r")
-    assert found is not None and found.decision == "rejected"
+    assert found is not None
+    assert found.decision == "rejected"
     assert await store.held_package("m-none") is None
 
 
