@@ -4,6 +4,7 @@ and reported one entry per signature, however broken the PDF."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,7 @@ from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
 from pyhanko.sign import signers
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from adapters.pades_pyhanko import pdf_signatures
+from adapters.pades_pyhanko import pdf_check_for, pdf_signatures
 from exchange.admission import Admission, admit
 from exchange.attachments import pack_zip
 from exchange.devpki import Issued
@@ -27,6 +28,7 @@ from exchange.extract import attachment_files
 from exchange.model import Level
 from exchange.pades import PdfSignature, from_record, to_record
 from exchange.policy import policy_named
+from exchange.signing import sign
 from exchange.xmlsafe import parse
 from tests.conftest import example
 from tests.pki import G22, H53, DevPki
@@ -230,3 +232,18 @@ def test_only_the_files_the_package_records_are_given(
     package = admit(data, policy_named("legacy-or-unsigned"), admission).package
     other = _package_with(pack_zip("a.pdf", pdf.replace(CONTENT, CONTENT.upper())))
     assert list(attachment_files(package, parse(other).getroot())) == []
+
+
+def test_admission_below_strict_reports_the_pdf_signatures_and_strict_does_not_look(
+    pki: DevPki, admission: Admission, signed: tuple[bytes, datetime, datetime]
+) -> None:
+    pdf, _, _ = signed
+    data = _package_with(pack_zip("8f0c7a2e-5b1d-4e37-9a61-0c2f3d4e5a6b.pdf", pdf))
+    looking = dataclasses.replace(admission, pdf_check=pdf_check_for(pki.trust.roots))
+    package = admit(data, policy_named("legacy-or-unsigned"), looking).package
+    assert package.level is Level.UNSIGNED
+    (sig,) = package.pdf_signatures
+    assert (sig.attachment, sig.valid, sig.trusted) == (MANIFEST_NAME, True, True)
+    assert "000.00.00.G22" in sig.signer
+    signed_package = sign(data, pki.key("000.00.00.G22"))
+    assert admit(signed_package, policy_named("strict"), looking).package.pdf_signatures == ()

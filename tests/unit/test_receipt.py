@@ -17,6 +17,7 @@ from signxml.signer import XMLSigner
 from exchange.devpki import Issued, issue
 from exchange.errors import ConfigurationError, ReceiptInvalid, ReceiptPackageMismatch
 from exchange.model import Level
+from exchange.pades import PdfSignature
 from exchange.receipt import (
     DeliveryReceipt,
     ReceiptRecipient,
@@ -401,3 +402,27 @@ def test_a_receipt_needs_a_recipient_and_times_with_offsets() -> None:
         make(issued_at=datetime(2026, 11, 28, 9, 0))
     with pytest.raises(ValueError, match="no receipt"):
         make(level=Level.UNVERIFIED)
+
+
+def test_a_legacy_packages_receipt_carries_the_pdf_signatures_found(
+    nodes: dict[str, Issued], pinned: dict[str, Certificate]
+) -> None:
+    found = (
+        PdfSignature(
+            "125_UBND-VP.signed.pdf",
+            "CN=000.00.00.G09,O=Bộ Nội vụ,C=VN",
+            DELIVERED - timedelta(days=1),
+            True,
+            True,
+            "",
+        ),
+        PdfSignature("phu-luc.pdf", "", None, False, False, "not a readable PDF: no xref"),
+    )
+    receipt = make(level=Level.LEGACY, pdf_signatures=found)
+    data = signed_by(nodes[NODE], receipt)
+    root = etree.fromstring(data)
+    assert [etree.QName(el).localname for el in root][-2:] == ["PdfSignatures", "Signature"]
+    assert read_receipt(data, pinned).receipt.pdf_signatures == found
+    # and they are signed like the rest: a verdict turned around is refused
+    forged = data.replace(b'valid="false"', b'valid="true"')
+    assert "signature" in refusal(forged, pinned).lower()
