@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from adapters import cli_http, cli_status, logs
+from adapters import cli_http, cli_quarantine, cli_status, logs
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store, serve
@@ -205,3 +205,4 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("ids", nargs="+", type=int, metavar="ID")
     p.set_defaults(func=cmd_dlq_replay)
     cli_status.add_commands(sub, ops)
+    cli_quarantine.add_commands(ops)

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -36,6 +37,7 @@ from adapters.http_api import build_app
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
+from adapters.upstreams import bridges_for
 from exchange.config import NodeConfig
 from exchange.directory import Directory
 from exchange.directory_doc import SignedDirectory
@@ -154,15 +156,32 @@ async def serve(*configs: NodeConfig) -> None:
             await _open_node(config, stack, directories[directory_key(config)])
             for config in configs
         ]
+        bridges = [
+            bridge
+            for config, node in zip(configs, nodes, strict=True)
+            for bridge in bridges_for(config, node, state_dir(config))
+        ]
+        for bridge in bridges:
+            stack.push_async_callback(bridge.close)
         try:
             async with asyncio.TaskGroup() as group:
                 for node in nodes:
                     group.create_task(node.run(), name=f"node-{node.settings.node_id}")
+                for bridge in bridges:
+                    group.create_task(bridge.run(), name=f"bridge-{bridge.settings.name}")
         except ExceptionGroup as failed:  # one node stopped (the others with it): say why
             raise _first_cause(failed) from None
         except asyncio.CancelledError:
             for node in nodes:
                 log.info("node.stop", node=node.settings.node_id)
+
+
+def state_dir(config: NodeConfig) -> Path | None:
+    """Where a node keeps what it learns (an upstream's agency list): beside its SQLite
+    store, or beside its configuration file."""
+    if config.store.path is not None:
+        return Path(config.store.path)
+    return config.source_file.parent if config.source_file is not None else None
 
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
