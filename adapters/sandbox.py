@@ -32,6 +32,7 @@ import aio_pika
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config, load_peer_keys
 from adapters.pki_files import load_directory
+from adapters.sandbox_bridge import NATIONAL, bridged, start_national
 from adapters.sandbox_http import over_http
 from adapters.sandbox_lifecycle import lifecycle
 from adapters.sandbox_tree import Topology, load_topology, topology_file, write_tree
@@ -64,6 +65,7 @@ def run(folder: Path, *, once: bool = False, suffix: str = "") -> int:
     processes: dict[int, subprocess.Popen[bytes]] = {}
     try:
         _start(folder, topology, files, processes)
+        processes[0] = start_national(folder, files[NATIONAL])
         ok = asyncio.run(_demo(folder, topology, files, processes))
         if not ok:
             return 1
@@ -191,9 +193,11 @@ async def _demo(
     if not followed:
         return False
     again = _document(folder / "pki", sender, recipient, number + 1)
-    return await over_http(
+    if not await over_http(
         folder, entry=entry, exit_=exit_, sender=sender, recipient=recipient, data=again
-    )
+    ):
+        return False
+    return await bridged(folder, topology, files, AMQP_URL)
 
 
 async def _ready(topology: Topology, processes: dict[int, subprocess.Popen[bytes]]) -> None:

@@ -100,11 +100,14 @@ def load_topology(path: Path, suffix: str = "") -> Topology:
 def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Path]:
     """The PKI (made once), the directory, and a node file per node; returns the node
     files by node id."""
+    from adapters.sandbox_bridge import NATIONAL, ministry_entry, ministry_pki, write_national
+
     pki = folder / "pki"
     init_pki(
         pki, [a.organ_id for a in topology.agencies], [n.id for n in topology.nodes], key_type="ec"
     )
-    text = _directory(pki, topology)
+    ministry_pki(pki)
+    text = _directory(pki, topology) + "\n".join(ministry_entry(pki))
     (pki / "directory.toml").write_text(text, encoding="utf-8")
     root = topology.root
     key = NodeKey.from_pem(root, (pki / "nodes" / f"{root}.key").read_bytes())
@@ -121,10 +124,11 @@ def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Pat
         files[node.id] = config
     # where each node's REST API listens and each agency's token: for the demo and people
     (folder / "http.json").write_text(json.dumps(faces, indent=2), encoding="utf-8")
+    files[NATIONAL] = write_national(folder, topology, amqp_url, files[root])
     return files
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -135,7 +139,7 @@ def _http_face(node: SandboxNode, topology: Topology, home: Path) -> tuple[str, 
     """The node's [http] table: a free port; per agency it hosts, a REST token (kept only as
     its SHA-256 in the node file) and an SDK systemid (the OrganId) with its HMAC secret in
     a file, new each run; and an operator token."""
-    port = _free_port()
+    port = free_port()
     hosted = [a.organ_id for a in topology.agencies if a.home_node == node.id]
     tokens = {organ: secrets.token_urlsafe(24) for organ in hosted}
     sdk = {organ: secrets.token_hex(24) for organ in hosted}
