@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from adapters.sandbox import _document as sandbox_document
+from adapters.sandbox_bridge import NATIONAL
 from adapters.sandbox_tree import Topology, load_topology, topology_file
 from exchange.node import queues_of
 from tests.integration.broker import delete_queues
@@ -95,12 +96,22 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
         assert "verified, against the checkpoints its parent" in out
         assert list((tmp_path / "evidence").glob("*.bundle.json"))
         assert len(list((tmp_path / "logs").glob("process-*.log"))) == len(topology.processes())
+        # through the root's bridge to a second lienthong playing the national axis, and back
+        bridged = out.split("through the bridge to the national axis")[1]
+        assert "sends " in bridged
+        assert "to 000.00.00.G09: accepted" in bridged
+        assert "the ministry's system fetched it at national-axis" in bridged
+        assert "holds the ministry's statuses: 03, 06" in bridged
+        assert "the legacy-signed one reached 000.22.31.H53, labelled: legacy" in bridged
+        assert "held for an operator: signature.missing" in bridged
+        assert "released, it reached 000.22.31.H53: yes" in bridged
     finally:
         await delete_queues(tree_queues(topology))
 
 
 def tree_queues(topology: Topology) -> list[str]:
-    return [name for node in topology.nodes for name in queues_of(node.id, node.parent)]
+    nodes = [(node.id, node.parent) for node in topology.nodes] + [(NATIONAL, None)]
+    return [name for node, parent in nodes for name in queues_of(node, parent)]
 
 
 async def sdk_send_commune_to_ministry(folder: Path, topology: Topology) -> None:
