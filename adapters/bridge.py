@@ -49,6 +49,7 @@ from exchange.evidence import Event, EventKind
 from exchange.links import split_target
 from exchange.node import SOURCE_HEADER, Answer, Node
 from exchange.policy import PRESETS
+from exchange.reporting import VIETNAM
 from exchange.store import OutboxRow
 from exchange.trace import append_trace_header
 from exchange.transport import Message
@@ -355,7 +356,8 @@ class Bridge:
         if credential is None or credential.name not in self.clients:
             raise UpstreamRefused(f"no credential of {self.settings.name} sends for {sender}")
         if self.settings.trace_organ:
-            data = append_trace_header(data, self.settings.trace_organ, self._clock())
+            at = self._clock().astimezone(VIETNAM)  # the axis's timestamps are local time
+            data = append_trace_header(data, self.settings.trace_organ, at)
         node, _lane = split_target(row.target)
         assert node == self.settings.node
         doc_id = await self.clients[credential.name].send(
