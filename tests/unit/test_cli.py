@@ -211,7 +211,7 @@ def test_the_root_signs_a_new_directory_and_another_node_checks_it(tmp_path: Pat
     )
     signed = lienthong("directory", "sign", "--config", root, source)
     assert signed.returncode == 0, signed.stderr
-    assert "directory v2 signed by node central-c, 10 agencies, 5 nodes" in signed.stdout
+    assert "directory v2 signed by node central-c, 11 agencies, 5 nodes" in signed.stdout
     assert "takes it and sends it down its links within 2 s" in signed.stdout
     upcoming = root.parent / "directory.json.next"  # the root takes it on its next round
     shown = lienthong("directory", "show", "--config", province, upcoming)
