@@ -37,6 +37,7 @@ from adapters.agency_gate import LocalDelivery
 from adapters.durable import write_atomically
 from exchange import reporting
 from exchange.config import Credential
+from exchange.envelope import envelope_record
 from exchange.errors import (
     ConfigurationError,
     LienthongError,
@@ -275,7 +276,7 @@ class Bridge:
             first = await self.node.store.link_upstream(
                 name, "in", item.doc_id, answer.message_id, self._clock()
             )
-            await self._record(answer.message_id, item.doc_id, "in", [])
+            await self._record(first, item.doc_id, "in", [])
             await client.confirm(item.doc_id, ok=True)
             bound.info(
                 "bridge.taken",
@@ -349,7 +350,7 @@ class Bridge:
     async def _send(self, row: OutboxRow) -> None:
         store = self.node.store
         data = await store.package_bytes(row.digest)
-        record = json.loads(await store.envelope(row.message_id))["envelope"]
+        record = envelope_record(await store.envelope(row.message_id))
         recipients = self._behind([str(r) for r in record.get("recipients", [])])
         sender = row.sender or str(record.get("sender", ""))
         credential = self.settings.credential_for(sender)
@@ -378,7 +379,7 @@ class Bridge:
         )
 
     async def _give_up(self, row: OutboxRow, reason: str) -> None:
-        record = json.loads(await self.node.store.envelope(row.message_id))["envelope"]
+        record = envelope_record(await self.node.store.envelope(row.message_id))
         now, me = self._clock(), self.node.settings.node_id
         events = [
             reporting.failed(

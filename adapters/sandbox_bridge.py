@@ -263,7 +263,7 @@ async def _policies(
     if not legacy:
         print(f"  the legacy-signed document did not reach {commune}")
         return False
-    level = await _level_at(files[root], legacy[0].message_id)
+    level = _level_at(files[root], legacy[0].message_id)
     print(f"  the legacy-signed one reached {commune}, labelled: {level}")
     held = await _held(files[root])
     if not held:
@@ -281,7 +281,7 @@ async def _policies(
     return level == "legacy" and arrived
 
 
-async def _level_at(node_file: Path, message_id: str) -> str:
+def _level_at(node_file: Path, message_id: str) -> str:
     shown = _cli("ops", "track", "--config", str(node_file), message_id)
     for level in ("strict", "legacy", "unsigned", "quarantined"):
         if f", {level}, received" in shown.stdout:

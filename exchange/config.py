@@ -452,7 +452,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         admission_workers=r.count("limits", "admission_workers", default_admission_workers()),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),
         directory_check_s=r.seconds("trust", "directory_check_s", 30.0),
-        sources={**sources, **upstream_policies(upstreams)},
+        sources=sources,  # an upstream's policy: its bridge gives it to the node
         source_file=Path(source),
         credentials=credentials,
         link=LinkSettings(
@@ -485,11 +485,6 @@ def _upstreams(
     from exchange.config_upstream import upstream_settings
 
     return upstream_settings(data.get("upstreams"), source, base, max_bytes)
-
-
-def upstream_policies(upstreams: tuple[UpstreamSettings, ...]) -> dict[str, VerificationPolicy]:
-    """Each upstream's packages are judged by its policy, under its own source name."""
-    return {u.source: PRESETS[u.policy] for u in upstreams}
 
 
 def _push(data: Mapping[str, Any], source: str) -> frozenset[str]:

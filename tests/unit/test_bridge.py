@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -345,5 +344,12 @@ async def test_an_operator_releases_one_held_package_and_rejects_another(
     assert await tree.mailbox(COMMUNE) == [released]
 
 
-def test_settings_without_a_policy_hold_what_cannot_be_verified() -> None:
-    assert replace(settings(), policy=UpstreamSettings.policy).policy == "quarantine"
+def test_an_upstream_without_a_policy_is_judged_by_quarantine(bridge: Bridge) -> None:
+    unset = UpstreamSettings("lgsp", "bkav", "http://lgsp.invalid", settings().credentials)
+    Bridge(bridge.node, unset, bridge.clients)
+    policy = bridge.node.settings.policy_for("upstream:lgsp")
+    assert (policy.name, policy.quarantine_failures, policy.allow_unsigned) == (
+        "quarantine",
+        True,
+        False,
+    )
