@@ -12,13 +12,14 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-from bench import admission, fanout, intake, route
+from bench import admission, fanout, intake, pades, route
 
 SCENARIOS = {
     "admission": admission.run,
     "intake": intake.run,
     "route": route.run,
     "fanout": fanout.run,
+    "pades": pades.run,
 }
 
 

@@ -39,6 +39,12 @@ def test_the_admission_scenario_runs_and_reports_a_ratio() -> None:
         assert float(ratio) > 0
 
 
+def test_the_pdf_signature_scenario_checks_a_valid_signature_and_reports_a_ratio() -> None:
+    stdout = _bench("pades", "--quick")
+    cells = _cells(stdout, "legacy, one signed PDF")
+    assert all(NUMBER.match(cell) for cell in cells[1:])
+
+
 @pytest.mark.integration
 def test_the_route_scenario_runs_both_systems_and_reports_latency() -> None:
     stdout = _bench("route", "--quick")

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from asn1crypto import keys as asn1_keys
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from lxml import etree
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
-from pyhanko.sign import signers
-from pyhanko_certvalidator.registry import SimpleCertificateStore
 
+from adapters.devpdf import CONTENT, blank_pdf, sign_pdf
 from adapters.pades_pyhanko import pdf_check_for, pdf_signatures
 from exchange.admission import Admission, admit
 from exchange.attachments import pack_zip
-from exchange.devpki import Issued
 from exchange.extract import attachment_files
 from exchange.model import Level
 from exchange.pades import PdfSignature, from_record, to_record
@@ -32,42 +22,6 @@ from exchange.signing import sign
 from exchange.xmlsafe import parse
 from tests.conftest import example
 from tests.pki import G22, H53, DevPki
-
-CONTENT = b"% quyet dinh so 125/QD-UBND\n"
-
-
-def blank_pdf() -> bytes:
-    """One A4 page whose content stream is a comment: PDF bytes we can point at."""
-    writer = PdfFileWriter()
-    content = writer.add_object(generic.StreamObject(stream_data=CONTENT))
-    box = generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)])
-    writer.insert_page(PageObject(contents=content, media_box=box))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-
-
-def sign_pdf(pdf: bytes, issued: Issued, ca: Issued, field: str = "Signature1") -> bytes:
-    key = issued.key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    signer = signers.SimpleSigner(
-        signing_cert=_asn1(issued.cert),
-        signing_key=asn1_keys.PrivateKeyInfo.load(key),
-        cert_registry=SimpleCertificateStore.from_certs([_asn1(ca.cert)]),
-    )
-    out: io.BytesIO = signers.sign_pdf(
-        IncrementalPdfFileWriter(io.BytesIO(pdf)),
-        signers.PdfSignatureMetadata(field_name=field),
-        signer=signer,
-    )
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
