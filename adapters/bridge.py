@@ -39,7 +39,6 @@ from exchange import reporting
 from exchange.config import Credential
 from exchange.envelope import envelope_record
 from exchange.errors import (
-    ConfigurationError,
     LienthongError,
     SenderFault,
     TransientFault,
@@ -122,12 +121,6 @@ class Bridge:
             settings.name, {name: CredentialState(name) for name in self.clients}
         )
         self._push_ready = asyncio.Event()
-        if node.settings.parent is not None:
-            raise ConfigurationError(
-                f"node {node.settings.node_id} has a parent ({node.settings.parent}): only the "
-                f"root of a tree bridges to an upstream axis, or the nodes above it would judge "
-                f"the upstream's agencies unknown (docs/bridge.md)"
-            )
         self._attach()
 
     def _attach(self) -> None:

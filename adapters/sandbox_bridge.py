@@ -1,9 +1,10 @@
 """The sandbox's national axis: a second lienthong node, alone in its tree, playing VDXP
 over the SDK protocol (docs/bridge.md). It hosts a ministry, and the mailboxes the
-sandbox tree's agencies have on the national axis; the tree's root bridges to it.
+sandbox tree's agencies have on the national axis; the province node above the demo's
+commune bridges to it (the commune's province, not the tree's root).
 
 The demo then sends a commune's document through its province's node and the bridge to
-the ministry, brings the ministry's statuses 03 and 06 back, and shows how the root's
+the ministry, brings the ministry's statuses 03 and 06 back, and shows how the province's
 ``quarantine`` policy treats the ministry's legacy-signed (RSA-SHA1) and unsigned
 documents: the first admitted and labelled ``legacy``, the second held until an operator
 releases it.
@@ -63,8 +64,18 @@ def _fingerprint(pki: Path, organ: str) -> str:
     return fingerprint(cert)
 
 
+def bridging_node(topology: Topology) -> str:
+    """The node that bridges: the one under the tree's root on the demo sender's way up
+    (its province)."""
+    parents = {n.id: n.parent for n in topology.nodes}
+    node = topology.node_of(topology.demo_sender)
+    while parents.get(node) not in (None, topology.root):
+        node = str(parents[node])
+    return node
+
+
 def write_national(folder: Path, topology: Topology, amqp_url: str, root_file: Path) -> Path:
-    """The national node's files, and the root's [upstreams] table that bridges to it;
+    """The national node's files, and the bridging node's [upstreams] table toward it;
     returns the national node's file."""
     pki = folder / "pki"
     home = folder / "nodes" / NATIONAL
@@ -100,7 +111,7 @@ def write_national(folder: Path, topology: Topology, amqp_url: str, root_file: P
         "[sources.today]  # the national axis takes today's traffic: SHA-1, or no signature\n"
         'policy = "legacy-or-unsigned"\n\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n\n'
-        f"[http.clients.{SYSTEM}]  # the sandbox tree, through its root's bridge\n"
+        f"[http.clients.{SYSTEM}]  # the sandbox tree, through its province's bridge\n"
         f'systemid = "{SYSTEM}"\nhmac_secret_file = "sandbox.secret"\norgans = [{ours}]\n\n'
         f"[http.clients.bo-noi-vu]  # the ministry's document system, over REST\n"
         f'token_sha256 = "{digest}"\norgans = ["{MINISTRY}"]\nsource = "today"\n',
@@ -247,9 +258,9 @@ async def _policies(
     amqp_url: str,
 ) -> bool:
     """The ministry sends a legacy-signed and an unsigned document to the commune: the
-    root's quarantine policy labels the first legacy and holds the second."""
+    province's quarantine policy labels the first legacy and holds the second."""
     pki, commune = folder / "pki", topology.demo_sender
-    entry, root = topology.node_of(commune), topology.root
+    entry, root = topology.node_of(commune), bridging_node(topology)
     token = {"Authorization": f"Bearer {face['ministry_token']}"}
     number = int(time.time()) % 1_000_000 + 700_000
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:

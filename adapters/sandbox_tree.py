@@ -100,7 +100,13 @@ def load_topology(path: Path, suffix: str = "") -> Topology:
 def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Path]:
     """The PKI (made once), the directory, and a node file per node; returns the node
     files by node id."""
-    from adapters.sandbox_bridge import NATIONAL, ministry_entry, ministry_pki, write_national
+    from adapters.sandbox_bridge import (
+        NATIONAL,
+        bridging_node,
+        ministry_entry,
+        ministry_pki,
+        write_national,
+    )
 
     pki = folder / "pki"
     init_pki(
@@ -124,7 +130,7 @@ def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Pat
         files[node.id] = config
     # where each node's REST API listens and each agency's token: for the demo and people
     (folder / "http.json").write_text(json.dumps(faces, indent=2), encoding="utf-8")
-    files[NATIONAL] = write_national(folder, topology, amqp_url, files[root])
+    files[NATIONAL] = write_national(folder, topology, amqp_url, files[bridging_node(topology)])
     return files
 
 

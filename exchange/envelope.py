@@ -115,6 +115,9 @@ class Envelope:
     business: int = 0  # 0 new, 1 revoke, 2 update, 3 replace (edXML BussinessDocType)
     about: str | None = None  # the DocumentId a revoke or update is about
     removed: tuple[str, ...] = ()  # an update's recipients to withdraw it from
+    # recipients a node on the way handed to an upstream axis (its hop record says so):
+    # served, so no node after it judges them (docs/bridge.md)
+    bridged: tuple[str, ...] = ()
 
     @property
     def last_node(self) -> str:
@@ -137,6 +140,7 @@ def seal(
     business: Mapping[str, Any] | None = None,
     status_at: str | None = None,
     pdf_signatures: Sequence[Mapping[str, Any]] = (),
+    bridged: Sequence[str] = (),
 ) -> bytes:
     """The entry node's signed envelope, with its own first hop. ``business`` says what
     a revoke, update or replace is about: {"type", "about" (the DocumentId), "removed"}.
@@ -163,11 +167,14 @@ def seal(
             **({"pdf_signatures": [dict(p) for p in pdf_signatures]} if pdf_signatures else {}),
         }
     )
-    return append_hop(canonical({"envelope": body, "hops": []}), key, when=when)
+    return append_hop(canonical({"envelope": body, "hops": []}), key, when=when, bridged=bridged)
 
 
-def append_hop(wire: bytes, key: NodeKey, *, when: datetime | None = None) -> bytes:
-    """Add this node's signed hop record to the trail."""
+def append_hop(
+    wire: bytes, key: NodeKey, *, when: datetime | None = None, bridged: Sequence[str] = ()
+) -> bytes:
+    """Add this node's signed hop record to the trail; ``bridged``: the recipients this
+    node hands to an upstream axis (the nodes after it leave them alone)."""
     document = _load(wire)
     hops = document["hops"]
     previous = hops[-1] if hops else document["envelope"]
@@ -178,11 +185,14 @@ def append_hop(wire: bytes, key: NodeKey, *, when: datetime | None = None) -> by
             f"its hop limit; the nodes' directories disagree about where it belongs"
         )
     at = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
-    hops.append(
-        key.sign(
-            {"node": key.node_id, "at": at, "prev": hashlib.sha256(canonical(previous)).hexdigest()}
-        )
-    )
+    record: dict[str, Any] = {
+        "node": key.node_id,
+        "at": at,
+        "prev": hashlib.sha256(canonical(previous)).hexdigest(),
+    }
+    if bridged:
+        record["bridged"] = sorted(set(bridged))
+    hops.append(key.sign(record))
     return canonical(document)
 
 
@@ -234,7 +244,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
     if hashlib.sha256(data).hexdigest() != body.get("sha256") or len(data) != body.get("size"):
         raise EnvelopeInvalid("the package bytes do not match the envelope's SHA-256 and size")
     previous: Mapping[str, Any] = body
-    trail, times = [], []
+    trail, times, bridged = [], [], []
     for index, hop in enumerate(document["hops"]):
         if not isinstance(hop, dict):
             raise EnvelopeInvalid(f"hop {index + 1} is not a record")
@@ -247,6 +257,10 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
             raise EnvelopeInvalid(f"hop {index + 1} does not follow the record before it")
         trail.append(node)
         times.append(str(hop.get("at", "")))
+        handed = hop.get("bridged", [])
+        if not isinstance(handed, list) or not all(isinstance(o, str) for o in handed):
+            raise EnvelopeInvalid(f"hop {index + 1}: 'bridged' is not a list of OrganIds")
+        bridged += handed
         previous = hop
     if not trail or trail[0] != signer:
         raise EnvelopeInvalid("the first hop must be the entry node's")
@@ -268,6 +282,7 @@ def open_envelope(wire: bytes, data: bytes, keys: Mapping[str, NodePublicKey]) -
         status_code=body.get("status_code"),
         status_at=str(body["status_at"]) if body.get("status_at") else None,
         hop_times=tuple(times),
+        bridged=tuple(dict.fromkeys(bridged)),
         **_business(body.get("business")),
     )
 

@@ -110,7 +110,7 @@ from exchange.store import (
 from exchange.topology import Topology
 from exchange.tracking import Deadlines
 from exchange.transport import Delivery, Message, QueueSpec, Transport, Unroutable
-from exchange.upstream import UPSTREAM_PREFIX, UpstreamAgency, with_upstreams
+from exchange.upstream import UPSTREAM_PREFIX, UpstreamAgency, is_upstream, with_upstreams
 
 log = structlog.get_logger("lienthong.node")
 
@@ -711,6 +711,7 @@ class Node:
             status_at=reporting.status_time(package.status.timestamp) if package.status else None,
             business=business_record(package),
             pdf_signatures=[to_record(sig) for sig in package.pdf_signatures],
+            bridged=self._handed_upstream(targets),
         )
         return await self.store.commit_intake(
             Intake(
@@ -1064,7 +1065,7 @@ class Node:
         me = self.settings.node_id
         try:
             wire, data = unframe(delivery.message.body)
-            envelope, extended = self._open_link_envelope(wire, data, topology)
+            envelope = self._open_link_envelope(wire, data, topology)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # hostile, not signed
             fault = EnvelopeInvalid(f"the envelope does not parse: {type(exc).__name__}")
             return await self._dead_letter_link(delivery, lane, fault)
@@ -1080,7 +1081,15 @@ class Node:
         recipients: tuple[str, ...] = envelope.recipients
         if envelope.kind == Kind.STATUS.value and not recipients:
             recipients = await self._status_targets_here(envelope)
+        # a node on the way handed these to an upstream axis: nobody after it judges them
+        recipients = tuple(r for r in recipients if r not in envelope.bridged)
         plan = topology.plan(me, recipients, came_from)
+        handed = [o for node, organs in plan.links.items() if is_upstream(node) for o in organs]
+        try:
+            extended = append_hop(wire, self._key, when=self._clock(), bridged=handed)
+        except HopLimitExceeded as fault:  # signed, but going round: the sender is told
+            await self._undeliverable(wire, fault)
+            return await self._dead_letter_link(delivery, lane, fault)
         package = package_from_envelope(envelope)
         now = self._clock()
         result = await self.store.commit_intake(
@@ -1204,15 +1213,13 @@ class Node:
         await delivery.ack()
         return "dead-lettered"
 
-    def _open_link_envelope(
-        self, wire: bytes, data: bytes, topology: Topology
-    ) -> tuple[Envelope, bytes]:
-        """The checked envelope, and the same with this node's hop appended."""
+    def _open_link_envelope(self, wire: bytes, data: bytes, topology: Topology) -> Envelope:
+        """The checked envelope, from this node's parent or a child."""
         envelope = open_envelope(wire, data, self.peer_keys)
         came_from, me = envelope.last_node, self.settings.node_id
         if came_from != self.settings.parent and topology.parents.get(came_from) != me:
             raise EnvelopeInvalid(f"node {came_from} is neither this node's parent nor a child")
-        return envelope, append_hop(wire, self._key, when=self._clock())
+        return envelope
 
     async def _take_directory(self, delivery: Delivery, *, from_parent: bool) -> str:
         if self.directory_sync is None or not from_parent:
@@ -1332,6 +1339,17 @@ class Node:
         """Route to the agencies an upstream's list names (those no node of ours hosts)."""
         self._upstream_agencies[upstream] = tuple(agencies)
         self._route_upstreams()
+
+    def _handed_upstream(self, targets: Sequence[str]) -> list[str]:
+        """The recipients this node hands to an upstream axis (its hop record says so)."""
+        topology, me = self.settings.topology, self.settings.node_id
+        if topology is None:
+            return []
+        return [
+            organ
+            for organ in targets
+            if is_upstream(topology.next_hop(me, topology.current_code(organ)) or "")
+        ]
 
     def _check_upstream_sender(self, upstream: str, sender: str) -> None:
         """An upstream may bring packages from its agencies, never from one of ours."""

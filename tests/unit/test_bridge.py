@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from adapters.bridge import Bridge
-from exchange.errors import ConfigurationError, Quarantined, UpstreamUnavailable
+from exchange.errors import Quarantined, UpstreamUnavailable
 from exchange.evidence import EventKind
 from exchange.node import Node
 from exchange.signing import sign
@@ -130,9 +130,6 @@ async def test_our_own_agencies_stay_ours_whatever_the_upstream_lists(
     assert topology.homes[G09] == "upstream:vdxp"
     # and the bridge is no broker child: no link queues are declared for it
     assert "upstream:vdxp" not in tree.nodes["central"].settings.children
-    # and a node with a parent may not bridge: the nodes above would not know the way
-    with pytest.raises(ConfigurationError, match="only the root of a tree bridges"):
-        Bridge(tree.nodes["province-h53"], settings(), bridge.clients)
 
 
 async def test_the_agency_list_is_kept_for_a_restart(
@@ -175,6 +172,25 @@ async def test_a_definite_refusal_fails_the_copy_with_the_upstreams_reason(
     seen = await wait_for(tree.nodes["commune-21-31-h53"], DOC, {G09: "failed"})
     reason = {r.recipient: r.reason for r in seen.recipients}[G09]
     assert reason == "vdxp refused it: sendEdoc: [18] recipient not found"
+
+
+async def test_a_bridge_below_the_root_serves_its_subtree_and_the_root_leaves_it_alone(
+    tree: Tree, pki: DevPki, upstream: FakeUpstream
+) -> None:
+    province = tree.nodes["province-h53"]
+    below = Bridge(province, settings(), {"tayninh": upstream})
+    await below.sync_agencies()
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G09, H41))
+    assert sent.outcome == "accepted", sent
+    await push_until_sent(below, upstream)
+    assert upstream.sent[0][4] == (G09,)
+    # the province's hop record says it handed G09 over: central, which does not know G09,
+    # routes only H41 and reports nothing about G09
+    seen = await wait_for(tree.nodes["commune-21-31-h53"], DOC, {G09: "bridged", H41: "delivered"})
+    assert {r.recipient: r.node for r in seen.recipients}[G09] == "province-h53"
+    central = tree.nodes["central"]
+    about = await central.store.events_about(message_id=str(sent.message_id))
+    assert not [e for e in about if e.kind is EventKind.FAILED]
 
 
 # --- in: documents and statuses fetched from the upstream -------------------------------

@@ -66,6 +66,18 @@ def test_an_envelope_crosses_three_nodes_and_says_so(
     assert json.loads(wire)["envelope"]["v"] == 1
 
 
+def test_the_recipients_a_hop_handed_to_an_upstream_are_signed_and_read_back(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    wire = append_hop(sealed(nodes), nodes["district"], bridged=["000.00.00.G09"])
+    assert open_envelope(wire, DATA, keys).bridged == ("000.00.00.G09",)
+    assert open_envelope(sealed(nodes), DATA, keys).bridged == ()
+    document = json.loads(wire)
+    document["hops"][1]["bridged"] = ["000.00.00.G22"]  # someone else claims it went upstream
+    with pytest.raises(EnvelopeInvalid, match="does not verify"):
+        open_envelope(canonical(document), DATA, keys)
+
+
 def test_other_bytes_than_the_sealed_ones_are_refused(
     nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
 ) -> None:
