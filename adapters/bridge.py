@@ -66,6 +66,7 @@ log = structlog.get_logger("lienthong.bridge")
 
 SEND_BATCH = 50  # outbox rows taken at a time
 MAX_ITEMS_PER_POLL = 500  # pending items taken from one list; the rest come next poll
+REFUSALS_KEPT = 10_000  # refused docIds remembered (in memory): answered again unfetched
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Taken:
     """What became of one pending item."""
 
     doc_id: str
-    outcome: str  # "taken" | "again" | "refused" | "retry"
+    outcome: str  # "taken" | "again" | "refused" | "refused-again" | "retry"
     message_id: str | None = None
     reason: str | None = None
 
@@ -121,6 +122,7 @@ class Bridge:
             settings.name, {name: CredentialState(name) for name in self.clients}
         )
         self._push_ready = asyncio.Event()
+        self._refused: dict[str, str] = {}  # docId -> our fail reason, oldest first
         self._attach()
 
     def _attach(self) -> None:
@@ -222,26 +224,29 @@ class Bridge:
 
     async def pull_once(self, credential: str) -> int:
         """One poll of one credential: every kind, every item listed. Returns how many
-        items were listed (0: nothing waits). Raises when the upstream cannot be asked."""
+        items were settled now (0: nothing new, and the next poll waits its turn); an
+        item listed again after we answered it (the upstream did not record our answer)
+        is answered again but is not new work, so it cannot make the bridge poll in a
+        tight loop. Raises when the upstream cannot be asked."""
         client = self.clients[credential]
         state = self.state.credentials[credential]
         state.last_poll = self._clock()
-        listed = 0
+        settled = 0
         try:
             for kind in KINDS:
                 items = (await client.pending(kind))[:MAX_ITEMS_PER_POLL]
-                listed += len(items)
                 for item in items:
                     taken = await self.take(client, item)
-                    if taken.outcome in ("taken", "again"):
+                    if taken.outcome == "taken":
                         state.taken += 1
                     elif taken.outcome == "refused":
                         state.refused += 1
+                    settled += taken.outcome in ("taken", "refused")
         except LienthongError as exc:
             state.last_error = f"{exc.code}: {exc.message}"
             raise
         state.last_ok, state.last_error = self._clock(), None
-        return listed
+        return settled
 
     async def take(self, client: UpstreamClient, item: PendingItem) -> Taken:
         """Fetch one item, commit it through the node's intake, then confirm it."""
@@ -252,18 +257,18 @@ class Bridge:
             await client.confirm(item.doc_id, ok=True)
             bound.info("bridge.taken_again", message_id=known)
             return Taken(item.doc_id, "again", known)
+        said = self._refused.get(item.doc_id)
+        if said is not None:  # refused before, and listed again: the same answer, no fetch
+            await client.confirm(item.doc_id, ok=False, reason=said)
+            return Taken(item.doc_id, "refused-again", reason=said)
         try:
             data = await client.fetch(item.doc_id)
         except SenderFault as refused:  # this item, not the upstream: say so, go on
             reason = f"[{refused.code}] {refused.message}"[:500]
-            await client.confirm(item.doc_id, ok=False, reason=reason)
-            bound.warning("bridge.refused", reason=reason)
-            return Taken(item.doc_id, "refused", reason=reason)
+            return await self._refuse(client, item, reason, bound)
         if len(data) > self.settings.max_bytes:
             reason = f"[package.too_large] over the {self.settings.max_bytes}-byte cap"
-            await client.confirm(item.doc_id, ok=False, reason=reason)
-            bound.warning("bridge.refused", reason=reason, size=len(data))
-            return Taken(item.doc_id, "refused", reason=reason)
+            return await self._refuse(client, item, reason, bound)
         answer = await self._submit(data)
         if answer.outcome in ("accepted", "duplicate") and answer.message_id:
             first = await self.node.store.link_upstream(
@@ -282,10 +287,24 @@ class Bridge:
         if answer.outcome == "retry":  # the node tries it again: no word to the upstream yet
             bound.warning("bridge.retry", code=answer.code, reason=answer.reason)
             return Taken(item.doc_id, "retry", reason=answer.reason)
-        reason = f"[{answer.code}] {answer.reason or answer.outcome}"
-        await client.confirm(item.doc_id, ok=False, reason=reason[:500])
-        bound.warning("bridge.refused", outcome=answer.outcome, code=answer.code, reason=reason)
-        return Taken(item.doc_id, "refused", answer.message_id, reason)
+        reason = f"[{answer.code}] {answer.reason or answer.outcome}"[:500]
+        return await self._refuse(client, item, reason, bound)
+
+    async def _refuse(
+        self,
+        client: UpstreamClient,
+        item: PendingItem,
+        reason: str,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> Taken:
+        """Answer ``fail`` with the reason, and remember it: an upstream that lists the
+        item again gets the same answer without a second fetch."""
+        await client.confirm(item.doc_id, ok=False, reason=reason)
+        self._refused[item.doc_id] = reason
+        while len(self._refused) > REFUSALS_KEPT:
+            del self._refused[next(iter(self._refused))]
+        bound.warning("bridge.refused", reason=reason)
+        return Taken(item.doc_id, "refused", reason=reason)
 
     async def _submit(self, data: bytes) -> Answer:
         delivery = LocalDelivery(

@@ -96,13 +96,14 @@ async def test_the_sandbox_carries_a_document_from_a_commune_to_another_province
         assert "verified, against the checkpoints its parent" in out
         assert list((tmp_path / "evidence").glob("*.bundle.json"))
         assert len(list((tmp_path / "logs").glob("process-*.log"))) == len(topology.processes())
-        # through the root's bridge to a second lienthong playing the national axis, and back
+        # through the province's bridge to a second lienthong playing the national axis, and back
         bridged = out.split("through the bridge to the national axis")[1]
         assert "sends " in bridged
         assert "to 000.00.00.G09: accepted" in bridged
         assert "the ministry's system fetched it at national-axis" in bridged
         assert "holds the ministry's statuses: 03, 06" in bridged
         assert "the legacy-signed one reached 000.22.31.H53, labelled: legacy" in bridged
+        assert f"held at province-h53{suffix}: " in bridged
         assert "held for an operator: signature.missing" in bridged
         assert "released, it reached 000.22.31.H53: yes" in bridged
     finally:

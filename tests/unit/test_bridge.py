@@ -253,6 +253,24 @@ async def test_a_package_the_node_refuses_is_failed_upstream_with_the_reason(
     assert reason.startswith("[xml.malformed]")
 
 
+async def test_items_listed_again_after_our_answer_are_answered_again_not_polled_hot(
+    pki: DevPki, bridge: Bridge, upstream: FakeUpstream
+) -> None:
+    upstream.forget_done = True  # it lists everything again, whatever we answered
+    broken = upstream.put("edoc", b"<edXML:edXMLEnvelope><not-closed>", COMMUNE)
+    good = upstream.put("edoc", sign(from_g09(pki), key_of(pki, G09)), COMMUNE)
+    assert await bridge.pull_once("tayninh") == 2  # both settled: work was done
+    assert await bridge.pull_once("tayninh") == 0  # nothing new: the next poll waits its turn
+    assert upstream.fetches == 2  # neither fetched a second time
+    assert [(d, ok) for d, ok, _ in upstream.confirmed] == [
+        (broken, False),
+        (good, True),
+        (broken, False),
+        (good, True),
+    ]
+    assert upstream.confirmed[0][2] == upstream.confirmed[2][2]  # the same reason again
+
+
 async def test_an_upstream_may_not_bring_a_package_from_one_of_our_agencies(
     tree: Tree, pki: DevPki, bridge: Bridge, upstream: FakeUpstream
 ) -> None:
