@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from adapters import bridge_postgres, evidence_postgres
+from adapters import bridge_postgres, evidence_postgres, ops_postgres
 from exchange.errors import ConfigurationError, TransientFault
 from exchange.evidence import Event, LogEntry
 from exchange.store import (
@@ -31,6 +31,7 @@ from exchange.store import (
     IntakeResult,
     KnownDocument,
     MailboxEntry,
+    Operations,
     OutboxItem,
     OutboxRow,
     Outcome,
@@ -131,6 +132,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE mailbox ADD COLUMN pushed_at TIMESTAMPTZ",
     # version 8: quarantined packages, and packages' ids at upstream axes
     bridge_postgres.MIGRATION,
+    # version 9: purged dead letters; the indexes behind GET /status
+    ops_postgres.MIGRATION,
 ]
 
 
@@ -709,11 +712,46 @@ class PostgresStore:
 
     async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]:
         rows = await self._execute(
-            "SELECT id, digest, source, reason, attempts, dead_at, replayed_at FROM dead_letters "
-            "WHERE %s OR replayed_at IS NULL ORDER BY id",
+            "SELECT id, digest, source, reason, attempts, dead_at, replayed_at, purged_at "
+            "FROM dead_letters WHERE %s OR (replayed_at IS NULL AND purged_at IS NULL) "
+            "ORDER BY id",
             (include_replayed,),
         )
         return [DeadLetter(*r) for r in rows]
+
+    async def purge_dead_letter(
+        self, dead_letter_id: int, at: datetime, events: Sequence[Event]
+    ) -> bool:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                return await ops_postgres.purge(conn, self.chain, dead_letter_id, at, events)
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def operations(self, since: datetime) -> Operations:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                return await ops_postgres.operations(conn, since)
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def latest_from(self, organs: Collection[str]) -> Mapping[str, str]:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn:
+                return await ops_postgres.latest_from(conn, organs)
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+
+    async def events_of_kind(self, kind: str, since: datetime, limit: int = 500) -> Sequence[Event]:
+        await self._open()
+        try:
+            async with self._pool.connection() as conn:
+                return await ops_postgres.events_of_kind(conn, kind, since, limit)
+        except psycopg.OperationalError as exc:
+            raise TransientFault(f"PostgreSQL store: {exc}") from exc
 
     async def dead_letter_bytes(self, dead_letter_id: int) -> bytes:
         rows = await self._execute(

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapters import bridge_sqlite, evidence_sqlite
+from adapters import bridge_sqlite, evidence_sqlite, ops_sqlite
 from adapters.durable import fsync_folder, write_atomically
 from exchange.errors import TransientFault
 from exchange.evidence import Event, LogEntry
@@ -40,6 +40,7 @@ from exchange.store import (
     IntakeResult,
     KnownDocument,
     MailboxEntry,
+    Operations,
     OutboxItem,
     OutboxRow,
     Outcome,
@@ -141,6 +142,8 @@ MIGRATIONS: list[Migration] = [
     "ALTER TABLE mailbox ADD COLUMN pushed_at TEXT",
     # version 8: quarantined packages, and packages' ids at upstream axes
     bridge_sqlite.MIGRATION,
+    # version 9: purged dead letters; the indexes behind GET /status
+    ops_sqlite.MIGRATION,
 ]
 
 
@@ -781,18 +784,46 @@ class SqliteStore:
     async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]:
         def work(db: sqlite3.Connection) -> list[DeadLetter]:
             rows = db.execute(
-                "SELECT id, digest, source, reason, attempts, dead_at, replayed_at "
-                "FROM dead_letters WHERE ? OR replayed_at IS NULL ORDER BY id",
+                "SELECT id, digest, source, reason, attempts, dead_at, replayed_at, purged_at "
+                "FROM dead_letters WHERE ? OR (replayed_at IS NULL AND purged_at IS NULL) "
+                "ORDER BY id",
                 (include_replayed,),
             ).fetchall()
             return [
                 DeadLetter(
-                    r[0], r[1], r[2], r[3], r[4], _time(r[5]) or datetime.now(UTC), _time(r[6])
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    _time(r[5]) or datetime.now(UTC),
+                    _time(r[6]),
+                    _time(r[7]),
                 )
                 for r in rows
             ]
 
         return await self._run(work)
+
+    async def purge_dead_letter(
+        self, dead_letter_id: int, at: datetime, events: Sequence[Event]
+    ) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            purged = ops_sqlite.purge(db, self.chain, dead_letter_id, at, events)
+            db.execute("COMMIT")
+            return purged
+
+        return await self._run(work)
+
+    async def operations(self, since: datetime) -> Operations:
+        return await self._run(lambda db: ops_sqlite.operations(db, since))
+
+    async def latest_from(self, organs: Collection[str]) -> Mapping[str, str]:
+        return await self._run(lambda db: ops_sqlite.latest_from(db, organs))
+
+    async def events_of_kind(self, kind: str, since: datetime, limit: int = 500) -> Sequence[Event]:
+        return await self._run(lambda db: ops_sqlite.events_of_kind(db, kind, since, limit))
 
     async def dead_letter_bytes(self, dead_letter_id: int) -> bytes:
         def work(db: sqlite3.Connection) -> str:

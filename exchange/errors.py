@@ -424,6 +424,25 @@ class Quarantined(SenderFault):
     code = "quarantine.not_held"
 
 
+class NotDeadLettered(SenderFault):
+    """No such dead letter, or it was replayed or purged before."""
+
+    code = "ops.not_dead_lettered"
+
+
+class ViewerOnly(SenderFault):
+    """An operator credential with the viewer role asked for an action (HTTP 403)."""
+
+    code = "ops.viewer_only"
+
+
+class Draining(TransientFault):
+    """The node is in maintenance (drain) mode: it takes no new packages until an operator
+    ends the drain; what it holds is still carried (HTTP 503)."""
+
+    code = "node.draining"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 

@@ -38,6 +38,7 @@ class EventKind(enum.StrEnum):
     CHECKPOINT = "checkpoint"  # a signed chain head (this node's, or a child's kept here)
     QUARANTINE = "quarantine"  # an operator released or rejected a held package
     BRIDGED = "bridged"  # a package crossed to or from an upstream axis, with its docId there
+    OPERATOR = "operator"  # an operator's action: replay, purge, release, refuse, drain
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,13 @@ from exchange.directory_sync import (
     DirectoryHome,
     DirectorySync,
 )
+from exchange.edxml import kid, kids, message_block, text
 from exchange.envelope import (
     Envelope,
     NodeKey,
     NodePublicKey,
     append_hop,
+    envelope_hops,
     envelope_recipients,
     envelope_record,
     open_envelope,
@@ -61,6 +63,7 @@ from exchange.errors import (
     EnvelopeInvalid,
     HopLimitExceeded,
     LienthongError,
+    NotDeadLettered,
     NotTracked,
     Quarantined,
     RecipientUnreachable,
@@ -70,6 +73,7 @@ from exchange.errors import (
     TransientFault,
 )
 from exchange.evidence import Event, EventKind
+from exchange.linkboard import CHILD, PARENT, LinkBoard
 from exchange.links import (
     DIRECTORY_LANE,
     LANES,
@@ -97,6 +101,7 @@ from exchange.routing import (
 )
 from exchange.status_view import document_status
 from exchange.store import (
+    DeadLetter,
     Destination,
     HeldPackage,
     Intake,
@@ -111,6 +116,7 @@ from exchange.topology import Topology
 from exchange.tracking import Deadlines
 from exchange.transport import Delivery, Message, QueueSpec, Transport, Unroutable
 from exchange.upstream import UPSTREAM_PREFIX, UpstreamAgency, is_upstream, with_upstreams
+from exchange.xmlsafe import parse
 
 log = structlog.get_logger("lienthong.node")
 
@@ -296,6 +302,15 @@ class Node:
         self._crash = crash
         self.queues = Queues(settings.node_id)
         self._outbox_ready = asyncio.Event()
+        self.links = LinkBoard(clock)
+        if settings.parent is not None:
+            self.links.know(settings.parent, PARENT)
+        for child in settings.children:
+            self.links.know(child, CHILD)
+        self.drain: Drain | None = None  # maintenance: no new packages taken
+        self._intake_open = asyncio.Event()
+        self._intake_open.set()
+        self.in_flight = 0  # submissions being admitted right now
         self._directory = directory
         self.reports = ReportRelay(
             settings.node_id,
@@ -408,6 +423,13 @@ class Node:
     # --- intake ---------------------------------------------------------------------
 
     async def consume_intake(self) -> None:
+        """Take submissions while the node is not draining; a drain stops taking them,
+        lets those in flight finish, and gives the rest back to the queue."""
+        while True:
+            await self._intake_open.wait()
+            await self._consume_until_drained()
+
+    async def _consume_until_drained(self) -> None:
         """Up to ``intake_concurrency`` submissions at once, each owned by this task group:
         admission of one overlaps the store and broker round trips of the others.
 
@@ -418,21 +440,28 @@ class Node:
         backoff = Backoff()
         width = self.settings.intake_concurrency
         slots = asyncio.Semaphore(width)
-        async with asyncio.TaskGroup() as group:
-            async for delivery in inbound:
-                if delivery.redelivered:
-                    for _ in range(width):  # drain
-                        await slots.acquire()
-                    for _ in range(width - 1):
-                        slots.release()
-                    await self._intake_one(delivery, slots, backoff)
-                    continue
-                await slots.acquire()
-                group.create_task(self._intake_one(delivery, slots, backoff))
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for delivery in inbound:
+                    if self.drain is not None:  # back to the queue, untouched
+                        await _requeue(delivery)
+                        break
+                    if delivery.redelivered:
+                        for _ in range(width):  # drain
+                            await slots.acquire()
+                        for _ in range(width - 1):
+                            slots.release()
+                        await self._intake_one(delivery, slots, backoff)
+                        continue
+                    await slots.acquire()
+                    group.create_task(self._intake_one(delivery, slots, backoff))
+        finally:  # only now, with the acks of those in flight done, is the channel closed
+            await inbound.aclose()
 
     async def _intake_one(
         self, delivery: Delivery, slots: asyncio.Semaphore, backoff: Backoff
     ) -> None:
+        self.in_flight += 1
         try:
             await self.handle_submission(delivery)
             backoff.reset()
@@ -448,6 +477,7 @@ class Node:
             await self.store.record_attempt(digest, f"{type(exc).__name__}: {exc}", delta=0)
             await _requeue(delivery)
         finally:
+            self.in_flight -= 1
             slots.release()
 
     async def handle_submission(self, delivery: Delivery) -> Answer:
@@ -833,16 +863,21 @@ class Node:
             else:
                 waiting = row.target in blocked
                 if not waiting:
+                    neighbour = split_target(row.target)[0]
+                    role = PARENT if neighbour == self.settings.parent else CHILD
                     try:
                         await self._publish_on_link(row)
                     except TransientFault as exc:
                         log.info("link.waiting", target=row.target, error=exc.message)
+                        self.links.down(neighbour, role, exc.message)
                         blocked.add(row.target)
                         waiting = True
                     except (KeyError, OSError):  # the row's bytes are gone: a person must look
                         log.exception("relay.row_broken", row=row.id, message_id=row.message_id)
                         blocked.add(row.target)
                         continue
+                    else:
+                        self.links.up(neighbour, role)
                 if waiting:
                     # a copy that cannot go now is given up once it has waited too long,
                     # judged from the store's record, never a broker TTL that drops silently
@@ -1028,6 +1063,7 @@ class Node:
                 )
             except TransientFault as exc:
                 log.info("link.down", parent=parent, error=exc.message)
+                self.links.down(parent, PARENT, exc.message)
                 await backoff.wait()
 
     async def consume_link(
@@ -1075,6 +1111,7 @@ class Node:
         except EnvelopeInvalid as fault:  # nothing in it can be trusted, nor reported
             return await self._dead_letter_link(delivery, lane, fault)
         came_from = envelope.last_node
+        self._heard(came_from, wire)
         if await self.store.find_digest(envelope.sha256) is not None:
             await delivery.ack()  # the same package again (a republish after a crash)
             return "duplicate"
@@ -1121,6 +1158,14 @@ class Node:
         )
         self._outbox_ready.set()
         return result.outcome.value
+
+    def _heard(self, neighbour: str, wire: bytes) -> None:
+        """How far the neighbour's clock is from ours, from the hop record it just signed."""
+        hops = envelope_hops(wire)
+        when = _parsed(hops[-1][1]) if hops else None
+        if when is not None and hops[-1][0] == neighbour:
+            role = PARENT if neighbour == self.settings.parent else CHILD
+            self.links.heard(neighbour, role, when, self._clock())
 
     def _link_events(
         self, envelope: Envelope, unknown: Sequence[str], came_from: str, now: datetime
@@ -1638,14 +1683,145 @@ class Node:
 
     # --- operators --------------------------------------------------------------------
 
-    async def replay_dead_letter(self, dead_letter_id: int) -> None:
-        await replay_dead_letter(
-            self.store,
-            self.transport,
-            self.queues,
-            dead_letter_id,
-            timeout=self.settings.publish_timeout_s,
+    async def replay_dead_letter(
+        self, dead_letter_id: int, *, by: str | None = None, note: str | None = None
+    ) -> str:
+        """Send a dead letter through again; with ``by`` (an operator), in the evidence log."""
+        letter = await self._open_dead_letter(dead_letter_id)
+        try:
+            target = await replay_dead_letter(
+                self.store,
+                self.transport,
+                self.queues,
+                dead_letter_id,
+                timeout=self.settings.publish_timeout_s,
+            )
+        except KeyError:
+            raise NotDeadLettered(f"dead letter {dead_letter_id} is not here") from None
+        if by is not None:
+            await self.store.record_events(
+                [self._operator_event("replay", by, f"dead-letter:{dead_letter_id}", note, letter)]
+            )
+        log.info("dead_letter.replayed", id=dead_letter_id, by=by, to=target)
+        return target
+
+    async def purge_dead_letter(self, dead_letter_id: int, *, by: str, note: str | None) -> int:
+        """Give a dead letter up for good: a failed event for each recipient its bytes
+        name (a failed receipt for the sender, at its origin node), and the operator's
+        word, all in one transaction. Returns how many failed receipts were made."""
+        letter = await self._open_dead_letter(dead_letter_id)
+        data = await self.store.dead_letter_bytes(dead_letter_id)
+        now, me = self._clock(), self.settings.node_id
+        word = f"purged by operator {by}" + (f": {note}" if note else "")
+        events = [
+            reporting.failed(
+                # never accepted (a submission's dead letter): known by its bytes' digest
+                message_id=about.message_id or f"sha256:{letter.digest}",
+                document_id=about.document_id,
+                sender=about.sender,
+                organ=organ,
+                reason=f"dead-lettered at node {me} ({letter.reason}) and {word}",
+                here=me,
+                at=now,
+                origin=about.origin if about.origin != me else None,
+            )
+            for about in [_dead_letter_about(data, letter.source, me)]
+            if about is not None
+            for organ in about.recipients
+        ]
+        action = self._operator_event("purge", by, f"dead-letter:{dead_letter_id}", note, letter)
+        if not await self.store.purge_dead_letter(dead_letter_id, now, [*events, action]):
+            raise NotDeadLettered(f"dead letter {dead_letter_id} was replayed or purged meanwhile")
+        self.reports.note(events)
+        log.info("dead_letter.purged", id=dead_letter_id, by=by, failed=len(events))
+        return len(events)
+
+    async def _open_dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        letters = {d.id: d for d in await self.store.dead_letters(include_replayed=True)}
+        letter = letters.get(dead_letter_id)
+        if letter is None or letter.replayed_at is not None or letter.purged_at is not None:
+            done = "" if letter is None else " (it was replayed or purged before)"
+            raise NotDeadLettered(f"dead letter {dead_letter_id} is not open here{done}")
+        return letter
+
+    def _operator_event(
+        self, action: str, by: str, target: str, note: str | None, letter: DeadLetter | None
+    ) -> Event:
+        now = self._clock()
+        return Event(
+            EventKind.OPERATOR,
+            f"operator|{action}|{target}|{now.isoformat()}",
+            now,
+            self.settings.node_id,
+            digest=letter.digest if letter else None,
+            detail={
+                "action": action,
+                "by": by,
+                "target": target,
+                "note": note or "",
+                **({"reason": letter.reason, "source": letter.source} if letter else {}),
+            },
         )
+
+    async def start_drain(self, *, by: str, note: str | None = None) -> Drain:
+        """Maintenance: stop taking new packages (from agencies and from upstream axes),
+        finish those in flight, and keep carrying what is held. Not kept across a restart."""
+        if self.drain is None:
+            self.drain = Drain(self._clock(), by, note or "")
+            self._intake_open.clear()
+            await self.store.record_events([self._operator_event("drain", by, "on", note, None)])
+            log.warning("node.draining", node=self.settings.node_id, by=by)
+        return self.drain
+
+    async def stop_drain(self, *, by: str, note: str | None = None) -> None:
+        if self.drain is not None:
+            self.drain = None
+            self._intake_open.set()
+            await self.store.record_events([self._operator_event("drain", by, "off", note, None)])
+            log.warning("node.serving", node=self.settings.node_id, by=by)
+
+
+@dataclass(frozen=True)
+class Drain:
+    since: datetime
+    by: str
+    note: str
+
+
+@dataclass(frozen=True)
+class _About:
+    message_id: str | None
+    document_id: str | None
+    sender: str
+    recipients: tuple[str, ...]
+    origin: str
+
+
+def _dead_letter_about(data: bytes, source: str, here: str) -> _About | None:
+    """Who a dead letter's bytes say it was from and for; None when they say nothing
+    that can be trusted (a link message whose envelope does not open, bytes not edXML)."""
+    if source.startswith("link:"):
+        try:
+            wire, _ = unframe(data)
+            record = envelope_record(wire)
+        except (ValueError, TypeError, KeyError, LienthongError):
+            return None
+        return _About(
+            str(record.get("message_id") or "") or None,
+            record.get("document_id"),
+            str(record.get("sender") or ""),
+            tuple(str(r) for r in record.get("recipients", [])),
+            str(record.get("origin") or here),
+        )
+    try:
+        block = message_block(parse(data).getroot())
+    except (ValueError, LienthongError):
+        return None
+    sender = text(kid(block, "From"), "OrganId")
+    if block is None or not sender:
+        return None
+    recipients = tuple(o for o in (text(to, "OrganId") for to in kids(block, "To")) if o)
+    return _About(None, text(block, "DocumentId"), sender, recipients, here)
 
 
 # A round goes on past a full batch (so a slow or refusing link, tried once a round, costs

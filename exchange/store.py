@@ -241,6 +241,33 @@ class DeadLetter:
     attempts: int
     dead_at: datetime
     replayed_at: datetime | None
+    purged_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    target: str  # an outbox target: "<node>/<lane>" or "upstream:<name>"
+    count: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
+class PendingMail:
+    organ: str
+    count: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
+class Operations:
+    """The counts behind ``GET /status``, read in one go."""
+
+    backlog: Sequence[Backlog]  # copies waiting for a link or an upstream
+    mail: Sequence[PendingMail]  # unfetched mail per agency, most first
+    events: Mapping[str, int]  # evidence events recorded since ``since``, by kind
+    per_minute: Sequence[tuple[datetime, str, int]]  # (minute, kind, count) since ``since``
+    dead_letters: int
+    quarantined: int
 
 
 class Store(Protocol):
@@ -388,6 +415,21 @@ class Store(Protocol):
     async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]: ...
 
     async def dead_letter_bytes(self, dead_letter_id: int) -> bytes: ...
+
+    async def purge_dead_letter(
+        self, dead_letter_id: int, at: datetime, events: Sequence[Event]
+    ) -> bool:
+        """Give an open dead letter up, with its evidence, in one transaction; False when
+        it is not open (replayed or purged before)."""
+
+    async def operations(self, since: datetime) -> Operations:
+        """What an operator sees at a glance (exchange/store.py Operations)."""
+
+    async def latest_from(self, organs: Collection[str]) -> Mapping[str, str]:
+        """The digest of the last package each of these agencies sent through here."""
+
+    async def events_of_kind(self, kind: str, since: datetime, limit: int = 500) -> Sequence[Event]:
+        """The most recent events of one kind since a time, newest first."""
 
     async def mark_replayed(self, dead_letter_id: int, replayed: bool = True) -> None:
         """Mark (or, with False, unmark) a dead letter as sent through intake again."""
