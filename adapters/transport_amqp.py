@@ -25,10 +25,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 
 from exchange.errors import TransientFault
-from exchange.transport import Message, PublishFailed, QueueSpec, Unroutable
+from exchange.transport import Message, PublishFailed, QueueInfo, QueueSpec, Unroutable
 
 log = structlog.get_logger("lienthong.transport")
 
@@ -84,7 +89,9 @@ class AmqpTransport:
         self._connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
+        self._inspector: AbstractChannel | None = None  # passive declares: a 404 closes it
         self._lock = asyncio.Lock()
+        self.lost: str | None = None  # why the connection was last lost, while it is
 
     async def connect(self) -> None:
         async with self._lock:
@@ -100,8 +107,12 @@ class AmqpTransport:
                     publisher_confirms=True, on_return_raises=True
                 )
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-                raise TransientFault(f"RabbitMQ unreachable at {_safe(self._url)}: {exc}") from exc
+                self._connection = None
+                self.lost = f"RabbitMQ unreachable at {_safe(self._url)}: {exc}"
+                raise TransientFault(self.lost) from exc
             self._connection.close_callbacks.add(self._closed)
+            self._connection.reconnect_callbacks.add(self._reconnected)
+            self.lost = None
 
     async def _channel(self) -> AbstractRobustChannel:
         if self._publisher is None:
@@ -210,14 +221,41 @@ class AmqpTransport:
             if not channel.is_closed:
                 await channel.close()
 
+    async def inspect(self, queue: str) -> QueueInfo | None:
+        if self._connection is None:
+            await self.connect()
+        assert self._connection is not None
+        try:
+            if self._inspector is None or self._inspector.is_closed:
+                self._inspector = await self._connection.channel(publisher_confirms=False)
+            raw = await self._inspector.get_underlay_channel()
+            result = await raw.queue_declare(queue=queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._inspector = None  # the broker closed the channel with its 404
+            return None
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            self._inspector = None
+            raise TransientFault(f"inspecting {queue}: {exc}") from exc
+        return QueueInfo(queue, int(result.message_count or 0), int(result.consumer_count or 0))
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed and not self.lost
+
     async def close(self) -> None:
         if self._connection is not None:
             connection, self._connection, self._publisher = self._connection, None, None
+            self._inspector = None
             await connection.close()
 
     def _closed(self, _connection: object, exc: BaseException | None = None) -> None:
         if self._connection is not None and exc is not None:  # not a close we asked for
+            self.lost = f"connection lost: {exc!r}"
             log.warning("rabbitmq.connection_lost", error=repr(exc))
+
+    def _reconnected(self, _connection: object) -> None:
+        self.lost = None
+        log.info("rabbitmq.reconnected")
 
 
 def with_heartbeat(url: str, seconds: int) -> str:

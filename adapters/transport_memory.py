@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from exchange.transport import Message, PublishFailed, QueueSpec, Unroutable
+from exchange.transport import Message, PublishFailed, QueueInfo, QueueSpec, Unroutable
 
 
 @dataclass
@@ -21,6 +21,7 @@ class _Queue:
     spec: QueueSpec
     ready: deque[tuple[Message, bool]] = field(default_factory=deque)
     wakeup: asyncio.Condition = field(default_factory=asyncio.Condition)
+    consumers: int = 0
 
     def size_bytes(self) -> int:
         return sum(len(m.body) for m, _ in self.ready)
@@ -87,6 +88,7 @@ class MemoryTransport:
         if source is None:
             raise Unroutable(f"no queue {queue!r} to consume from")
         in_flight: list[MemoryDelivery] = []
+        source.consumers += 1
         try:
             while True:
                 async with source.wakeup:
@@ -99,9 +101,14 @@ class MemoryTransport:
                 async with source.wakeup:
                     source.wakeup.notify_all()
         finally:
+            source.consumers -= 1
             for delivery in in_flight:
                 if not delivery.settled:
                     source.ready.appendleft((delivery.message, True))
+
+    async def inspect(self, queue: str) -> QueueInfo | None:
+        found = self.queues.get(queue)
+        return None if found is None else QueueInfo(queue, len(found.ready), found.consumers)
 
     def depth(self, queue: str) -> int:
         return len(self.queues[queue].ready)

@@ -50,6 +50,15 @@ class Message:
     user_id: str | None = None  # set by the publisher, validated by RabbitMQ against its login
 
 
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as the broker sees it now: messages ready (not yet delivered), consumers."""
+
+    name: str
+    messages: int
+    consumers: int
+
+
 class Delivery(Protocol):
     @property
     def message(self) -> Message: ...
@@ -74,5 +83,9 @@ class Transport(Protocol):
 
     def consume(self, queue: str, *, prefetch: int) -> AsyncGenerator[Delivery, None]:
         """Deliveries from a queue, at most ``prefetch`` unacknowledged at once."""
+
+    async def inspect(self, queue: str) -> QueueInfo | None:
+        """The queue's depth and consumers now; None when it does not exist. Declares
+        nothing, so an operator's look never creates a queue."""
 
     async def close(self) -> None: ...

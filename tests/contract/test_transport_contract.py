@@ -193,3 +193,30 @@ async def test_a_queue_bound_to_an_exchange_is_reached_through_it_and_no_other_i
         await transport.publish(other, Message(b"elsewhere"), timeout=5, exchange=gate)
     if isinstance(transport, AmqpTransport):
         CREATED.append(gate)
+
+
+async def test_inspect_tells_depth_and_consumers_and_creates_nothing(
+    transport: Transport,
+) -> None:
+    missing = queue_name()
+    assert await transport.inspect(missing) is None
+    assert await transport.inspect(missing) is None, "a look does not create the queue"
+    queue = queue_name()
+    await transport.declare(QueueSpec(queue))
+    for n in range(3):
+        await transport.publish(queue, Message(f"m{n}".encode()), timeout=10)
+    info = await transport.inspect(queue)
+    assert info is not None
+    assert (info.name, info.messages, info.consumers) == (queue, 3, 0)
+    stream = transport.consume(queue, prefetch=1)
+    first = await take(stream)
+    await first.ack()
+    for _ in range(200):
+        info = await transport.inspect(queue)
+        if info is not None and info.consumers == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert info is not None
+    assert info.consumers == 1
+    assert info.messages <= 2  # one taken, one maybe prefetched
+    await stream.aclose()
