@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from exchange.admission import Admitted
 from exchange.config import Credential
-from exchange.errors import KeyReused, NotInMailbox, NotTracked, NotYours
+from exchange.errors import Draining, KeyReused, NotInMailbox, NotTracked, NotYours
 from exchange.node import AS_HEADER, HTTP_CALLER, Answer, Node
 from exchange.policy import VerificationPolicy
 from exchange.status_view import DocumentStatus, document_status
@@ -86,6 +86,11 @@ class AgencyGate:
         """The node's answer: accepted, duplicate, conflict, refused, dead-lettered, or
         retry (a permanent fault the node will try again: answered, not held). The same
         ``key`` (an idempotency key) with other bytes than before is refused."""
+        if self.node.drain is not None:
+            raise Draining(
+                f"node {self.node.settings.node_id} is drained for maintenance since "
+                f"{self.node.drain.since:%Y-%m-%d %H:%M} UTC; try again later"
+            )
         if as_organ is not None:
             self.check(caller, as_organ)
         if key is not None:

@@ -230,6 +230,8 @@ class Bridge:
         tight loop. Raises when the upstream cannot be asked."""
         client = self.clients[credential]
         state = self.state.credentials[credential]
+        if self.node.drain is not None:  # maintenance: nothing new is taken in
+            return 0
         state.last_poll = self._clock()
         settled = 0
         try:

@@ -26,17 +26,20 @@ from exchange.config_http import HttpSettings
 from exchange.errors import (
     ContractViolation,
     LienthongError,
+    NotDeadLettered,
     NotInMailbox,
     NotTracked,
     NotYours,
     OperatorsOnly,
     PackageTooLarge,
+    Quarantined,
     RateLimited,
     RequestInvalid,
     SenderFault,
     SubmitterNotSender,
     TransientFault,
     Unauthenticated,
+    ViewerOnly,
 )
 from exchange.node import Answer
 from exchange.store import MailboxEntry
@@ -58,6 +61,9 @@ STATUS_OF_CODE = {
     NotYours.code: 403,
     SubmitterNotSender.code: 403,
     NotInMailbox.code: 404,
+    NotDeadLettered.code: 404,
+    Quarantined.code: 404,
+    ViewerOnly.code: 403,
     NotTracked.code: 404,
     PackageTooLarge.code: 413,
     RateLimited.code: 429,
@@ -289,25 +295,6 @@ async def directory(request: web.Request) -> web.Response:
     return web.json_response({"agencies": request.app[GATE].directory()})
 
 
-async def dead_letters(request: web.Request) -> web.Response:
-    operator(request)
-    letters = await request.app[GATE].node.store.dead_letters()
-    return web.json_response(
-        {
-            "items": [
-                {
-                    "id": d.id,
-                    "source": d.source,
-                    "reason": d.reason,
-                    "attempts": d.attempts,
-                    "dead_at": d.dead_at.isoformat(),
-                }
-                for d in letters
-            ]
-        }
-    )
-
-
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi(request.app[MAX_BYTES]))
 
@@ -320,16 +307,23 @@ ROUTES: Mapping[tuple[str, str], Callable[[web.Request], Awaitable[web.Response]
     ("POST", "/v1/agencies/{organ}/packages/{id}/ack"): acknowledge,
     ("GET", "/v1/agencies/{organ}/sent/{id}"): sent,
     ("GET", "/v1/directory"): directory,
-    ("GET", "/v1/ops/dead-letters"): dead_letters,
     ("GET", "/v1/openapi.json"): openapi_json,
 }
 
 
-def build_app(gate: AgencyGate, settings: HttpSettings, *, max_bytes: int) -> web.Application:
+def build_app(
+    gate: AgencyGate,
+    settings: HttpSettings,
+    *,
+    max_bytes: int,
+    extra: Callable[[web.Application], None] | None = None,
+) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=max_bytes + 1)
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, max_bytes
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
+    if extra is not None:  # the operator's endpoints and console (adapters/ops_http.py)
+        extra(app)
     if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
         add_sdk_routes(app, gate, settings.clients, max_bytes=max_bytes)
     return app

@@ -34,6 +34,8 @@ from adapters.config_files import (
 )
 from adapters.directory_file import DirectoryFile
 from adapters.http_api import build_app
+from adapters.ops_http import add_ops_routes
+from adapters.ops_status import OpsView
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
@@ -152,21 +154,23 @@ async def serve(*configs: NodeConfig) -> None:
         loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
     directories = load_directories(configs)  # each file once, however many nodes name it
     async with contextlib.AsyncExitStack() as stack:
-        nodes = [
+        opened = [
             await _open_node(config, stack, directories[directory_key(config)])
             for config in configs
         ]
-        bridges = [
-            bridge
-            for config, node in zip(configs, nodes, strict=True)
-            for bridge in bridges_for(config, node, state_dir(config))
-        ]
+        nodes = [node for node, _ in opened]
+        bridges = []
+        for config, (node, view) in zip(configs, opened, strict=True):
+            mine = bridges_for(config, node, state_dir(config))
+            view.bridges.extend(mine)
+            bridges += mine
         for bridge in bridges:
             stack.push_async_callback(bridge.close)
         try:
             async with asyncio.TaskGroup() as group:
-                for node in nodes:
+                for node, view in opened:
                     group.create_task(node.run(), name=f"node-{node.settings.node_id}")
+                    group.create_task(view.watch(), name=f"ops-{node.settings.node_id}")
                 for bridge in bridges:
                     group.create_task(bridge.run(), name=f"bridge-{bridge.settings.name}")
         except ExceptionGroup as failed:  # one node stopped (the others with it): say why
@@ -196,8 +200,9 @@ async def _open_node(
     config: NodeConfig,
     stack: contextlib.AsyncExitStack,
     directory: tuple[Directory, SignedDirectory | None],
-) -> Node:
-    """Build one node; what it opened is closed, in reverse, when ``stack`` unwinds."""
+) -> tuple[Node, OpsView]:
+    """Build one node, and its operator's view; what it opened is closed, in reverse,
+    when ``stack`` unwinds."""
     store = open_store(config)
     stack.push_async_callback(store.close)
     transport = AmqpTransport(config.amqp_url)
@@ -218,10 +223,14 @@ async def _open_node(
     admission = admission_for(config.source_file, config.admission_workers, directory[0])
     stack.callback(admission.shutdown)
     node = build_node(config, transport, store, admission, parent_transport, *directory)
+    view = OpsView(node, trust=config.trust)
     await transport.connect()
     if config.http is not None:  # the REST API (and the SDK facade) of this node
         app = build_app(
-            AgencyGate(node, dry_run=admission), config.http, max_bytes=config.max_package_bytes
+            AgencyGate(node, dry_run=admission),
+            config.http,
+            max_bytes=config.max_package_bytes,
+            extra=lambda app: add_ops_routes(app, view),
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -238,4 +247,4 @@ async def _open_node(
         if config.admission_workers
         else "thread",
     )
-    return node
+    return node, view

@@ -15,6 +15,7 @@ rate_per_s = 20                    # requests a second, on average (bursts of tw
 
 [http.operators.ops-tayninh]       # operator credentials: never an agency's
 token_sha256 = "…"
+role = "operator"                  # or "viewer": sees everything, acts on nothing
 ```
 """
 
@@ -45,10 +46,18 @@ class HttpClient:
     rate_per_s: float = 20.0
 
 
+ROLES = ("viewer", "operator")
+
+
 @dataclass(frozen=True)
 class HttpOperator:
     name: str
     token_sha256: str
+    role: str = "operator"  # "viewer": GET only
+
+    @property
+    def may_act(self) -> bool:
+        return self.role == "operator"
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ def http_settings(
         for name, entry in _tables(table.get("clients", {}), f"{where}.clients").items()
     }
     operators = {
-        name: HttpOperator(name, _token(entry, f"{where}.operators.{name}", required=True) or "")
+        name: _operator(name, entry, f"{where}.operators.{name}")
         for name, entry in _tables(table.get("operators", {}), f"{where}.operators").items()
     }
     tokens = [c.token_sha256 for c in clients.values() if c.token_sha256]
@@ -103,6 +112,18 @@ def _token(entry: Mapping[str, Any], where: str, *, required: bool) -> str | Non
             "digits (`printf %s TOKEN | sha256sum`)"
         )
     return token
+
+
+def _operator(name: str, entry: Mapping[str, Any], where: str) -> HttpOperator:
+    unknown = set(entry) - {"token_sha256", "role"}
+    if unknown:
+        raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
+    role = entry.get("role", "operator")
+    if role not in ROLES:
+        raise ConfigurationError(
+            f"{where}.role': expected one of {', '.join(ROLES)}, found {role!r}"
+        )
+    return HttpOperator(name, _token(entry, where, required=True) or "", role)
 
 
 def _client(

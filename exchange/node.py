@@ -1725,7 +1725,7 @@ class Node:
                 at=now,
                 origin=about.origin if about.origin != me else None,
             )
-            for about in [_dead_letter_about(data, letter.source, me)]
+            for about in [dead_letter_about(data, letter.source, me)]
             if about is not None
             for organ in about.recipients
         ]
@@ -1789,7 +1789,7 @@ class Drain:
 
 
 @dataclass(frozen=True)
-class _About:
+class DeadLetterAbout:
     message_id: str | None
     document_id: str | None
     sender: str
@@ -1797,7 +1797,7 @@ class _About:
     origin: str
 
 
-def _dead_letter_about(data: bytes, source: str, here: str) -> _About | None:
+def dead_letter_about(data: bytes, source: str, here: str) -> DeadLetterAbout | None:
     """Who a dead letter's bytes say it was from and for; None when they say nothing
     that can be trusted (a link message whose envelope does not open, bytes not edXML)."""
     if source.startswith("link:"):
@@ -1806,7 +1806,7 @@ def _dead_letter_about(data: bytes, source: str, here: str) -> _About | None:
             record = envelope_record(wire)
         except (ValueError, TypeError, KeyError, LienthongError):
             return None
-        return _About(
+        return DeadLetterAbout(
             str(record.get("message_id") or "") or None,
             record.get("document_id"),
             str(record.get("sender") or ""),
@@ -1821,7 +1821,7 @@ def _dead_letter_about(data: bytes, source: str, here: str) -> _About | None:
     if block is None or not sender:
         return None
     recipients = tuple(o for o in (text(to, "OrganId") for to in kids(block, "To")) if o)
-    return _About(None, text(block, "DocumentId"), sender, recipients, here)
+    return DeadLetterAbout(None, text(block, "DocumentId"), sender, recipients, here)
 
 
 # A round goes on past a full batch (so a slow or refusing link, tried once a round, costs

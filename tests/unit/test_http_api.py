@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.agency_gate import AgencyGate
 from adapters.http_api import build_app
+from adapters.ops_http import add_ops_routes
+from adapters.ops_status import OpsView
 from exchange.config import Credential
 from exchange.config_http import HttpClient, HttpOperator, HttpSettings
 from exchange.node import Node
@@ -58,7 +60,10 @@ def serve(node: Node) -> TestServer:
         http_credentials={f"http:{n}": c.credential for n, c in SETTINGS.clients.items()},
     )
     gate = AgencyGate(node, dry_run=node._admit)  # the node's own admission, storing nothing
-    return TestServer(build_app(gate, SETTINGS, max_bytes=CAP))
+    view = OpsView(node)
+    return TestServer(
+        build_app(gate, SETTINGS, max_bytes=CAP, extra=lambda app: add_ops_routes(app, view))
+    )
 
 
 @pytest.fixture
