@@ -34,6 +34,7 @@ from adapters.config_files import (
 )
 from adapters.directory_file import DirectoryFile
 from adapters.http_api import build_app
+from adapters.metrics import NodeMetrics
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
@@ -140,6 +141,7 @@ def build_node(
         peer_keys=load_peer_keys(config),
         directory=keeping,
         receipts=receipt_issuer(load_receipt_signer(config)),
+        observer=NodeMetrics(config.node_id),  # what GET /metrics renders
     )
 
 
