@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.http_api import SETTINGS, operator, read_body
+from adapters.metrics import NodeMetrics
 from adapters.ops_status import OpsView
 from exchange.errors import NotTracked, RequestInvalid, ViewerOnly
 from exchange.reporting import VIETNAM
@@ -98,6 +99,18 @@ async def readyz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     viewer(request)
     return web.json_response(await current_status(request))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    viewer(request)
+    observer = request.app[OPS].node.observer
+    if not isinstance(observer, NodeMetrics):
+        raise NotTracked("this node keeps no metrics")
+    observer.update_from_status(await current_status(request))
+    body, content_type = observer.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -274,6 +287,7 @@ ROUTES: Mapping[tuple[str, str], Callable[[web.Request], Awaitable[web.Response]
     ("GET", "/healthz"): healthz,
     ("GET", "/readyz"): readyz,
     ("GET", "/status"): status,
+    ("GET", "/metrics"): metrics,
     ("GET", "/v1/ops/whoami"): whoami,
     ("GET", "/v1/ops/dead-letters"): dead_letters,
     ("POST", "/v1/ops/dead-letters/{id}/replay"): replay,

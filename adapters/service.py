@@ -34,6 +34,7 @@ from adapters.config_files import (
 )
 from adapters.directory_file import DirectoryFile
 from adapters.http_api import build_app
+from adapters.metrics import NodeMetrics
 from adapters.ops_http import add_ops_routes
 from adapters.ops_status import OpsView
 from adapters.store_postgres import PostgresStore
@@ -142,6 +143,7 @@ def build_node(
         peer_keys=load_peer_keys(config),
         directory=keeping,
         receipts=receipt_issuer(load_receipt_signer(config)),
+        observer=NodeMetrics(config.node_id),  # what GET /metrics renders
     )
 
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -89,6 +90,7 @@ from exchange.links import (
     up_queue,
 )
 from exchange.model import BusinessType, Kind, Level, Package
+from exchange.observe import NO_OBSERVER, Observer, observe_routes, since_origin
 from exchange.pades import to_record
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.report_relay import ReportRelay
@@ -284,8 +286,10 @@ class Node:
         peer_keys: Mapping[str, NodePublicKey] | None = None,
         directory: DirectoryKeeping | None = None,
         receipts: IssueReceipt | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.settings = settings
+        self.observer = observer  # counts what flows (exchange/observe.py)
         self._tree = settings.topology  # the directory's tree, before upstreams are added
         self._upstream_agencies: dict[str, tuple[UpstreamAgency, ...]] = {}
         self._receipts = receipts
@@ -486,11 +490,20 @@ class Node:
         credential = self.credential_of(message)
         source = self.source_of(message, credential)
         digest = hashlib.sha256(data).hexdigest()
-        bound = log.bind(digest=digest[:16], source=source, node=self.settings.node_id)
+        started = time.perf_counter()
+        bound = log.bind(
+            digest=digest[:16],
+            source=source,
+            node=self.settings.node_id,
+            document_id=None,
+            sender=None,
+            recipients=None,
+        )
 
         begun = await self.store.begin_attempt(digest)
         known = begun.known
         if known is not None:
+            bound = bound.bind(sender=known.sender)
             claimed = message.headers.get(AS_HEADER)
             if known.sender is not None and not self._may_send_as(
                 credential, claimed, known.sender
@@ -502,7 +515,7 @@ class Node:
                 )
             else:
                 answer = answer_for(known)
-            await self._settle(delivery, answer, bound)
+            await self._settle(delivery, answer, bound, source, started)
             return answer
 
         held = begun.held
@@ -512,19 +525,24 @@ class Node:
                 code="intake.poison",
                 reason=f"these bytes are held as dead letter {held} for an operator",
             )
-            await self._settle(delivery, answer, bound)
+            await self._settle(delivery, answer, bound, source, started)
             return answer
 
         attempts = begun.count
         if attempts > self.settings.max_attempts:
             answer = await self._dead_letter(data, source, attempts)
-            await self._settle(delivery, answer, bound)
+            await self._settle(delivery, answer, bound, source, started)
             return answer
 
         self._crash(f"admit:{digest}")
         try:
             admitted = await self._admit_in_time(data, self.settings.policy_for(source))
             package = admitted.package
+            bound = bound.bind(
+                document_id=package.document_id,
+                sender=package.sender.organ_id,
+                recipients=len(package.recipients),
+            )
             claimed = message.headers.get(AS_HEADER)
             if not self._may_send_as(credential, claimed, package.sender.organ_id):
                 raise SubmitterNotSender(
@@ -542,7 +560,7 @@ class Node:
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
             answer = Answer("refused", code=fault.code, reason=fault.message)
-            await self._settle(delivery, answer, bound)
+            await self._settle(delivery, answer, bound, source, started)
             return answer
         except TransientFault:
             # not the package's doing (a CRL to renew, the store away): take the attempt
@@ -570,7 +588,7 @@ class Node:
                 f"{result.sender} (message {result.message_id})"
             )
             answer = Answer("refused", code=taken.code, reason=taken.message)
-            await self._settle(delivery, answer, bound)
+            await self._settle(delivery, answer, bound, source, started)
             return answer
         if result.outcome is not Outcome.COMMITTED:  # a conflict is an answer, not a failure
             await self.store.clear_attempts(digest)
@@ -585,8 +603,15 @@ class Node:
                 + ("it" if len(unreachable) == 1 else "them"),
             )
         await self._settle(
-            delivery, answer, bound.bind(message_id=answer.message_id, level=package.level.value)
+            delivery,
+            answer,
+            bound,
+            source,
+            started,
+            outcome="quarantined" if quarantined and answer.outcome == "accepted" else None,
         )
+        if result.outcome is Outcome.COMMITTED and quarantined is None:
+            observe_routes(self.observer, outbox)
         self._outbox_ready.set()
         return answer
 
@@ -786,10 +811,20 @@ class Node:
         )
 
     async def _settle(
-        self, delivery: Delivery, answer: Answer, bound: structlog.typing.FilteringBoundLogger
+        self,
+        delivery: Delivery,
+        answer: Answer,
+        bound: structlog.typing.FilteringBoundLogger,
+        source: str,
+        started: float,
+        *,
+        outcome: str | None = None,
     ) -> None:
-        """Answer the submitter (if it asked), then acknowledge the input."""
+        """Answer the submitter (if it asked), then acknowledge the input; then count it
+        and write its one ``package`` line. ``started``: when intake took it
+        (``time.perf_counter``); ``outcome``, if given, stands for the answer's in the line."""
         message = delivery.message
+        unanswered = None
         if message.reply_to and message.reply_to.startswith(REPLY_PREFIXES):
             try:
                 await self.transport.publish(
@@ -800,15 +835,22 @@ class Node:
                     timeout=self.settings.publish_timeout_s,
                 )
             except LienthongError as exc:  # the submitter left; the outcome stands
-                bound.info("intake.answer_undelivered", error=exc.message)
+                unanswered = exc.message
         self._crash("before-ack")
         await delivery.ack()
+        seconds = time.perf_counter() - started
+        if answer.outcome == "accepted":
+            self.observer.admitted(source, seconds)
+        elif answer.code is not None:
+            self.observer.refused(answer.code, seconds)
         bound.info(
-            "intake",
-            outcome=answer.outcome,
+            "package",
+            outcome=outcome or answer.outcome,
             message_id=answer.message_id,
-            level=answer.level,
+            verification=answer.level,  # "level" is the log level
             code=answer.code,
+            ms=round(seconds * 1000, 1),
+            **({"answer_undelivered": unanswered} if unanswered else {}),
         )
 
     # --- relay ----------------------------------------------------------------------
@@ -899,7 +941,23 @@ class Node:
         if deliveries:
             self._mail.set()  # long-polling readers wake and look
             self._mail = asyncio.Event()
+            await self._observe_deliveries(deliveries)
         return len(done) + len(failed)
+
+    async def _observe_deliveries(self, deliveries: Sequence[tuple[str, str]]) -> None:
+        """Tell the observer the copies now in mailboxes, package by package, with how
+        long since the origin node accepted each (its envelope says when)."""
+        now = self._clock()
+        copies: dict[str, int] = {}
+        for _organ, message_id in deliveries:
+            copies[message_id] = copies.get(message_id, 0) + 1
+        for message_id, count in copies.items():
+            try:
+                record = envelope_record(await self.store.envelope(message_id))
+                latency = since_origin(record, now)
+            except (KeyError, ValueError, TransientFault):  # counted all the same
+                latency = None
+            self.observer.delivered(count, latency)
 
     async def _withdrawing(self, row: OutboxRow) -> bool:
         """Whether this mailbox row takes its document back: a revoke, or an update that
@@ -1086,6 +1144,7 @@ class Node:
             return await self._take_directory(delivery, from_parent=from_parent)
         if delivery.message.headers.get(KIND_HEADER) == reporting.REPORTS:
             return await self._take_reports(delivery, lane)
+        started = time.perf_counter()
         routed_by = delivery.message.headers.get(VERSION_HEADER)
         if (
             self.directory_sync is not None
@@ -1104,16 +1163,17 @@ class Node:
             envelope = self._open_link_envelope(wire, data, topology)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # hostile, not signed
             fault = EnvelopeInvalid(f"the envelope does not parse: {type(exc).__name__}")
-            return await self._dead_letter_link(delivery, lane, fault)
+            return await self._dead_letter_link(delivery, lane, fault, started)
         except HopLimitExceeded as fault:  # signed, but going round: the sender is told
             await self._undeliverable(wire, fault)
-            return await self._dead_letter_link(delivery, lane, fault)
+            return await self._dead_letter_link(delivery, lane, fault, started)
         except EnvelopeInvalid as fault:  # nothing in it can be trusted, nor reported
-            return await self._dead_letter_link(delivery, lane, fault)
+            return await self._dead_letter_link(delivery, lane, fault, started)
         came_from = envelope.last_node
         self._heard(came_from, wire)
         if await self.store.find_digest(envelope.sha256) is not None:
             await delivery.ack()  # the same package again (a republish after a crash)
+            self._link_line(envelope, "duplicate", started, len(envelope.recipients))
             return "duplicate"
         recipients: tuple[str, ...] = envelope.recipients
         if envelope.kind == Kind.STATUS.value and not recipients:
@@ -1126,7 +1186,7 @@ class Node:
             extended = append_hop(wire, self._key, when=self._clock(), bridged=handed)
         except HopLimitExceeded as fault:  # signed, but going round: the sender is told
             await self._undeliverable(wire, fault)
-            return await self._dead_letter_link(delivery, lane, fault)
+            return await self._dead_letter_link(delivery, lane, fault, started)
         package = package_from_envelope(envelope)
         now = self._clock()
         result = await self.store.commit_intake(
@@ -1136,7 +1196,7 @@ class Node:
                 data=data,
                 source=f"link:{came_from}",
                 envelope=extended,
-                outbox=outbox_for(plan, lane, me),
+                outbox=(outbox := outbox_for(plan, lane, me)),
                 received_at=now,
                 key=f"message:{envelope.message_id}",
                 origin=envelope.origin,
@@ -1146,15 +1206,16 @@ class Node:
         self.reports.note(evidence)
         self._crash("link-after-commit")
         await delivery.ack()
-        log.info(
-            "link.intake",
-            node=me,
-            message_id=envelope.message_id,
-            came_from=came_from,
+        if result.outcome is Outcome.COMMITTED:
+            observe_routes(self.observer, outbox)
+        self._link_line(
+            envelope,
+            "received" if result.outcome is Outcome.COMMITTED else result.outcome.value,
+            started,
+            len(recipients),
             mailboxes=len(plan.mailboxes),
             links=sorted(plan.links),
             unknown=list(plan.unknown),
-            outcome=result.outcome.value,
         )
         self._outbox_ready.set()
         return result.outcome.value
@@ -1166,6 +1227,25 @@ class Node:
         if when is not None and hops[-1][0] == neighbour:
             role = PARENT if neighbour == self.settings.parent else CHILD
             self.links.heard(neighbour, role, when, self._clock())
+
+    def _link_line(
+        self, envelope: Envelope, outcome: str, started: float, recipients: int, **more: Any
+    ) -> None:
+        """The one ``package`` line of a package taken from a link."""
+        log.info(
+            "package",
+            node=self.settings.node_id,
+            source=f"link:{envelope.last_node}",
+            message_id=envelope.message_id,
+            document_id=envelope.document_id,
+            sender=envelope.sender,
+            recipients=recipients,
+            outcome=outcome,
+            code=None,
+            verification=envelope.level,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            **more,
+        )
 
     def _link_events(
         self, envelope: Envelope, unknown: Sequence[str], came_from: str, now: datetime
@@ -1249,13 +1329,35 @@ class Node:
         await self.store.record_events(events)
         self.reports.note(events)
 
-    async def _dead_letter_link(self, delivery: Delivery, lane: str, fault: LienthongError) -> str:
-        """Keep a link message that does not check out, as it came, for an operator."""
+    async def _dead_letter_link(
+        self, delivery: Delivery, lane: str, fault: LienthongError, started: float | None = None
+    ) -> str:
+        """Keep a link message that does not check out, as it came, for an operator. A
+        package (``started``: when link intake took it) is counted refused, in its one
+        ``package`` line; nothing in it is trusted but the lane it came on."""
         dead_id, _ = await self.store.add_dead_letter(
             delivery.message.body, f"link:{lane}", f"{fault.code}: {fault.message}", 1
         )
-        log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
         await delivery.ack()
+        if started is None:  # a batch of reports
+            log.warning("link.refused", code=fault.code, error=fault.message, dead_letter=dead_id)
+            return "dead-lettered"
+        seconds = time.perf_counter() - started
+        self.observer.refused(fault.code, seconds)
+        log.warning(
+            "package",
+            node=self.settings.node_id,
+            source=f"link:{lane}",
+            message_id=delivery.message.message_id,
+            document_id=None,
+            sender=None,
+            recipients=None,
+            outcome="dead-lettered",
+            code=fault.code,
+            error=fault.message,
+            dead_letter=dead_id,
+            ms=round(seconds * 1000, 1),
+        )
         return "dead-lettered"
 
     def _open_link_envelope(self, wire: bytes, data: bytes, topology: Topology) -> Envelope:
@@ -1371,6 +1473,7 @@ class Node:
             message_id, decision, by=by, at=now, note=note, outbox=outbox, events=events
         ):
             raise Quarantined(f"package {message_id} was decided meanwhile")
+        observe_routes(self.observer, outbox)  # released: routed now
         self.reports.note(events)
         self._outbox_ready.set()
         log.info("quarantine.decided", message_id=message_id, decision=decision, by=by)
@@ -1579,6 +1682,8 @@ class Node:
         events = await self._fetch_events(organ, message_ids)
         marked = await self.store.mark_fetched(organ, message_ids, events)
         self.reports.note(events)
+        if marked:
+            self.observer.fetched(marked)
         return marked
 
     async def _fetch_events(self, organ: str, message_ids: Sequence[str]) -> list[Event]:

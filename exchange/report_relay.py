@@ -99,7 +99,7 @@ class ReportRelay:
                 if target is None or target == self.node_id:
                     settled.append(row_id)  # it has arrived: nothing to carry
                 elif hop is None:
-                    log.warning("reports.no_route", to=target, key=event.key)
+                    log.warning("reports.no_route", to=target, evidence=event.key)
                     self._due = True  # kept: the directory may bring its node back
                     skipped.add(target)
                 elif hop in blocked:
@@ -172,7 +172,7 @@ class ReportRelay:
         for event in events:
             refused = self._refusal(sender, event)
             if refused is not None:
-                log.warning("reports.refused", came_from=sender, key=event.key, error=refused)
+                log.warning("reports.refused", came_from=sender, evidence=event.key, error=refused)
                 continue
             kept.append(
                 dataclasses.replace(event, report_to=None)

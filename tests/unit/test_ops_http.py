@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.agency_gate import AgencyGate
 from adapters.http_api import build_app
-from adapters.ops_http import add_ops_routes
+from adapters.metrics import NodeMetrics
+from adapters.ops_http import CACHE, add_ops_routes
 from adapters.ops_status import OpsView
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_memory import MemoryTransport
@@ -406,3 +407,42 @@ def test_an_operator_role_other_than_viewer_or_operator_is_refused_by_name() -> 
     settings = http_settings(table, "node.toml", base=Path("."), sources=())
     assert settings is not None
     assert settings.operators["night"].may_act is False
+
+
+async def test_metrics_move_as_packages_flow_and_carry_the_status_gauges(
+    faces: dict[str, Face], tree: Tree, pki: DevPki
+) -> None:
+    face = faces[COMMUNE_NODE]
+
+    async def scrape() -> str:
+        answer = await face.http.get("/metrics", headers=bearer("viewer"))
+        assert answer.status == 200, await answer.text()
+        assert answer.content_type == "text/plain"
+        return await answer.text()
+
+    def value(text: str, series: str) -> float:
+        found = [line for line in text.splitlines() if line.startswith(series + " ")]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    unauthorised = await face.http.get("/metrics")
+    assert unauthorised.status == 401
+    face.node.observer = NodeMetrics(COMMUNE_NODE)
+    admitted = f'lienthong_packages_admitted_total{{node="{COMMUNE_NODE}",source="amqp"}}'
+    routed = f'lienthong_packages_routed_total{{next_hop="district-31-h53",node="{COMMUNE_NODE}"}}'
+    before = await scrape()
+    assert value(before, admitted) == 0
+    for number in (601, 602):
+        assert (await tree.submit(COMMUNE_NODE, document(pki, COMMUNE, G14, H41, number))).outcome
+    await tree.wait(G14, 2)
+    face.view.queues.clear()
+    await face.view.look()
+    forget = face.http.app[CACHE] if face.http.app else {}
+    forget.clear()
+    after = await scrape()
+    assert value(after, admitted) == 2
+    assert value(after, routed) == 2
+    link_up = (
+        f'lienthong_link_up{{neighbour="district-31-h53",node="{COMMUNE_NODE}",role="parent"}}'
+    )
+    assert value(after, link_up) == 1
+    assert value(after, f'lienthong_dead_letters{{node="{COMMUNE_NODE}"}}') == 0
