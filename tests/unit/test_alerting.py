@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exchange.alert_messages import RUNBOOK
 from exchange.alerting import (
     SEVERITIES,
     Alert,
@@ -79,6 +80,11 @@ def test_the_severities_are_those_of_the_prometheus_rules() -> None:
     rules = yaml.safe_load((ROOT / "deploy/prometheus/lienthong-alerts.yml").read_text())
     severities = {r["alert"]: r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]}
     assert severities == dict(SEVERITIES)
+
+
+def test_every_alert_says_what_to_do_in_both_languages() -> None:
+    assert set(RUNBOOK) == set(SEVERITIES)
+    assert all(vi and en and vi != en for vi, en in RUNBOOK.values())
 
 
 def test_nothing_fires_on_a_healthy_node() -> None:
