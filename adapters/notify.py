@@ -35,19 +35,13 @@ from exchange.alert_messages import (
 from exchange.alerting import Alert, AlertMemory, evaluate
 from exchange.config import NodeConfig
 from exchange.config_alerts import AlertSettings
-from exchange.errors import LienthongError, TransientFault
+from exchange.errors import AlertNotSent, LienthongError
 
 log = structlog.get_logger("lienthong.alerts")
 
 MAX_PENDING = 1000  # transitions waiting per channel while it is unreachable
 
 Snapshot = Callable[[], Awaitable[Mapping[str, Any]]]
-
-
-class NotifyFailed(TransientFault):
-    """A webhook or SMTP server did not take a notification; it is tried again later."""
-
-    code = "alerts.send_failed"
 
 
 class _Channel(Protocol):
@@ -73,10 +67,10 @@ class WebhookChannel:
                 ) as response,
             ):
                 if response.status >= 300:  # its body is not read: it may be anything
-                    raise NotifyFailed(f"the webhook answered {response.status}")
+                    raise AlertNotSent(f"the webhook answered {response.status}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # not str(exc): an InvalidURL or a redirect error would carry the address
-            raise NotifyFailed(f"the webhook did not answer: {type(exc).__name__}") from exc
+            raise AlertNotSent(f"the webhook did not answer: {type(exc).__name__}") from exc
 
 
 class EmailChannel:
@@ -94,7 +88,7 @@ class EmailChannel:
         try:
             await asyncio.to_thread(self._send, message)
         except (smtplib.SMTPException, OSError) as exc:
-            raise NotifyFailed(
+            raise AlertNotSent(
                 f"the SMTP server {self._host} did not take it: {type(exc).__name__}"
             ) from exc
 
@@ -233,7 +227,7 @@ class Notifier:
         for attempt in range(1, attempts + 1):
             try:
                 await channel.send(transition)
-            except NotifyFailed as exc:
+            except AlertNotSent as exc:
                 self._log.warning(
                     "alerts.send_failed",
                     channel=channel.name,

@@ -424,6 +424,13 @@ class Quarantined(SenderFault):
     code = "quarantine.not_held"
 
 
+class AlertNotSent(TransientFault):
+    """A webhook or SMTP server did not take an alert notification (refused, passed its
+    deadline, answered an error); it stays pending and goes at the next check."""
+
+    code = "alerts.not_sent"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 
