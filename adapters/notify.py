@@ -62,8 +62,11 @@ class WebhookChannel:
         try:
             async with (
                 aiohttp.ClientSession(timeout=self._timeout) as session,
-                session.post(
-                    self._url, json=webhook_payload(transition), headers=self._headers
+                session.post(  # not redirected: the token goes to this address only
+                    self._url,
+                    json=webhook_payload(transition),
+                    headers=self._headers,
+                    allow_redirects=False,
                 ) as response,
             ):
                 if response.status >= 300:  # its body is not read: it may be anything

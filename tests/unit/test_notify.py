@@ -52,6 +52,7 @@ class Receiver:
     )
     answers: list[int] = field(default_factory=list)  # statuses to give first, then 200
     hold: asyncio.Event | None = None  # when set: calls wait for it (a hung webhook)
+    redirect_to: str | None = None  # answer every call with a redirect there
     runner: web.AppRunner | None = None
 
     @property
@@ -62,6 +63,8 @@ class Receiver:
         async def hook(request: web.Request) -> web.Response:
             if self.hold is not None:
                 await self.hold.wait()
+            if self.redirect_to is not None:
+                return web.Response(status=307, headers={"Location": self.redirect_to})
             status = self.answers.pop(0) if self.answers else 200
             if status == 200:
                 auth = request.headers.get("Authorization")
@@ -283,6 +286,21 @@ async def test_every_webhook_call_has_a_deadline() -> None:
         assert n.pending("webhook") == 1
     finally:
         await receiver.stop()
+
+
+async def test_a_redirect_is_not_followed_with_the_token(webhook: Receiver) -> None:
+    node = Node()
+    moved = Receiver(free_port(), redirect_to=webhook.url)
+    await moved.start()
+    try:
+        n = notifier(node, webhook_url=moved.url, webhook_token=TOKEN, attempts=1)
+        node.at(-10, link="down")
+        node.at(0)
+        await n.check_once()
+        assert n.pending("webhook") == 1
+        assert webhook.received.empty()
+    finally:
+        await moved.stop()
 
 
 async def test_a_snapshot_that_fails_is_logged_and_pending_ones_still_go(
