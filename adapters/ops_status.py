@@ -26,6 +26,7 @@ from cryptography import x509
 
 from adapters.bridge import Bridge
 from adapters.transport_amqp import AmqpTransport
+from exchange.alerting import AlertMemory, Thresholds, evaluate
 from exchange.config import TrustSettings
 from exchange.errors import LienthongError
 from exchange.evidence import EventKind
@@ -74,11 +75,14 @@ class OpsView:
         node: Node,
         *,
         trust: TrustSettings | None = None,
+        thresholds: Thresholds | None = None,
         bridges: Sequence[Bridge] = (),
         started_at: datetime | None = None,
     ) -> None:
         self.node = node
         self.trust = trust
+        self.thresholds = thresholds or Thresholds()
+        self._alerts = AlertMemory()
         self.bridges = list(bridges)
         self.started_at = started_at or datetime.now(UTC)
         self._started = time.monotonic()
@@ -219,6 +223,8 @@ class OpsView:
                 view["overdue"] = {"count": len(overdue), "items": overdue[:MAX_ITEMS]}
             except LienthongError as exc:
                 view["health"]["store"] = Probe(False, 0.0, exc.message).json()
+        alerts = evaluate(view, now=now, memory=self._alerts, thresholds=self.thresholds)
+        view["alerts"] = [alert.as_status() for alert in alerts]
         return view
 
     def _node_json(self, now: datetime) -> dict[str, Any]:

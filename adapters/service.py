@@ -35,6 +35,7 @@ from adapters.config_files import (
 from adapters.directory_file import DirectoryFile
 from adapters.http_api import build_app
 from adapters.metrics import NodeMetrics
+from adapters.notify import notifier_for
 from adapters.ops_http import add_ops_routes
 from adapters.ops_status import OpsView
 from adapters.store_postgres import PostgresStore
@@ -170,9 +171,13 @@ async def serve(*configs: NodeConfig) -> None:
             stack.push_async_callback(bridge.close)
         try:
             async with asyncio.TaskGroup() as group:
-                for node, view in opened:
-                    group.create_task(node.run(), name=f"node-{node.settings.node_id}")
-                    group.create_task(view.watch(), name=f"ops-{node.settings.node_id}")
+                for config, (node, view) in zip(configs, opened, strict=True):
+                    me = node.settings.node_id
+                    group.create_task(node.run(), name=f"node-{me}")
+                    group.create_task(view.watch(), name=f"ops-{me}")
+                    notifier = notifier_for(config, me, view.status)
+                    if notifier is not None:
+                        group.create_task(notifier.run(), name=f"alerts-{me}")
                 for bridge in bridges:
                     group.create_task(bridge.run(), name=f"bridge-{bridge.settings.name}")
         except ExceptionGroup as failed:  # one node stopped (the others with it): say why
@@ -225,7 +230,11 @@ async def _open_node(
     admission = admission_for(config.source_file, config.admission_workers, directory[0])
     stack.callback(admission.shutdown)
     node = build_node(config, transport, store, admission, parent_transport, *directory)
-    view = OpsView(node, trust=config.trust)
+    view = OpsView(
+        node,
+        trust=config.trust,
+        thresholds=config.alerts.thresholds if config.alerts else None,
+    )
     await transport.connect()
     if config.http is not None:  # the REST API (and the SDK facade) of this node
         app = build_app(

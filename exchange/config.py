@@ -79,6 +79,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 if TYPE_CHECKING:
     from exchange.config_http import HttpSettings
 from exchange.calendar import DEFAULT_TIME_ZONE, WEEKDAY_NAMES, WorkingCalendar
+from exchange.config_alerts import AlertSettings, alert_settings
 from exchange.errors import ConfigurationError
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.upstream import UpstreamSettings
@@ -168,6 +169,7 @@ class NodeConfig:
     http: HttpSettings | None = None  # the REST API and the SDK facade (exchange/config_http)
     push: frozenset[str] = frozenset()  # agencies whose mail is pushed to their AMQP queue
     upstreams: tuple[UpstreamSettings, ...] = ()  # axes bridged as a client (config_upstream)
+    alerts: AlertSettings | None = None  # where alerts are sent, if anywhere (config_alerts)
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -362,6 +364,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         "http",
         "delivery",
         "upstreams",
+        "alerts",
     }
     for key in data:
         if key not in known:
@@ -465,6 +468,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         http=_http(data, source, base, sources),
         push=_push(data, source),
         upstreams=upstreams,
+        alerts=alert_settings(data.get("alerts"), source, base),
     )
 
 

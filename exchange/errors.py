@@ -443,6 +443,13 @@ class Draining(TransientFault):
     code = "node.draining"
 
 
+class AlertNotSent(TransientFault):
+    """A webhook or SMTP server did not take an alert notification (refused, passed its
+    deadline, answered an error); it stays pending and goes at the next check."""
+
+    code = "alerts.not_sent"
+
+
 # --- configuration: a person must fix it ----------------------------------------------
 
 

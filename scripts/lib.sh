@@ -60,3 +60,24 @@ ensure_postgres() {
   # the tests connect as postgres over TCP with trust auth, to database "test"
   as_root su postgres -c "psql -tAc \"select 1 from pg_database where datname='test'\" | grep -q 1 || createdb test" || true
 }
+
+ensure_promtool() {
+  # promtool checks the alert rules and runs their tests (tests/unit/test_alert_rules.py);
+  # Debian's prometheus package carries it. Never fails the run: without it, the tests read
+  # the rules as YAML instead.
+  command -v promtool >/dev/null && return 0
+  command -v apt-get >/dev/null || { log "no apt-get: alert rules checked without promtool"; return 0; }
+  # The package would start a Prometheus server: no service may start during the install.
+  local policy=/usr/sbin/policy-rc.d made=0
+  if [ ! -e "$policy" ] && printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null; then
+    as_root chmod 755 "$policy"; made=1
+  fi
+  apt_install --no-install-recommends prometheus \
+    || log "could not install prometheus (for promtool): alert rules checked without it"
+  if [ "$made" = 1 ]; then as_root rm -f "$policy"; fi
+  if command -v promtool >/dev/null; then  # nor at the next boot
+    if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+  return 0
+}

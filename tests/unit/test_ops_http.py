@@ -24,6 +24,7 @@ from adapters.ops_status import OpsView
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admitted
+from exchange.alerting import Thresholds
 from exchange.config import Credential
 from exchange.config_http import HttpClient, HttpOperator, HttpSettings, http_settings
 from exchange.envelope import NodeKey
@@ -197,12 +198,15 @@ async def test_a_child_not_consuming_its_lanes_reads_down_then_up(tmp_path: Path
     )
     await node.store.migrate()
     await node.declare()
-    view = OpsView(node)
+    view = OpsView(node, thresholds=Thresholds(link_down_after_s=0))
     try:
         await view.look()
-        (link,) = (await view.status())["links"]
+        status = await view.status()
+        (link,) = status["links"]
         assert (link["neighbour"], link["state"]) == ("c", "down")
         assert "no consumer" in link["last_error"]
+        assert [a["name"] for a in status["alerts"]] == ["LienthongLinkDown"]
+        assert "c" in status["alerts"][0]["summary"]
         down_since = link["since"]
         await transport.publish(down_queue("p", "c", "normal"), Message(b"x"), timeout=1)
         await view.look()
@@ -214,8 +218,10 @@ async def test_a_child_not_consuming_its_lanes_reads_down_then_up(tmp_path: Path
         taken = await anext(stream)
         await taken.ack()
         await view.look()
-        (link,) = (await view.status())["links"]
+        status = await view.status()
+        (link,) = status["links"]
         assert (link["state"], link["last_error"], link["backlog_total"]) == ("up", None, 0)
+        assert status["alerts"] == []
         await stream.aclose()
     finally:
         await node.store.close()
