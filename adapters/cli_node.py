@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from adapters import cli_http, cli_quarantine, cli_status, logs
+from adapters import cli_http, cli_ops, cli_quarantine, cli_status, logs
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store, serve
 from adapters.transport_amqp import AmqpTransport
-from exchange.node import Queues, replay_dead_letter
+from exchange.node import Queues, operator_event, replay_dead_letter
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 
@@ -131,7 +133,11 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
             await store.migrate()
             await transport.connect()
             queues = Queues(config.node_id)
+            letters = {d.id: d for d in await store.dead_letters()}
             for dead_id in args.ids:
+                if dead_id not in letters:
+                    print(f"{dead_id}: no open dead letter with this id (replayed or purged?)")
+                    return EXIT_REFUSED
                 try:
                     target = await replay_dead_letter(
                         store,
@@ -145,6 +151,19 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
                 except KeyError:
                     print(f"{dead_id}: no such dead letter")
                     return EXIT_REFUSED
+                await store.record_events(
+                    [
+                        operator_event(
+                            config.node_id,
+                            "replay",
+                            args.by,
+                            f"dead-letter:{dead_id}",
+                            args.note,
+                            letters[dead_id],
+                            datetime.now(UTC),
+                        )
+                    ]
+                )
                 print(f"{dead_id}: sent to {target} again")
         finally:
             await transport.close()
@@ -202,7 +221,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_dlq_list)
     p = dlq.add_parser("replay", help="send dead letters through intake again")
     p.add_argument("--config", required=True)
+    p.add_argument("--by", default=getpass.getuser(), help="who replays (evidence log)")
+    p.add_argument("--note", help="why (evidence log)")
     p.add_argument("ids", nargs="+", type=int, metavar="ID")
     p.set_defaults(func=cmd_dlq_replay)
     cli_status.add_commands(sub, ops)
     cli_quarantine.add_commands(ops)
+    cli_ops.add_commands(ops, dlq)

@@ -1852,20 +1852,8 @@ class Node:
     def _operator_event(
         self, action: str, by: str, target: str, note: str | None, letter: DeadLetter | None
     ) -> Event:
-        now = self._clock()
-        return Event(
-            EventKind.OPERATOR,
-            f"operator|{action}|{target}|{now.isoformat()}",
-            now,
-            self.settings.node_id,
-            digest=letter.digest if letter else None,
-            detail={
-                "action": action,
-                "by": by,
-                "target": target,
-                "note": note or "",
-                **({"reason": letter.reason, "source": letter.source} if letter else {}),
-            },
+        return operator_event(
+            self.settings.node_id, action, by, target, note, letter, self._clock()
         )
 
     async def start_drain(self, *, by: str, note: str | None = None) -> Drain:
@@ -1884,6 +1872,32 @@ class Node:
             self._intake_open.set()
             await self.store.record_events([self._operator_event("drain", by, "off", note, None)])
             log.warning("node.serving", node=self.settings.node_id, by=by)
+
+
+def operator_event(
+    node_id: str,
+    action: str,
+    by: str,
+    target: str,
+    note: str | None,
+    letter: DeadLetter | None,
+    at: datetime,
+) -> Event:
+    """The evidence of an operator's action: what, on what, by whom, why."""
+    return Event(
+        EventKind.OPERATOR,
+        f"operator|{action}|{target}|{at.isoformat()}",
+        at,
+        node_id,
+        digest=letter.digest if letter else None,
+        detail={
+            "action": action,
+            "by": by,
+            "target": target,
+            "note": note or "",
+            **({"reason": letter.reason, "source": letter.source} if letter else {}),
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from adapters import cli_ops
 from adapters.agency_gate import AgencyGate
 from adapters.http_api import build_app
 from adapters.metrics import NodeMetrics
@@ -452,3 +453,33 @@ async def test_metrics_move_as_packages_flow_and_carry_the_status_gauges(
     )
     assert value(after, link_up) == 1
     assert value(after, f'lienthong_dead_letters{{node="{COMMUNE_NODE}"}}') == 0
+
+
+def test_ops_links_prints_a_cut_link_as_down_with_its_backlog_and_the_alert() -> None:
+    view = {
+        "node": {"id": "commune-x", "level": "commune", "version": "0.1.0", "uptime_s": 7200},
+        "drain": None,
+        "links": [
+            {
+                "neighbour": "district-x",
+                "role": "parent",
+                "state": "down",
+                "since": "2026-11-29T01:00:00+00:00",
+                "last_error": "connection lost: ConnectionResetError()",
+                "backlog": {
+                    "out": {"urgent": 0, "normal": 7, "bulk": 0},
+                    "in": {"urgent": 0, "normal": 0, "bulk": 0},
+                },
+                "backlog_total": 7,
+            }
+        ],
+        "upstreams": [],
+        "alerts": [{"name": "LienthongLinkDown", "severity": "critical", "summary": "link down"}],
+    }
+    lines = cli_ops.links_lines(view)
+    row = next(line for line in lines if "district-x" in line)
+    assert row.split()[:4] == ["district-x", "parent", "DOWN", "2026-11-29"]
+    assert "08:00:00" in row  # Vietnam time
+    assert "0/7/0" in row
+    assert "      7  connection lost: ConnectionResetError()" in row
+    assert lines[-1] == "ALERT critical: LienthongLinkDown: link down"
