@@ -175,7 +175,10 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from adapters import sandbox
 
-    return sandbox.run(Path(args.dir), once=args.once, suffix=args.suffix)
+    links = dict(item.split("=", 1) for item in args.parent_url or [] if "=" in item)
+    if len(links) != len(args.parent_url or []):
+        raise ConfigurationError("--parent-url is NODE=AMQP_URL")
+    return sandbox.run(Path(args.dir), once=args.once, suffix=args.suffix, parent_urls=links)
 
 
 def _add_trust_options(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -254,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")
     p.add_argument("--once", action="store_true", help="stop the tree after the first delivery")
     p.add_argument("--suffix", default="", help=argparse.SUPPRESS)  # node ids of a test's own
+    p.add_argument(
+        "--parent-url",
+        action="append",
+        metavar="NODE=AMQP_URL",
+        help="open NODE's link to its parent through this URL (a proxy: to watch a link break)",
+    )
     p.set_defaults(func=cmd_sandbox)
     return parser
 

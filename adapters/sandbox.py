@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import aio_pika
@@ -53,10 +55,20 @@ READY_TIMEOUT_S = 90.0
 ARRIVAL_TIMEOUT_S = 60.0
 
 
-def run(folder: Path, *, once: bool = False, suffix: str = "") -> int:
+def run(
+    folder: Path,
+    *,
+    once: bool = False,
+    suffix: str = "",
+    parent_urls: Mapping[str, str] | None = None,
+) -> int:
     folder = folder.resolve()
     topology = load_topology(topology_file(), suffix)
-    files = write_tree(folder, topology, AMQP_URL)
+    unknown = set(parent_urls or {}) - {n.id for n in topology.nodes if n.parent}
+    if unknown:
+        print(f"sandbox: --parent-url names no child node: {', '.join(sorted(unknown))}")
+        return 2
+    files = write_tree(folder, topology, AMQP_URL, parent_urls)
     pki = folder / "pki"
     print(f"sandbox: {len(topology.nodes)} nodes, {len(topology.agencies)} agencies, in {folder}")
     if not _sign_examples(pki, folder / "signed"):
@@ -265,12 +277,20 @@ def _print_next(folder: Path, topology: Topology, files: dict[str, Path], *, onc
         f"  {me} ops search --config {central} --party 000.00.00.H53\n"
         f"  {me} evidence --verify {folder}/evidence/*.bundle.json --config {central}\n"
         f"  {me} ops dlq list --config {central}\n"
+        f"  {me} ops links --config {central} --token-file {central.parent}/operator.token\n"
+        f"  # the operator console: {_console_url(folder, topology.root)} "
+        f"(its token is in {central.parent}/operator.token)\n"
         f"  # a new directory: raise `version` in {folder}/pki/directory.toml, then\n"
         f"  {me} directory sign --config {central} {folder}/pki/directory.toml\n"
         f"  {me} directory show --config {province}\n"
         f"  {me} inspect {folder}/signed/document-new.edxml\n"
         f"  {me} validate {schema_dir()}/examples/invalid/*.edxml"
     )
+
+
+def _console_url(folder: Path, node: str) -> str:
+    faces: dict[str, dict[str, object]] = json.loads((folder / "http.json").read_text("utf-8"))
+    return f"{faces[node]['url']}/ops/"
 
 
 def _wait_for_interrupt(processes: dict[int, subprocess.Popen[bytes]]) -> None:

@@ -12,6 +12,7 @@ import json
 import secrets
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -97,9 +98,12 @@ def load_topology(path: Path, suffix: str = "") -> Topology:
     return topology
 
 
-def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Path]:
+def write_tree(
+    folder: Path, topology: Topology, amqp_url: str, parent_urls: Mapping[str, str] | None = None
+) -> dict[str, Path]:
     """The PKI (made once), the directory, and a node file per node; returns the node
-    files by node id."""
+    files by node id. ``parent_urls``: a node whose link to its parent goes elsewhere than
+    ``amqp_url`` (through a proxy, to watch it break)."""
     from adapters.sandbox_bridge import (
         NATIONAL,
         bridging_node,
@@ -126,7 +130,8 @@ def write_tree(folder: Path, topology: Topology, amqp_url: str) -> dict[str, Pat
         (home / "directory.json").write_bytes(signed)  # each node keeps its own copy
         config = home / "node.toml"
         http, faces[node.id] = _http_face(node, topology, home)
-        config.write_text(_node_file(node, pki, amqp_url, root) + http, encoding="utf-8")
+        link = (parent_urls or {}).get(node.id)
+        config.write_text(_node_file(node, pki, amqp_url, root, link) + http, encoding="utf-8")
         files[node.id] = config
     # where each node's REST API listens and each agency's token: for the demo and people
     (folder / "http.json").write_text(json.dumps(faces, indent=2), encoding="utf-8")
@@ -162,6 +167,9 @@ def _http_face(node: SandboxNode, topology: Topology, home: Path) -> tuple[str, 
             f'hmac_secret_file = "sdk/{organ}.secret"',
             f'organs = ["{organ}"]',
         ]
+    token_file = home / "operator.token"  # for `lienthong ops … --token-file`
+    token_file.touch(mode=0o600)
+    token_file.write_text(operator, encoding="utf-8")
     lines += ["", "[http.operators.operator]"]
     lines += [f'token_sha256 = "{hashlib.sha256(operator.encode()).hexdigest()}"', ""]
     face: dict[str, object] = {
@@ -196,12 +204,15 @@ def _directory(pki: Path, topology: Topology) -> str:
     return "\n".join(lines)
 
 
-def _node_file(node: SandboxNode, pki: Path, amqp_url: str, root: str) -> str:
+def _node_file(
+    node: SandboxNode, pki: Path, amqp_url: str, root: str, parent_url: str | None = None
+) -> str:
     parent = f'parent = "{node.parent}"\n' if node.parent else ""
+    link = f'[link]\nparent_url = "{parent_url}"\nheartbeat_s = 5\n\n' if parent_url else ""
     return (
         f"# node {node.id} of the sandbox, written by `lienthong sandbox`\n"
         f'[node]\nid = "{node.id}"\n{parent}\n'
-        f'[rabbitmq]\nurl = "{amqp_url}"\nprefetch = 16\n\n'
+        f'[rabbitmq]\nurl = "{amqp_url}"\nprefetch = 16\n\n{link}'
         '[store]\nkind = "sqlite"\npath = "store"\n'
         "checkpoint_every_s = 2  # the chain head, signed for the parent, often: a sandbox\n\n"
         f'[trust]\nca = "{pki}/ca.pem"\ndirectory = "directory.json"\n'
