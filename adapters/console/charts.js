@@ -5,7 +5,7 @@ import { label, text } from "./i18n.js";
 
 const W = 520;
 const H = 168;
-const M = { left: 42, right: 14, top: 12, bottom: 24 };
+const M = { left: 44, right: 14, top: 12, bottom: 26 };
 
 function niceCeiling(value) {
   if (value <= 1) return 1;

@@ -31,13 +31,13 @@ function showLogin(problem) {
   byId("login-token").focus();
 }
 
-async function logIn(token) {
+async function logIn(token, { saved = false } = {}) {
   session.token = token;
   const answer = await call("GET", "/v1/ops/whoami");
   if (!answer.ok) {
     session.token = null;
-    const why = answer.status === 401 ? label("session_over") : describe(answer.problem, answer.status);
-    showLogin(el("span", {}, why, answer.status === 401 ? ` (${describe(answer.problem, 401)})` : ""));
+    const why = answer.status === 401 ? label(saved ? "session_over" : "token_refused") : null;
+    showLogin(el("span", {}, why, why ? " — " : "", describe(answer.problem, answer.status)));
     return;
   }
   state.who = answer.data;
@@ -378,7 +378,7 @@ function boot() {
   NARROW.addEventListener("change", () => {
     if (state.last) byId("topology").replaceChildren(drawTopology(state.last, { narrow: NARROW.matches }));
   });
-  if (session.token) logIn(session.token);
+  if (session.token) logIn(session.token, { saved: true });
   else showLogin(null);
 }
 

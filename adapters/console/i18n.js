@@ -9,6 +9,7 @@ const LABELS = {
     "Kept for this browser tab only; closing the tab forgets it."],
   logout: ["Đăng xuất", "Log out"],
   session_over: ["Mã truy cập không còn hiệu lực", "The token is no longer valid"],
+  token_refused: ["Mã truy cập không đúng", "The node does not know this token"],
   signed_in: ["Người dùng", "Signed in"],
   operator: ["Vận hành", "Operator"],
   viewer: ["Chỉ xem", "Viewer"],

@@ -86,6 +86,30 @@ async def test_the_page_loads_clean_with_labels_in_both_languages(
     browser_page.assert_no_errors()
 
 
+async def test_a_wrong_token_is_refused_and_a_good_one_kept_for_the_tab(
+    ops: tuple[FakeOps, str], browser_page: BrowserPage
+) -> None:
+    _, url = ops
+    page = browser_page.page
+    await page.goto(url)
+    await page.get_by_test_id("login-token").fill("not-a-token")
+    await page.get_by_test_id("login-submit").click()
+    error = page.get_by_test_id("login-error")
+    await expect(error).to_contain_text(
+        "Mã truy cập không đúng · The node does not know this token"
+    )
+    await expect(error).to_contain_text("401 auth.unauthenticated")
+    await expect(page.locator("main")).to_be_hidden()
+    await log_in(page, url, OPERATOR)
+    assert await page.evaluate("sessionStorage.length") == 1
+    assert await page.evaluate("localStorage.length") == 0
+    await page.reload()  # the same tab: still logged in
+    await expect(page.get_by_test_id("node-id")).to_have_text("province-h53")
+    await page.get_by_test_id("logout").click()
+    await expect(page.get_by_test_id("login-form")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
 async def test_a_cut_link_reads_as_down(
     ops: tuple[FakeOps, str], browser_page: BrowserPage
 ) -> None:

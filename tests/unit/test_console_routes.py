@@ -6,12 +6,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.agency_gate import AgencyGate
 from adapters.console import CONSOLE_DIR, add_console_routes, load_assets
+from adapters.http_api import build_app
+from exchange.config_http import HttpSettings
 
 
 @pytest.fixture
@@ -78,3 +82,13 @@ def test_every_file_the_page_names_is_served() -> None:
 def test_a_missing_console_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"no index\.html"):
         load_assets(tmp_path)
+
+
+async def test_the_nodes_rest_face_serves_the_console() -> None:
+    face = build_app(cast(AgencyGate, None), HttpSettings("127.0.0.1", 0), max_bytes=1024)
+    async with TestClient(TestServer(face)) as client:
+        answer = await client.get("/ops/")
+        assert answer.status == 200
+        assert "Content-Security-Policy" in answer.headers
+        refused = await client.get("/v1/ops/dead-letters")  # the data needs a token
+        assert refused.status == 401
