@@ -273,6 +273,7 @@ class FakeOps:
     now: datetime
     status: dict[str, Any] = field(init=False)
     posts: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    tokens: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(WHO))
 
     def __post_init__(self) -> None:
         self.status = realistic_status(self.now)
@@ -288,7 +289,7 @@ class FakeOps:
 
     def caller(self, request: web.Request) -> tuple[str, str] | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return WHO.get(token.strip()) if scheme.lower() == "bearer" else None
+        return self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
 
     def app(self) -> web.Application:
         app = web.Application()

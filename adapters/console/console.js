@@ -166,9 +166,12 @@ function summary(status) {
   ];
 }
 
+const SEVERITY = { critical: 0, warning: 1 };
+
 function alerts(list) {
   if (!list.length) return [el("p", { class: "muted ok-line" }, label("no_alerts"))];
-  return [el("ul", { class: "alerts" }, list.map((a) => el("li", { class: `sev-${a.severity}`, testid: `alert-${a.name}` },
+  const ordered = [...list].sort((a, b) => (SEVERITY[a.severity] ?? 2) - (SEVERITY[b.severity] ?? 2));
+  return [el("ul", { class: "alerts" }, ordered.map((a) => el("li", { class: `sev-${a.severity}`, testid: `alert-${a.name}` },
     el("span", { class: "pill" }, a.severity || ""), " ", el("strong", {}, a.name), " — ", a.summary || "")))];
 }
 

@@ -110,6 +110,24 @@ async def test_a_wrong_token_is_refused_and_a_good_one_kept_for_the_tab(
     assert await page.evaluate("sessionStorage.length") == 0
 
 
+async def test_the_page_follows_the_node_every_few_seconds(
+    ops: tuple[FakeOps, str], browser_page: BrowserPage
+) -> None:
+    fake, url = ops
+    page = browser_page.page
+    await log_in(page, url, OPERATOR)
+    row = page.get_by_test_id(f"link-{CUT}")
+    await expect(row).to_have_attribute("data-state", "down")
+    fake.status["links"][1] |= {"state": "up", "last_error": None}  # the link came back
+    await expect(row).to_have_attribute("data-state", "up", timeout=12_000)
+    await expect(page.get_by_test_id(f"topo-link-{CUT}")).to_contain_text("Kết nối · Up")
+    del fake.tokens[OPERATOR]  # the token withdrawn while the page is open
+    await expect(page.get_by_test_id("login-error")).to_contain_text(
+        "The token is no longer valid", timeout=12_000
+    )
+    await expect(page.locator("main")).to_be_hidden()
+
+
 async def test_a_cut_link_reads_as_down(
     ops: tuple[FakeOps, str], browser_page: BrowserPage
 ) -> None:
