@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from adapters.agency_gate import AgencyGate, Caller
+from adapters.console import add_console_routes
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
 from adapters.sdk_facade import add_sdk_routes
@@ -322,8 +323,9 @@ def build_app(
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, max_bytes
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
-    if extra is not None:  # the operator's endpoints and console (adapters/ops_http.py)
+    if extra is not None:  # the operator's endpoints (adapters/ops_http.py)
         extra(app)
+    add_console_routes(app)  # the operator console's files, /ops/ (docs/console.md)
     if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
         add_sdk_routes(app, gate, settings.clients, max_bytes=max_bytes)
     return app

@@ -81,3 +81,13 @@ ensure_promtool() {
   fi
   return 0
 }
+
+ensure_browser() {
+  # Headless Chromium for the console's browser tests (tests/browser.py): Debian's own build.
+  # Playwright (the dev extra, installed by ensure_python) drives it and never downloads one.
+  if [ ! -x /usr/bin/chromium ]; then
+    apt_install --no-install-recommends chromium
+  fi
+  .venv/bin/python -c 'import playwright.async_api' 2>/dev/null ||
+    .venv/bin/python -m pip install -q 'playwright>=1.45'
+}

@@ -8,6 +8,8 @@ from exchange.admission import Admission
 from exchange.directory import SubjectBinding
 from tests.pki import DevPki, make_test_pki
 
+pytest_plugins = ["tests.browser"]  # the browser_page fixture: headless Chromium
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "schemas" / "examples"
 REAL_SAMPLES = ROOT.parent / "shared" / "samples" / "real"
