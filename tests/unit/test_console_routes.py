@@ -90,5 +90,5 @@ async def test_the_nodes_rest_face_serves_the_console() -> None:
         answer = await client.get("/ops/")
         assert answer.status == 200
         assert "Content-Security-Policy" in answer.headers
-        refused = await client.get("/v1/ops/dead-letters")  # the data needs a token
+        refused = await client.get("/v1/directory")  # the data needs a token
         assert refused.status == 401

@@ -37,6 +37,7 @@ from exchange.policy import PRESETS, VerificationPolicy
 from exchange.topology import Topology
 from exchange.transport import Message
 from tests.conftest import example
+from tests.ops_stand_in import realistic_status
 from tests.pki import DevPki
 from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
 
@@ -483,3 +484,28 @@ def test_ops_links_prints_a_cut_link_as_down_with_its_backlog_and_the_alert() ->
     assert "0/7/0" in row
     assert "      7  connection lost: ConnectionResetError()" in row
     assert lines[-1] == "ALERT critical: LienthongLinkDown: link down"
+
+
+async def test_the_consoles_stand_in_status_has_the_shape_of_the_real_one(
+    faces: dict[str, Face], tree: Tree, pki: DevPki
+) -> None:
+    """The render tests (tests/integration/test_console_render.py) draw a stand-in status:
+    it must keep to what a node really answers, key for key."""
+    await tree.submit(COMMUNE_NODE, document(pki, COMMUNE, G14, H41, 701))
+    await tree.wait(G14)
+    real = await faces[CENTRAL].status()
+    fake = realistic_status(datetime.now(UTC))
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shape(value[0])] if value else []
+        return None
+
+    for part in ("node", "health", "directory", "clock", "mailboxes"):
+        assert set(shape(fake[part])) <= set(shape(real[part])), part
+    assert set(fake) == set(real)
+    assert set(fake["links"][0]) <= set(real["links"][0])
+    assert set(fake["series"]["points"][0]) == set(real["series"]["points"][0])
+    assert set(fake["links"][0]["backlog"]) == set(real["links"][0]["backlog"])
