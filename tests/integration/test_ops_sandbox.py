@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from playwright.async_api import expect
 
 from adapters.sandbox import AMQP_URL
 from adapters.sandbox import _document as sandbox_document
 from adapters.sandbox_tree import Topology, load_topology, topology_file
+from tests.browser import BrowserPage
 from tests.faultproxy import FaultProxy
 from tests.integration.broker import delete_queues
 from tests.integration.test_sandbox import tree_queues
@@ -146,9 +148,15 @@ async def send(http: aiohttp.ClientSession, tree: RunningSandbox, number: int) -
 
 
 async def test_a_cut_link_shows_down_with_a_growing_backlog_then_drains_when_restored(
-    sandbox: RunningSandbox,
+    sandbox: RunningSandbox, browser_page: BrowserPage
 ) -> None:
     tree = sandbox
+    page = browser_page.page
+    await page.goto(f"{tree.url(tree.commune)}/ops/")
+    await page.get_by_test_id("login-token").fill(tree.faces[tree.commune]["operator"])
+    await page.get_by_test_id("login-submit").click()
+    await expect(page.get_by_test_id("node-id")).to_have_text(tree.commune)
+    on_page = page.get_by_test_id(f"link-{tree.district}")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         assert (await link_of(http, tree, tree.commune, tree.district))["state"] != "down"
         tree.proxy.cut()
@@ -175,6 +183,11 @@ async def test_a_cut_link_shows_down_with_a_growing_backlog_then_drains_when_res
             if tree.district in line
         )
         assert "0/5/0" in row
+        # the console, refreshing by itself, shows the same
+        await expect(on_page).to_have_attribute("data-state", "down", timeout=15_000)
+        await expect(on_page.locator("[data-col=backlog_out]")).to_have_text("5", timeout=15_000)
+        drawn = page.get_by_test_id(f"topo-link-{tree.district}")
+        await expect(drawn).to_have_attribute("data-state", "down")
         metrics = f"{tree.url(tree.commune)}/metrics"
         async with http.get(metrics, headers=tree.operator(tree.commune)) as answer:
             text = await answer.text()
@@ -188,6 +201,9 @@ async def test_a_cut_link_shows_down_with_a_growing_backlog_then_drains_when_res
         assert listed.returncode == 0, listed.stdout + listed.stderr
         row = next(line for line in listed.stdout.splitlines() if tree.district in line)
         assert row.split()[2] == "UP"
+        await expect(on_page).to_have_attribute("data-state", "up", timeout=15_000)
+        await expect(on_page.locator("[data-col=backlog_out]")).to_have_text("0", timeout=15_000)
+        browser_page.assert_no_errors()
         province = tree.topology.node_of(RECIPIENT)
         mailbox = f"{tree.url(province)}/v1/agencies/{RECIPIENT}/mailbox"
         async with asyncio.timeout(60):
