@@ -159,6 +159,9 @@ async def test_a_cut_link_shows_down_with_a_growing_backlog_then_drains_when_res
     on_page = page.get_by_test_id(f"link-{tree.district}")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         assert (await link_of(http, tree, tree.commune, tree.district))["state"] != "down"
+        for probe in ("healthz", "readyz"):  # no token: for a supervisor
+            async with http.get(f"{tree.url(tree.commune)}/{probe}") as answer:
+                assert (answer.status, (await answer.json())["ok"]) == (200, True)
         tree.proxy.cut()
         first = [await send(http, tree, 900 + n) for n in range(3)]
         down = await wait_link(http, tree, tree.commune, tree.district, "down", backlog=3)
