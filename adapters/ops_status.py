@@ -133,7 +133,11 @@ class OpsView:
                     node.links.up(parent, PARENT)
                 except LienthongError as exc:
                     node.links.down(parent, PARENT, exc.message)
-        self._sample()
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        if not self.backlog_points or self.backlog_points[-1][0] != minute:  # a point a minute
+            _, ops = await self.probe_store()
+            if ops is not None:
+                self._sample(self._links_and_upstreams(ops)[2])
 
     def _own_queues(self) -> list[str]:
         node, me = self.node, self.node.settings.node_id
@@ -143,16 +147,9 @@ class OpsView:
             names += [down_queue(me, c, lane) for c in node.settings.children for lane in LANES]
         return names
 
-    def _sample(self, backlog: int | None = None) -> None:
+    def _sample(self, backlog: int) -> None:
+        """The backlog of this minute: the last one seen in it."""
         minute = datetime.now(UTC).replace(second=0, microsecond=0)
-        if backlog is None:
-            backlog = sum(
-                self.queues.get(down_queue(self.node.settings.node_id, c, lane), (0, 0))[0]
-                for c in self.node.settings.children
-                for lane in LANES
-            )
-            if self.backlog_points and self.backlog_points[-1][0] == minute:
-                backlog = max(backlog, self.backlog_points[-1][1])
         if self.backlog_points and self.backlog_points[-1][0] == minute:
             self.backlog_points[-1] = (minute, backlog)
         else:
@@ -184,13 +181,9 @@ class OpsView:
         store, ops = await self.probe_store()
         broker = await self.probe_broker()
         node = self.node
-        backlog = _backlog_by_neighbour(ops)
-        links = [self._link_json(state, backlog) for state in node.links.states()]
-        upstreams = [self._upstream_json(bridge, backlog) for bridge in self.bridges]
-        total = sum(link["backlog_total"] for link in links) + sum(
-            u["backlog_total"] for u in upstreams
-        )
-        self._sample(total)
+        links, upstreams, total = self._links_and_upstreams(ops)
+        if ops is not None:
+            self._sample(total)
         view: dict[str, Any] = {
             "node": self._node_json(now),
             "drain": await self._drain_json(ops),
@@ -226,6 +219,15 @@ class OpsView:
         alerts = evaluate(view, now=now, memory=self._alerts, thresholds=self.thresholds)
         view["alerts"] = [alert.as_status() for alert in alerts]
         return view
+
+    def _links_and_upstreams(
+        self, ops: Operations | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        backlog = _backlog_by_neighbour(ops)
+        links = [self._link_json(state, backlog) for state in self.node.links.states()]
+        upstreams = [self._upstream_json(bridge, backlog) for bridge in self.bridges]
+        total = sum(x["backlog_total"] for x in [*links, *upstreams])
+        return links, upstreams, total
 
     def _node_json(self, now: datetime) -> dict[str, Any]:
         settings = self.node.settings
