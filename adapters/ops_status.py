@@ -11,20 +11,19 @@ store that is down still leaves the broker's half of the answer, and says so.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import structlog
-from cryptography import x509
 
+from adapters import ops_checks
 from adapters.bridge import Bridge
+from adapters.ops_checks import Certificates
 from adapters.transport_amqp import AmqpTransport
 from exchange.alerting import AlertMemory, Thresholds, evaluate
 from exchange.config import TrustSettings
@@ -34,17 +33,12 @@ from exchange.linkboard import CHILD, DOWN, PARENT, UP, LinkState
 from exchange.links import LANES, down_queue, split_target, up_queue
 from exchange.node import Node, dead_letter_about
 from exchange.store import Operations
-from exchange.tracking import acknowledged_at
-from exchange.xmlsafe import parse
 
 log = structlog.get_logger("lienthong.ops")
 
 WATCH_EVERY_S = 5.0
-CERT_WARN_DAYS = 30
 CLOCK_SKEW_S = 60.0
-OVERDUE_WINDOW = timedelta(days=30)  # deliveries older than this are not looked at
 LEVELS = ("central", "province", "district", "commune")
-DSIG = "{http://www.w3.org/2000/09/xmldsig#}X509Certificate"
 MAX_ITEMS = 50  # rows of each list in one answer
 
 
@@ -88,7 +82,7 @@ class OpsView:
         self._started = time.monotonic()
         self.queues: dict[str, tuple[int, int]] = {}  # name -> (messages, consumers)
         self.backlog_points: deque[tuple[datetime, int]] = deque(maxlen=60)
-        self._certs: dict[str, tuple[str, datetime] | None] = {}  # digest -> (subject, end)
+        self._certificates = Certificates(node, trust)
         self._about: dict[int, dict[str, Any]] = {}  # dead letter id -> what it says
 
     def now(self) -> datetime:
@@ -200,7 +194,7 @@ class OpsView:
             "failed": {"count": None, "items": []},
             "receipts_last_hour": dict(ops.events) if ops else {},
             "overdue": {"count": None, "items": []},
-            "certificates": await self._certificates(now),
+            "certificates": await self._certificates.rows(now),
             "directory": self._directory_json(now),
             "clock": _clock_json(node.links.states(), now),
             "series": self._series_json(ops),
@@ -398,94 +392,7 @@ class OpsView:
         ]
 
     async def overdue(self, now: datetime) -> list[dict[str, Any]]:
-        """Recipients that had a document delivered and have not answered it (status 01
-        or 03) by its deadline, newest delivery first (a node without a working calendar
-        tracks no deadlines)."""
-        deadlines = self.node.settings.deadlines
-        if deadlines is None:
-            return []
-        store = self.node.store
-        delivered = await store.events_of_kind(EventKind.DELIVERED.value, now - OVERDUE_WINDOW)
-        statuses: dict[str, list[Any]] = {}
-        seen: set[tuple[str, str]] = set()
-        rows = []
-        for event in delivered:
-            due = deadlines.end_of_working_day(event.at)
-            if now <= due:
-                continue
-            for organ in (str(o) for o in event.detail.get("recipients", ())):
-                key = (event.message_id or "", organ)
-                if key in seen:
-                    continue
-                seen.add(key)
-                about = event.document_id or ""
-                if about not in statuses:
-                    found = await store.events_about(document_id=about) if about else ()
-                    statuses[about] = [e for e in found if e.kind is EventKind.STATUS]
-                if acknowledged_at(organ, statuses[about]) is not None:
-                    continue
-                rows.append(
-                    {
-                        "message_id": event.message_id,
-                        "document_id": event.document_id,
-                        "sender": event.sender,
-                        "recipient": organ,
-                        "delivered_at": event.at.isoformat(),
-                        "due": due.isoformat(),
-                        "node": event.node,
-                    }
-                )
-        return rows
-
-    async def _certificates(self, now: datetime) -> list[dict[str, Any]]:
-        found: list[tuple[str, str, datetime]] = []
-        trust = self.trust
-        files = []
-        if trust is not None:
-            mine = trust.node_certs / f"{self.node.settings.node_id}.pem"
-            files = [(mine, "node"), (trust.ca, "ca")]
-        for path, kind in files:
-            for cert in _pem_certificates(path):
-                label = f"node {self.node.settings.node_id}" if kind == "node" else _subject(cert)
-                found.append((label, kind, cert.not_valid_after_utc))
-        try:
-            latest = await self.node.store.latest_from(self.node.settings.hosted)
-        except LienthongError:
-            latest = {}
-        for organ, digest in sorted(latest.items()):
-            if digest not in self._certs:
-                self._certs[digest] = await self._signing_cert(digest)
-            known = self._certs[digest]
-            if known is not None:
-                found.append((organ, "agency", known[1]))
-        rows = []
-        for subject, kind, end in found:
-            days = (end - now).total_seconds() / 86400
-            rows.append(
-                {
-                    "subject": subject,
-                    "kind": kind,
-                    "not_after": end.isoformat(),
-                    "days_left": int(days // 1),
-                    "warn": days < CERT_WARN_DAYS,
-                }
-            )
-        return sorted(rows, key=lambda r: (r["days_left"], r["subject"]))
-
-    async def _signing_cert(self, digest: str) -> tuple[str, datetime] | None:
-        """The certificate the agency's last package was signed with (from its KeyInfo)."""
-        try:
-            data = await self.node.store.package_bytes(digest)
-            tree = parse(data)
-        except (KeyError, OSError, ValueError, LienthongError):
-            return None
-        for element in tree.getroot().iter(DSIG):
-            try:
-                cert = x509.load_der_x509_certificate(base64.b64decode(element.text or ""))
-            except ValueError:
-                continue
-            return _subject(cert), cert.not_valid_after_utc
-        return None
+        return await ops_checks.overdue(self.node, now)
 
 
 def _backlog_by_neighbour(ops: Operations | None) -> dict[str, dict[str, int]]:
@@ -535,14 +442,3 @@ def _parsed(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
-
-
-def _pem_certificates(path: Path) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError):
-        return []
-
-
-def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()

@@ -12,7 +12,7 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-from bench import admission, fanout, intake, pades, route
+from bench import admission, fanout, intake, ops, pades, route
 
 SCENARIOS = {
     "admission": admission.run,
@@ -20,6 +20,7 @@ SCENARIOS = {
     "route": route.run,
     "fanout": fanout.run,
     "pades": pades.run,
+    "ops": ops.run,
 }
 
 

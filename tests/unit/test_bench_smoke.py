@@ -71,6 +71,17 @@ def test_the_fanout_scenario_reaches_every_mailbox_of_a_small_tree() -> None:
     assert "Goal, lienthong: every one of 21 mailboxes within 60 s:" in stdout
 
 
+@pytest.mark.integration
+def test_the_ops_scenario_reads_status_while_the_node_takes_packages() -> None:
+    stdout = _bench("ops", "--quick")
+    for row in ("quiet (baseline)", "watched / quiet, round by round"):
+        assert NUMBER.match(_cells(stdout, row)[1]), stdout
+    p50, p99, reads = _cells(stdout, "/status, under load")[1:]
+    assert NUMBER.match(p50)
+    assert NUMBER.match(p99)
+    assert int(reads) > 0
+
+
 def test_an_unknown_scenario_is_named() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "nonsense"],

@@ -509,3 +509,37 @@ async def test_the_consoles_stand_in_status_has_the_shape_of_the_real_one(
     assert set(fake["links"][0]) <= set(real["links"][0])
     assert set(fake["series"]["points"][0]) == set(real["series"]["points"][0])
     assert set(fake["links"][0]["backlog"]) == set(real["links"][0]["backlog"])
+
+
+class DueAtOnce:
+    """A working calendar by which every delivery is due the moment it lands."""
+
+    def end_of_working_day(self, at: datetime) -> datetime:
+        return at
+
+
+async def test_overdue_acknowledgements_and_the_agencies_certificates_are_listed(
+    faces: dict[str, Face], tree: Tree, pki: DevPki
+) -> None:
+    central = faces[CENTRAL]
+    central.node.settings = replace(central.node.settings, deadlines=DueAtOnce())
+    answer = await tree.submit(COMMUNE_NODE, document(pki, COMMUNE, G14, H41, 801))
+    await tree.wait(G14)
+    view = await central.status()
+    # both recipients: G14's mail here, and H41's at its province, reported on the way back
+    late = {row["recipient"]: row for row in view["overdue"]["items"]}
+    assert view["overdue"]["count"] == 2
+    assert (late[G14]["message_id"], late[G14]["sender"], late[G14]["node"]) == (
+        answer.message_id,
+        COMMUNE,
+        CENTRAL,
+    )
+    assert late[H41]["node"] == "province-h41"
+    listed = await central.http.get("/v1/ops/overdue", headers=bearer("viewer"))
+    assert {i["recipient"] for i in (await listed.json())["items"]} == {G14, H41}
+    # the commune's node knows the certificate its agency signs with
+    certificates = (await faces[COMMUNE_NODE].status())["certificates"]
+    (mine,) = [c for c in certificates if c["kind"] == "agency"]
+    assert mine["subject"] == COMMUNE
+    assert mine["days_left"] > 30
+    assert mine["warn"] is False
