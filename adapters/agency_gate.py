@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from exchange.admission import Admitted
 from exchange.config import Credential
@@ -149,6 +150,10 @@ class AgencyGate:
 
     async def package_bytes(self, entry: MailboxEntry) -> bytes:
         return await self.node.store.package_bytes(entry.digest)
+
+    async def package_file(self, entry: MailboxEntry) -> Path | None:
+        """Where the package's bytes lie as a file, to stream them (None: read the bytes)."""
+        return await self.node.store.package_file(entry.digest)
 
     async def acknowledge(self, caller: Caller, organ: str, message_ids: Sequence[str]) -> int:
         self.check(caller, organ)

@@ -258,19 +258,22 @@ async def mailbox(request: web.Request) -> web.Response:
     )
 
 
-async def package(request: web.Request) -> web.Response:
+async def package(request: web.Request) -> web.StreamResponse:
     caller = agency(request)
     gate = request.app[GATE]
     entry = await gate.package(caller, request.match_info["organ"], request.match_info["id"])
+    headers = {
+        "Lienthong-Message-Id": entry.message_id,
+        "Lienthong-Sender": entry.sender,
+        "Lienthong-Kind": entry.kind,
+        "Digest": f"sha-256={entry.digest}",
+    }
+    path = await gate.package_file(entry)
+    if path is not None:  # streamed from the file, and resumable with Range
+        headers["Content-Type"] = "application/xml"
+        return web.FileResponse(path, headers=headers)
     return web.Response(
-        body=await gate.package_bytes(entry),
-        content_type="application/xml",
-        headers={
-            "Lienthong-Message-Id": entry.message_id,
-            "Lienthong-Sender": entry.sender,
-            "Lienthong-Kind": entry.kind,
-            "Digest": f"sha-256={entry.digest}",
-        },
+        body=await gate.package_bytes(entry), content_type="application/xml", headers=headers
     )
 
 
@@ -300,7 +303,7 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi(request.app[MAX_BYTES]))
 
 
-ROUTES: Mapping[tuple[str, str], Callable[[web.Request], Awaitable[web.Response]]] = {
+ROUTES: Mapping[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
     ("POST", "/v1/packages"): submit,
     ("POST", "/v1/validate"): validate,
     ("GET", "/v1/agencies/{organ}/mailbox"): mailbox,

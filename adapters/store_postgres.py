@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -669,6 +670,9 @@ class PostgresStore:
         if not rows:
             raise KeyError(digest)
         return bytes(rows[0][0])
+
+    async def package_file(self, digest: str) -> Path | None:
+        return None  # the bytes live in the database (blobs): read them with package_bytes
 
     async def envelope(self, message_id: str) -> bytes:
         rows = await self._execute(

@@ -204,7 +204,10 @@ class BlobFolder:
         return moved
 
     def get(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(digest) from None
 
     def all_digests(self) -> list[tuple[str, float]]:
         return [
@@ -636,6 +639,12 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(
             self._blob_io, self.blobs.get, digest
         )
+
+    async def package_file(self, digest: str) -> Path | None:
+        path = self.blobs.path(digest)
+        if not await asyncio.get_running_loop().run_in_executor(self._blob_io, path.is_file):
+            raise KeyError(digest)
+        return path
 
     async def envelope(self, message_id: str) -> bytes:
         def work(db: sqlite3.Connection) -> bytes:

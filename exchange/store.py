@@ -12,6 +12,7 @@ import enum
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from exchange.evidence import Event, LogEntry
@@ -401,6 +402,10 @@ class Store(Protocol):
         """Each chain's last entry (seq, hash)."""
 
     async def package_bytes(self, digest: str) -> bytes: ...
+
+    async def package_file(self, digest: str) -> Path | None:
+        """The file holding a package's bytes, where this store keeps them as files (so
+        they can be streamed out, and in ranges); None where it does not."""
 
     async def trail(self, message_id: str) -> Trail | None:
         """Where each copy of a package stands at this node (None: not here)."""

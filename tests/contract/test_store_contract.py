@@ -63,6 +63,10 @@ async def test_a_committed_package_comes_back_byte_identical(store: Store) -> No
     assert (digest.message_id, digest.sender) == ("m-1", "000.00.00.G22")
     assert await store.package_bytes(result_digest(data)) == data
     assert await store.envelope("m-1") == b"envelope:" + data[:16]
+    path = await store.package_file(result_digest(data))  # a file to stream, where kept so
+    assert path is None or path.read_bytes() == data
+    with pytest.raises(KeyError):
+        await store.package_bytes(result_digest(b"never stored"))
 
 
 def result_digest(data: bytes) -> str:

@@ -77,8 +77,7 @@ def test_the_ops_scenario_reads_status_while_the_node_takes_packages() -> None:
     for row in ("quiet (baseline)", "watched / quiet, round by round"):
         assert NUMBER.match(_cells(stdout, row)[1]), stdout
     p50, p99, reads = _cells(stdout, "/status, under load")[1:]
-    assert NUMBER.match(p50)
-    assert NUMBER.match(p99)
+    assert 0 < float(p50) <= float(p99)
     assert int(reads) > 0
 
 

@@ -105,6 +105,14 @@ async def test_a_commune_system_sends_and_a_ministry_system_fetches_and_acknowle
         f"/v1/agencies/{G14}/packages/{answer['message_id']}", headers=bearer("hosted")
     )
     assert await got.read() == data  # the exact bytes
+    assert got.headers["Digest"] == f"sha-256={hashlib.sha256(data).hexdigest()}"
+    # streamed from the store's file, so a system cut off half way takes up from there
+    rest = await faces.central.get(
+        f"/v1/agencies/{G14}/packages/{answer['message_id']}",
+        headers={**bearer("hosted"), "Range": f"bytes={len(data) // 2}-"},
+    )
+    assert rest.status == 206
+    assert await rest.read() == data[len(data) // 2 :]
     ack = await faces.central.post(
         f"/v1/agencies/{G14}/packages/{answer['message_id']}/ack", headers=bearer("hosted")
     )
