@@ -43,6 +43,8 @@ def _operation(summary: str, ok: dict[str, Any], **more: Any) -> dict[str, Any]:
 
 
 def openapi(max_bytes: int) -> dict[str, Any]:
+    from adapters.openapi_ops import ops_paths  # it builds on the helpers above
+
     too_large = _problem(f"over the package cap of {max_bytes} bytes (package.too_large)")
     refused = _problem("refused: the error code says why; `problems` lists contract errors")
     return {
@@ -160,12 +162,7 @@ def openapi(max_bytes: int) -> dict[str, Any]:
                     {"200": _json("the directory", "Directory")},
                 )
             },
-            "/v1/ops/dead-letters": {
-                "get": _operation(
-                    "Operators: packages held for a person",
-                    {"200": _json("dead letters", "DeadLetters")},
-                )
-            },
+            **ops_paths(),
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This description",
@@ -291,10 +288,5 @@ SCHEMAS: dict[str, Any] = {
                 },
             }
         },
-    },
-    "DeadLetters": {
-        "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": {"type": "object"}}},
     },
 }
