@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from adapters import bridge_postgres, evidence_postgres, ops_postgres
-from exchange.errors import ConfigurationError, TransientFault
+from exchange.errors import ConfigurationError, PackageTooLarge, TransientFault
 from exchange.evidence import Event, LogEntry
 from exchange.store import (
     Attempt,
@@ -322,6 +322,11 @@ class PostgresStore:
                         "UPDATE dedup SET message_id = %s WHERE key = %s", (same_bytes[0], key)
                     )
                     return IntakeResult(Outcome.DUPLICATE, same_bytes[0], same_bytes[1])
+                if isinstance(intake.data, Path):
+                    raise PackageTooLarge(
+                        "this node keeps packages in PostgreSQL, which takes none above "
+                        "the inline cap (docs/large-packages.md)"
+                    )
                 await conn.execute(
                     "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                     (package.digest, intake.data),
@@ -670,6 +675,9 @@ class PostgresStore:
         if not rows:
             raise KeyError(digest)
         return bytes(rows[0][0])
+
+    def spool_folder(self) -> Path | None:
+        return None  # bytes live in the database: no package above the inline cap
 
     async def package_file(self, digest: str) -> Path | None:
         return None  # the bytes live in the database (blobs): read them with package_bytes

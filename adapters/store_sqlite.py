@@ -203,6 +203,21 @@ class BlobFolder:
                 fsync_folder(inner.parent)
         return moved
 
+    def adopt(self, digest: str, spooled: Path) -> None:
+        """Take over a spooled file (checked to hold ``digest``) as the blob: a rename on
+        one file system, durable before anyone refers to it."""
+        target = self.path(digest)
+        if target.exists():  # the same bytes stored before
+            os.utime(target)
+            spooled.unlink(missing_ok=True)
+            return
+        if target.parent not in self._folders:
+            self._make_folder(target.parent)
+        with open(spooled, "rb+") as handle:
+            os.fsync(handle.fileno())
+        spooled.replace(target)
+        fsync_folder(target.parent)
+
     def get(self, digest: str) -> bytes:
         try:
             return self.path(digest).read_bytes()
@@ -331,9 +346,14 @@ class SqliteStore:
     async def commit_intake(self, intake: Intake) -> IntakeResult:
         package = intake.package
         key = intake.dedup_key
-        await asyncio.get_running_loop().run_in_executor(
-            self._blob_io, self.blobs.put, package.digest, intake.data
-        )
+        if isinstance(intake.data, Path):
+            await asyncio.get_running_loop().run_in_executor(
+                self._blob_io, self.blobs.adopt, package.digest, intake.data
+            )
+        else:
+            await asyncio.get_running_loop().run_in_executor(
+                self._blob_io, self.blobs.put, package.digest, intake.data
+            )
 
         blob = self.blobs.path(package.digest)
 
@@ -639,6 +659,11 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(
             self._blob_io, self.blobs.get, digest
         )
+
+    def spool_folder(self) -> Path | None:
+        folder = self.folder / "spool"
+        folder.mkdir(exist_ok=True)
+        return folder
 
     async def package_file(self, digest: str) -> Path | None:
         path = self.blobs.path(digest)

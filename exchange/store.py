@@ -48,7 +48,9 @@ class Intake:
 
     message_id: str
     package: Package
-    data: bytes
+    # the bytes, or the file they were spooled to and checked in (a large package: the
+    # store takes the file over, never reading it whole; see Store.spool_folder)
+    data: bytes | Path
     source: str  # the credential, link or upstream that submitted it
     envelope: bytes  # the signed transport envelope (exchange/envelope.py)
     outbox: tuple[OutboxItem, ...]
@@ -402,6 +404,11 @@ class Store(Protocol):
         """Each chain's last entry (seq, hash)."""
 
     async def package_bytes(self, digest: str) -> bytes: ...
+
+    def spool_folder(self) -> Path | None:
+        """Where large packages are spooled on their way in, on the file system of the
+        store's own files, so that taking one over is a rename; None where this store keeps
+        bytes in its database and so takes no package above the inline cap."""
 
     async def package_file(self, digest: str) -> Path | None:
         """The file holding a package's bytes, where this store keeps them as files (so

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import multiprocessing
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from adapters.store_postgres import MIGRATIONS as PG_MIGRATIONS
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from adapters.store_sqlite import SqliteStore
+from exchange.errors import PackageTooLarge
 from exchange.model import BusinessType
 from exchange.store import Attempt, Destination, Outcome
 from tests.contract.stores import BACKENDS, drop_location, intake, new_location, open_store
@@ -383,3 +385,25 @@ async def test_an_idempotency_key_is_bound_to_its_bytes_for_its_caller(store: St
     assert await store.claim_key("other", "k-1", "bb" * 32, at) is None  # another caller's key
     await store.prune_dedup(at + timedelta(seconds=1))
     assert await store.claim_key("qlvb", "k-1", "bb" * 32, at) is None  # forgotten with dedup
+
+
+async def test_a_spooled_package_is_taken_over_without_being_read_whole(store: Store) -> None:
+    """A large package arrives as a file in the store's spool; a store that keeps bytes in
+    its database has no spool and refuses it by name."""
+    data = b"<edXML>" + b"A" * 200_000 + b"</edXML>"
+    spool = store.spool_folder()
+    if spool is None:
+        with pytest.raises(PackageTooLarge, match="inline cap"):
+            await store.commit_intake(replace(intake(data), data=Path("/nonexistent")))
+        return
+    first = spool / "incoming-1"
+    first.write_bytes(data)
+    result = await store.commit_intake(replace(intake(data, message_id="m-big"), data=first))
+    assert (result.outcome, result.message_id) == (Outcome.COMMITTED, "m-big")
+    assert not first.exists(), "the spooled file became the stored bytes"
+    assert await store.package_bytes(result_digest(data)) == data
+    again = spool / "incoming-2"
+    again.write_bytes(data)
+    answer = await store.commit_intake(replace(intake(data), data=again))
+    assert (answer.outcome, answer.message_id) == (Outcome.DUPLICATE, "m-big")
+    assert not again.exists(), "a duplicate's spooled copy is not left behind"
