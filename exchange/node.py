@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -66,6 +67,7 @@ from exchange.errors import (
     LienthongError,
     NotDeadLettered,
     NotTracked,
+    PackageTooLarge,
     Quarantined,
     RecipientUnreachable,
     SenderFault,
@@ -74,6 +76,14 @@ from exchange.errors import (
     TransientFault,
 )
 from exchange.evidence import Event, EventKind
+from exchange.large import (
+    CLAIM_HEADER,
+    INLINE_MAX_BYTES,
+    LARGE_LANE,
+    BlobMover,
+    Spooled,
+    is_large,
+)
 from exchange.linkboard import CHILD, PARENT, LinkBoard
 from exchange.links import (
     DIRECTORY_LANE,
@@ -129,6 +139,8 @@ HTTP_CALLER = "http:"  # the user_id under which the HTTP faces hand a call to i
 REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
 
 AdmitFn = Callable[[bytes, VerificationPolicy], Awaitable[Admitted]]
+# admission of a spooled large package, streaming from its file (bounded memory)
+AdmitFileFn = Callable[[Spooled, VerificationPolicy], Awaitable[Admitted]]
 CrashHook = Callable[[str], None]
 # signs the delivery receipt for a package put in these mailboxes now (exchange/receipt.py)
 # (row, recipients, when, the PDF signature records its envelope carries) -> the receipt
@@ -204,6 +216,7 @@ class NodeSettings:
     deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
     checkpoint_every_s: float = 300.0  # how often the evidence chain's head is signed
     push: frozenset[str] = frozenset()  # agencies whose mail goes to their AMQP queue too
+    inline_max_bytes: int = INLINE_MAX_BYTES  # above it, a claim check (exchange/large.py)
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -287,9 +300,13 @@ class Node:
         directory: DirectoryKeeping | None = None,
         receipts: IssueReceipt | None = None,
         observer: Observer = NO_OBSERVER,
+        blobs: BlobMover | None = None,
+        admit_file: AdmitFileFn | None = None,
     ) -> None:
         self.settings = settings
         self.observer = observer  # counts what flows (exchange/observe.py)
+        self.blobs = blobs  # large packages' bytes between nodes (exchange/large.py)
+        self._admit_file = admit_file  # admission streaming from a spooled file
         self._tree = settings.topology  # the directory's tree, before upstreams are added
         self._upstream_agencies: dict[str, tuple[UpstreamAgency, ...]] = {}
         self._receipts = receipts
@@ -400,6 +417,7 @@ class Node:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.consume_intake(), name="intake")
             tasks.create_task(self.relay_forever(), name="relay")
+            tasks.create_task(self.relay_large_forever(), name="relay-large")
             tasks.create_task(self.serve_requests(), name="requests")
             tasks.create_task(self.housekeeping(), name="housekeeping")
             tasks.create_task(self.checkpoint_forever(), name="checkpoints")
@@ -615,6 +633,80 @@ class Node:
         self._outbox_ready.set()
         return answer
 
+    async def handle_spooled(
+        self, spooled: Spooled, *, user_id: str | None, as_organ: str | None = None
+    ) -> Answer:
+        """A large package a caller of this process (the HTTP face) spooled to a file in
+        the store's spool folder: admitted streaming from the file, committed by taking the
+        file over, its link copies sent by claim check. The caller is answered at once (no
+        queue, no attempt counting: a failure is its answer). The file is gone afterwards."""
+        started = time.perf_counter()
+        message = Message(b"", user_id=user_id, headers={AS_HEADER: as_organ} if as_organ else {})
+        credential = self.credential_of(message)
+        source = self.source_of(message, credential)
+        bound = log.bind(
+            digest=spooled.digest[:16],
+            source=source,
+            node=self.settings.node_id,
+            document_id=None,
+            sender=None,
+            recipients=None,
+        )
+        try:
+            answer = await self._take_spooled(spooled, credential, source, as_organ)
+        finally:
+            spooled.path.unlink(missing_ok=True)  # taken over by the store, or not wanted
+        await self._settle(_InProcess(message), answer, bound, source, started)
+        return answer
+
+    async def _take_spooled(
+        self, spooled: Spooled, credential: Credential | None, source: str, claimed: str | None
+    ) -> Answer:
+        known = await self.store.find_digest(spooled.digest)
+        if known is not None:
+            if known.sender is not None and not self._may_send_as(
+                credential, claimed, known.sender
+            ):
+                return Answer(
+                    "refused",
+                    code=SubmitterNotSender.code,
+                    reason=f"submitted as {claimed}, but the package is from {known.sender}",
+                )
+            return answer_for(known)
+        if self._admit_file is None:
+            raise PackageTooLarge(
+                f"this node admits no package above its inline cap of "
+                f"{self.settings.inline_max_bytes} bytes"
+            )
+        try:
+            admitted = await self._admit_file(spooled, self.settings.policy_for(source))
+            package = admitted.package
+            if not self._may_send_as(credential, claimed, package.sender.organ_id):
+                raise SubmitterNotSender(f"this caller may not send for {package.sender.organ_id}")
+            document = None
+            if package.kind is Kind.STATUS and package.document_id:
+                document = await self.store.document(package.document_id)
+            targets, outbox, unreachable = self._plan_entry(package, document)
+        except SenderFault as fault:
+            return Answer("refused", code=fault.code, reason=fault.message)
+        quarantined = _held_reason(package)
+        result = await self._commit(
+            spooled.path, package, source, outbox, targets, unreachable, quarantined
+        )
+        if result.outcome is Outcome.TAKEN:
+            taken = DocumentIdTaken(
+                f"DocumentId {package.document_id!r} already names a document from "
+                f"{result.sender} (message {result.message_id})"
+            )
+            return Answer("refused", code=taken.code, reason=taken.message)
+        answer = answer_for(result)
+        if quarantined is not None and result.outcome is Outcome.COMMITTED:
+            answer = replace(answer, reason=f"held for an operator: {quarantined}")
+        if result.outcome is Outcome.COMMITTED and quarantined is None:
+            observe_routes(self.observer, outbox)
+        self._outbox_ready.set()
+        return answer
+
     async def _admit_in_time(self, data: bytes, policy: VerificationPolicy) -> Admitted:
         """Admission under a deadline: a package that makes it hang is counted like one
         that crashes it (and so, in the end, dead-lettered), instead of stalling intake."""
@@ -657,6 +749,11 @@ class Node:
     def _plan_entry(
         self, package: Package, document: KnownDocument | None, arrived_from: str | None = None
     ) -> tuple[tuple[str, ...], tuple[OutboxItem, ...], tuple[str, ...]]:
+        lane = (
+            LARGE_LANE
+            if is_large(package.size, self.settings.inline_max_bytes)
+            else lane_of(package.priority)
+        )
         """The recipients an entered package goes to, where each copy goes, and the
         recipients nothing leads to (the package is refused when that is all of them).
         ``arrived_from`` is the upstream it was fetched from: nothing goes back there."""
@@ -687,7 +784,7 @@ class Node:
                     (
                         OutboxItem(
                             Destination.LINK,
-                            link_target(self.settings.parent, lane_of(package.priority)),
+                            link_target(self.settings.parent, lane),
                         ),
                     ),
                     (),
@@ -701,12 +798,12 @@ class Node:
                 f"no node of this axis hosts {', '.join(plan.unknown)}; nothing was sent"
             )
         reached = tuple(t for t in targets if t not in plan.unknown)
-        outbox = outbox_for(plan, lane_of(package.priority), self.settings.node_id)
+        outbox = outbox_for(plan, lane, self.settings.node_id)
         return reached, outbox, plan.unknown
 
     async def _commit(
         self,
-        data: bytes,
+        data: bytes | Path,
         package: Package,
         source: str,
         outbox: tuple[OutboxItem, ...],
@@ -755,7 +852,7 @@ class Node:
         envelope = seal(
             self._key,
             message_id=message_id,
-            data=data,
+            data=(package.digest, package.size) if isinstance(data, Path) else data,
             kind=package.kind.value,
             sender=package.sender.organ_id,
             recipients=list(targets),
@@ -863,12 +960,70 @@ class Node:
         moved = 0
         for _ in range(RELAY_BATCHES_PER_ROUND):  # then a new round tries the refusers again
             rows = await self.store.pending_outbox(
-                self.settings.relay_batch, skip_targets=blocked, skip_prefix=UPSTREAM_PREFIX
+                self.settings.relay_batch,
+                skip_targets=blocked | self._large_targets(),
+                skip_prefix=UPSTREAM_PREFIX,
             )
             moved += await self._relay_batch(rows, blocked)
             if len(rows) < self.settings.relay_batch:
                 break
         return moved
+
+    def _large_targets(self) -> set[str]:
+        """The large lanes of this node's links: their copies go by claim check, one at a
+        time per link, in ``relay_large_once``, never holding up the other lanes."""
+        neighbours = [*self.settings.children]
+        if self.settings.parent is not None:
+            neighbours.append(self.settings.parent)
+        return {link_target(n, LARGE_LANE) for n in neighbours}
+
+    async def relay_large_once(self) -> int:
+        """Each large copy waiting for a link: to the parent, its bytes pushed first (a
+        transfer this node opens); to a child, the claim only (the child pulls). Then its
+        claim, the envelope alone, on the link's large lane. A link that fails waits."""
+        moved = 0
+        for target in sorted(self._large_targets()):
+            for row in await self.store.pending_outbox(
+                self.settings.relay_batch, only_prefix=target
+            ):
+                neighbour = split_target(row.target)[0]
+                role = PARENT if neighbour == self.settings.parent else CHILD
+                try:
+                    await self._send_claim(row, neighbour)
+                except TransientFault as exc:
+                    log.info("large.waiting", target=row.target, error=exc.message)
+                    self.links.down(neighbour, role, exc.message)
+                    break
+                self.links.up(neighbour, role)
+                await self.store.finish_outbox([], [row.id])
+                moved += 1
+        return moved
+
+    async def _send_claim(self, row: OutboxRow, neighbour: str) -> None:
+        wire = await self.store.envelope(row.message_id)
+        record = envelope_record(wire)
+        if neighbour == self.settings.parent:
+            if self.blobs is None:
+                raise TransientFault("no transfer to the parent is configured for large packages")
+            path = await self.store.package_file(row.digest)
+            if path is None:
+                raise TransientFault("this store keeps no file to send the bytes from")
+            await self.blobs.push(neighbour, path, row.digest, int(record["size"]))
+        headers: dict[str, str | int] = {CLAIM_HEADER: row.digest}
+        if self.directory_sync is not None:
+            headers[VERSION_HEADER] = self.directory_sync.version
+        message = Message(frame(wire, b""), message_id=row.message_id, headers=headers)
+        await self._publish_to(neighbour, LARGE_LANE, message)
+
+    async def relay_large_forever(self) -> None:
+        while True:
+            try:
+                moved = await self.relay_large_once()
+            except LienthongError as exc:
+                log.warning("large.retry", code=exc.code, error=exc.message)
+                moved = 0
+            if not moved:
+                await asyncio.sleep(self.settings.relay_idle_s)
 
     async def _relay_batch(self, rows: Sequence[OutboxRow], blocked: set[str]) -> int:
         done: list[int] = []
@@ -1158,9 +1313,10 @@ class Node:
         topology = self.settings.topology
         assert topology is not None
         me = self.settings.node_id
+        claim = delivery.message.headers.get(CLAIM_HEADER)
         try:
             wire, data = unframe(delivery.message.body)
-            envelope = self._open_link_envelope(wire, data, topology)
+            envelope = self._open_link_envelope(wire, None if claim else data, topology)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:  # hostile, not signed
             fault = EnvelopeInvalid(f"the envelope does not parse: {type(exc).__name__}")
             return await self._dead_letter_link(delivery, lane, fault, started)
@@ -1188,12 +1344,15 @@ class Node:
             await self._undeliverable(wire, fault)
             return await self._dead_letter_link(delivery, lane, fault, started)
         package = package_from_envelope(envelope)
+        bytes_in: bytes | Path = data
+        if claim:  # a large package: its bytes come over HTTP, checked against the envelope
+            bytes_in = await self._claimed_bytes(envelope, came_from)
         now = self._clock()
         result = await self.store.commit_intake(
             Intake(
                 message_id=envelope.message_id,
                 package=package,
-                data=data,
+                data=bytes_in,
                 source=f"link:{came_from}",
                 envelope=extended,
                 outbox=(outbox := outbox_for(plan, lane, me)),
@@ -1219,6 +1378,22 @@ class Node:
         )
         self._outbox_ready.set()
         return result.outcome.value
+
+    async def _claimed_bytes(self, envelope: Envelope, came_from: str) -> Path:
+        """The bytes of a claim: pulled from the parent (a transfer this node opens), or
+        found where a child pushed them before it sent the claim."""
+        if self.blobs is None:
+            raise PackageTooLarge(
+                f"node {self.settings.node_id} has no transfers configured for large packages"
+            )
+        if came_from == self.settings.parent:
+            return await self.blobs.pull(came_from, envelope.sha256, envelope.size)
+        pushed = self.blobs.received(came_from, envelope.sha256, envelope.size)
+        if pushed is None:
+            raise TransientFault(  # requeued: the push may still be finishing
+                f"the bytes of {envelope.message_id} from {came_from} have not arrived"
+            )
+        return pushed
 
     def _heard(self, neighbour: str, wire: bytes) -> None:
         """How far the neighbour's clock is from ours, from the hop record it just signed."""
@@ -1360,7 +1535,7 @@ class Node:
         )
         return "dead-lettered"
 
-    def _open_link_envelope(self, wire: bytes, data: bytes, topology: Topology) -> Envelope:
+    def _open_link_envelope(self, wire: bytes, data: bytes | None, topology: Topology) -> Envelope:
         """The checked envelope, from this node's parent or a child."""
         envelope = open_envelope(wire, data, self.peer_keys)
         came_from, me = envelope.last_node, self.settings.node_id
@@ -1984,6 +2159,20 @@ def _parsed(at: str | None) -> datetime | None:
 def _expired(row: OutboxRow, expiry: timedelta) -> str:
     since = row.created_at.isoformat() if row.created_at else "?"
     return f"expired: waited for link {row.target} since {since}, longer than {expiry}"
+
+
+class _InProcess:
+    """The delivery of a submission taken in this process, not from a queue."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.redelivered = False
+
+    async def ack(self) -> None:
+        return None
+
+    async def reject(self, *, requeue: bool) -> None:
+        return None
 
 
 class Backoff:

@@ -1,0 +1,131 @@
+"""Large packages over the memory tree (exchange/large.py): above the inline cap, each
+link carries only the signed envelope as a claim on its large lane, the bytes go by
+transfer (pushed up by the child, pulled down by the child), and each recipient gets
+the exact bytes the sender signed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from exchange.admission import Admitted
+from exchange.large import CLAIM_HEADER, Spooled
+from exchange.links import unframe
+from exchange.node import Node
+from exchange.policy import VerificationPolicy
+from tests.pki import DevPki
+from tests.unit.memory_blobs import MemoryBlobs
+from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
+
+COMMUNE_NODE = "commune-21-31-h53"
+INLINE = 2048  # bytes: the example documents are larger, so each one is "large" here
+
+
+def make_large(tree: Tree) -> dict[str, MemoryBlobs]:
+    movers = {}
+    for name, node in tree.nodes.items():
+        node.settings = replace(node.settings, inline_max_bytes=INLINE)
+        node.blobs = movers.setdefault(name, MemoryBlobs(name, tree.nodes))
+        real = node._admit
+
+        async def from_file(
+            spooled: Spooled, policy: VerificationPolicy, real: object = real
+        ) -> Admitted:  # the streaming admission's stand-in: these files are small
+            return await real(spooled.path.read_bytes(), policy)  # type: ignore[operator]
+
+        node._admit_file = from_file
+    return movers
+
+
+def spool(node: Node, data: bytes) -> Spooled:
+    folder = node.store.spool_folder()
+    assert folder is not None
+    path = folder / f"submission-{hashlib.sha256(data).hexdigest()[:12]}"
+    path.write_bytes(data)
+    return Spooled(path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def claims(tree: Tree) -> list[tuple[str, int]]:
+    """(queue, body size) of every claim published on a link."""
+    return [
+        (queue, len(message.body))
+        for queue, message in tree.transport.published
+        if message.headers.get(CLAIM_HEADER)
+    ]
+
+
+async def test_a_large_package_goes_by_claim_and_transfer_and_arrives_byte_identical(
+    tree: Tree, pki: DevPki
+) -> None:
+    movers = make_large(tree)
+    data = document(pki, COMMUNE, G14, H41, 901)
+    assert len(data) > INLINE
+    commune = tree.nodes[COMMUNE_NODE]
+    answer = await commune.handle_spooled(spool(commune, data), user_id=None)
+    assert (answer.outcome, answer.level) == ("accepted", "strict")
+    for organ in (G14, H41):
+        (message_id,) = await tree.wait(organ)
+        assert message_id == answer.message_id
+    for organ, home in ((G14, "central"), (H41, "province-h41")):
+        (entry,) = await tree.nodes[home].store.mailbox(organ, unfetched_only=True, limit=5)
+        assert await tree.nodes[home].store.package_bytes(entry.digest) == data
+    digest = hashlib.sha256(data).hexdigest()
+    # up: commune -> district -> province -> central, each child pushing to its parent;
+    # down: central -> province-h41, the child pulling
+    assert movers[COMMUNE_NODE].pushed == [digest]
+    assert movers["district-31-h53"].pushed == [digest]
+    assert movers["province-h53"].pushed == [digest]
+    assert movers["province-h41"].pulled == [digest]
+    sent = claims(tree)
+    assert len(sent) == 4, sent  # one claim per link crossed
+    assert all(queue.endswith(".large") for queue, _ in sent)
+    assert all(size < len(data) for _, size in sent), "no claim carries the package"
+    for _, message in tree.transport.published:
+        if message.headers.get(CLAIM_HEADER):
+            assert unframe(message.body)[1] == b""
+    assert not list(commune.store.spool_folder().iterdir())  # type: ignore[union-attr]
+
+
+async def test_an_urgent_small_package_is_not_held_up_by_a_large_one_waiting(
+    tree: Tree, pki: DevPki
+) -> None:
+    make_large(tree)
+    commune = tree.nodes[COMMUNE_NODE]
+    stuck = commune.blobs
+    assert isinstance(stuck, MemoryBlobs)
+    gate = asyncio.Event()
+    real_push = stuck.push
+
+    async def slow_push(parent: str, path: Path, digest: str, size: int) -> None:
+        await gate.wait()  # a transfer that takes its time
+        await real_push(parent, path, digest, size)
+
+    stuck.push = slow_push  # type: ignore[method-assign]
+    large = document(pki, COMMUNE, G14, H41, 902)
+    big = await commune.handle_spooled(spool(commune, large), user_id=None)
+    small_cap = replace(commune.settings, inline_max_bytes=10 * 1024 * 1024)
+    commune.settings = small_cap  # the next one is inline
+    urgent = await tree.submit(COMMUNE_NODE, document(pki, COMMUNE, G14, H41, 903))
+    assert urgent.outcome == "accepted"
+    arrived = await tree.wait(G14, 1)
+    assert arrived == [urgent.message_id], "the small one arrived while the large one waits"
+    gate.set()
+    arrived = await tree.wait(G14, 2)
+    assert set(arrived) == {urgent.message_id, big.message_id}
+
+
+async def test_a_large_package_to_a_node_without_transfers_is_refused_by_name(
+    tree: Tree, pki: DevPki
+) -> None:
+    commune = tree.nodes[COMMUNE_NODE]
+    commune.settings = replace(commune.settings, inline_max_bytes=INLINE)
+    data = document(pki, COMMUNE, G14, H41, 904)
+    spooled = spool(commune, data)
+    with pytest.raises(Exception, match="inline cap of 2048 bytes") as refused:
+        await commune.handle_spooled(spooled, user_id=None)
+    assert getattr(refused.value, "code", None) == "package.too_large"
+    assert not spooled.path.exists()
