@@ -40,7 +40,7 @@ def _context_for(config_file: str | Path, directory: Directory | None = None) ->
         trust=trust,
         pdf_check=pdf_check_for(trust.roots),
         binder=directory if directory is not None else load_directory_for(config),
-        parse_limits=ParseLimits(max_bytes=config.max_package_bytes),
+        parse_limits=ParseLimits(max_bytes=config.inline_max_bytes),  # in memory: inline only
     )
 
 

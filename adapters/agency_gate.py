@@ -22,6 +22,7 @@ from pathlib import Path
 from exchange.admission import Admitted
 from exchange.config import Credential
 from exchange.errors import Draining, KeyReused, NotInMailbox, NotTracked, NotYours
+from exchange.large import Spooled
 from exchange.node import AS_HEADER, HTTP_CALLER, Answer, Node
 from exchange.policy import VerificationPolicy
 from exchange.status_view import DocumentStatus, document_status
@@ -87,25 +88,46 @@ class AgencyGate:
         """The node's answer: accepted, duplicate, conflict, refused, dead-lettered, or
         retry (a permanent fault the node will try again: answered, not held). The same
         ``key`` (an idempotency key) with other bytes than before is refused."""
-        if self.node.drain is not None:
-            raise Draining(
-                f"node {self.node.settings.node_id} is drained for maintenance since "
-                f"{self.node.drain.since:%Y-%m-%d %H:%M} UTC; try again later"
-            )
-        if as_organ is not None:
-            self.check(caller, as_organ)
-        if key is not None:
-            digest = hashlib.sha256(data).hexdigest()
-            bound = await self.node.store.claim_key(caller.name, key, digest, datetime.now(UTC))
-            if bound is not None:
-                raise KeyReused(
-                    f"idempotency key {key!r} was used for other bytes (SHA-256 {bound[:16]}…)"
-                )
+        await self._before_submit(caller, as_organ, key, hashlib.sha256(data).hexdigest())
         headers: dict[str, str | int] = {AS_HEADER: as_organ} if as_organ else {}
         delivery = LocalDelivery(
             Message(data, message_id=str(uuid.uuid4()), user_id=caller.user_id, headers=headers)
         )
         return await self.node.handle_submission(delivery)
+
+    async def submit_spooled(
+        self, caller: Caller, spooled: Spooled, as_organ: str | None, *, key: str | None = None
+    ) -> Answer:
+        """A large package the HTTP face spooled: the same checks as ``submit``, then the
+        node takes it over by its file (Node.handle_spooled)."""
+        try:
+            await self._before_submit(caller, as_organ, key, spooled.digest)
+        except BaseException:
+            spooled.path.unlink(missing_ok=True)
+            raise
+        return await self.node.handle_spooled(spooled, user_id=caller.user_id, as_organ=as_organ)
+
+    async def _before_submit(
+        self, caller: Caller, as_organ: str | None, key: str | None, digest: str
+    ) -> None:
+        """Refused before the node looks: drained, not the caller's agency, or an
+        idempotency key sent again with other bytes."""
+        self._draining()
+        if as_organ is not None:
+            self.check(caller, as_organ)
+        if key is not None:
+            bound = await self.node.store.claim_key(caller.name, key, digest, datetime.now(UTC))
+            if bound is not None:
+                raise KeyReused(
+                    f"idempotency key {key!r} was used for other bytes (SHA-256 {bound[:16]}…)"
+                )
+
+    def _draining(self) -> None:
+        if self.node.drain is not None:
+            raise Draining(
+                f"node {self.node.settings.node_id} is drained for maintenance since "
+                f"{self.node.drain.since:%Y-%m-%d %H:%M} UTC; try again later"
+            )
 
     async def validate(self, caller: Caller, data: bytes) -> Admitted:
         """Admission under the caller's policy, storing nothing; raises its refusal."""

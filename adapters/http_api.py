@@ -23,6 +23,7 @@ from adapters.console import add_console_routes
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
 from adapters.sdk_facade import add_sdk_routes
+from adapters.spooling import read_or_spool
 from exchange.config_http import HttpSettings
 from exchange.errors import (
     ContractViolation,
@@ -42,6 +43,7 @@ from exchange.errors import (
     Unauthenticated,
     ViewerOnly,
 )
+from exchange.large import Spooled
 from exchange.node import Answer
 from exchange.store import MailboxEntry
 
@@ -52,8 +54,9 @@ GATE, SETTINGS, LIMITS, MAX_BYTES = (
     web.AppKey("gate", AgencyGate),
     web.AppKey("settings", HttpSettings),
     web.AppKey("limits", dict),
-    web.AppKey("max_bytes", int),
+    web.AppKey("max_bytes", int),  # the inline cap: what is ever read into memory
 )
+CAP = web.AppKey("cap", int)  # the package cap: a submission past it is refused
 MAX_WAIT_S = 30.0  # the longest a mailbox request waits for mail
 STATUS_OF_CODE = {
     RequestInvalid.code: 400,
@@ -205,12 +208,19 @@ def answer_response(answer: Answer) -> web.Response:
 
 async def submit(request: web.Request) -> web.Response:
     caller = agency(request)
-    data = await read_body(request)
     as_organ = request.headers.get("Lienthong-As")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 200:
         raise RequestInvalid("Idempotency-Key is 1 to 200 characters")
     gate = request.app[GATE]
+    data = await read_or_spool(
+        request,
+        inline=request.app[MAX_BYTES],
+        cap=request.app[CAP],
+        folder=gate.node.store.spool_folder(),
+    )
+    if isinstance(data, Spooled):  # a large package: streamed to a file, never held here
+        return answer_response(await gate.submit_spooled(caller, data, as_organ, key=key))
     answer = await gate.submit(caller, data, as_organ, key=key)
     if answer.outcome == "refused" and answer.code == ContractViolation.code:
         try:  # the node's answer names the first problem; the caller gets them all
@@ -320,15 +330,20 @@ def build_app(
     settings: HttpSettings,
     *,
     max_bytes: int,
+    inline_bytes: int | None = None,
     extra: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=max_bytes + 1)
-    app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, max_bytes
+    """``max_bytes``: the package cap; ``inline_bytes`` (default: the same): above it a
+    submission is spooled to a file and travels by claim check."""
+    inline = min(max_bytes, inline_bytes or max_bytes)
+    app = web.Application(middlewares=[errors], client_max_size=inline + 1)
+    app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, inline
+    app[CAP] = max_bytes
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
     if extra is not None:  # the operator's endpoints (adapters/ops_http.py)
         extra(app)
     add_console_routes(app)  # the operator console's files, /ops/ (docs/console.md)
     if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
-        add_sdk_routes(app, gate, settings.clients, max_bytes=max_bytes)
+        add_sdk_routes(app, gate, settings.clients, max_bytes=inline)
     return app

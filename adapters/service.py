@@ -132,6 +132,7 @@ def build_node(
         deadlines=config.deadlines.calendar,
         checkpoint_every_s=config.store.checkpoint_every_s,
         push=config.push,
+        inline_max_bytes=config.inline_max_bytes,
     )
     return Node(
         settings,
@@ -241,6 +242,7 @@ async def _open_node(
             AgencyGate(node, dry_run=admission),
             config.http,
             max_bytes=config.max_package_bytes,
+            inline_bytes=config.inline_max_bytes,
             extra=lambda app: add_ops_routes(app, view),
         )
         runner = web.AppRunner(app, access_log=None)

@@ -31,7 +31,9 @@ A node file, in TOML::
     node_certs = "pki/nodes"       # peers' node certificates, <node id>.pem
 
     [limits]
-    max_package_bytes = 8388608
+    inline_max_bytes = 8388608     # above it, a package travels by claim check over HTTP
+                                   # (docs/large-packages.md); at most this in memory
+    max_package_bytes = 1073741824 # no package above it is taken (refused before it is read)
     max_attempts = 5
     admission_workers = 1          # processes that parse, validate and verify; by default
                                    # one fewer than the usable cores, at most 4 (the node's
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
 from exchange.calendar import DEFAULT_TIME_ZONE, WEEKDAY_NAMES, WorkingCalendar
 from exchange.config_alerts import AlertSettings, alert_settings
 from exchange.errors import ConfigurationError
+from exchange.large import INLINE_MAX_BYTES, MAX_PACKAGE_BYTES
 from exchange.policy import PRESETS, VerificationPolicy
 from exchange.upstream import UpstreamSettings
 
@@ -160,6 +163,7 @@ class NodeConfig:
     max_attempts: int
     admission_workers: int
     intake_concurrency: int = 16
+    inline_max_bytes: int = INLINE_MAX_BYTES  # above it: a claim check (exchange/large.py)
     directory_check_s: float = 30.0  # how often the root looks for a newer signed directory
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
     source_file: Path | None = None
@@ -439,8 +443,14 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             cred_source, frozenset(organs) if organs is not None else None, trusted
         )
     deadlines = _deadlines(r)
-    max_package_bytes = r.positive("limits", "max_package_bytes", 8 * 1024 * 1024)
-    upstreams = _upstreams(data, source, base, max_package_bytes)
+    inline_max_bytes = r.positive("limits", "inline_max_bytes", INLINE_MAX_BYTES)
+    max_package_bytes = r.positive("limits", "max_package_bytes", MAX_PACKAGE_BYTES)
+    if max_package_bytes < inline_max_bytes:
+        raise ConfigurationError(
+            f"{source}: key 'limits.max_package_bytes' ({max_package_bytes}) is below "
+            f"'limits.inline_max_bytes' ({inline_max_bytes})"
+        )
+    upstreams = _upstreams(data, source, base, inline_max_bytes)  # fetched into memory
     return NodeConfig(
         node_id=node_id,
         parent=parent,
@@ -451,6 +461,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         store=store,
         trust=trust,
         max_package_bytes=max_package_bytes,
+        inline_max_bytes=inline_max_bytes,
         max_attempts=r.positive("limits", "max_attempts", 5),
         admission_workers=r.count("limits", "admission_workers", default_admission_workers()),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),

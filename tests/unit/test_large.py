@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.agency_gate import AgencyGate
+from adapters.http_api import build_app
 from exchange.admission import Admitted
 from exchange.large import CLAIM_HEADER, Spooled
 from exchange.links import unframe
@@ -20,9 +24,11 @@ from exchange.policy import VerificationPolicy
 from tests.pki import DevPki
 from tests.unit.memory_blobs import MemoryBlobs
 from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
+from tests.unit.test_http_api import SETTINGS, bearer
 
 COMMUNE_NODE = "commune-21-31-h53"
 INLINE = 2048  # bytes: the example documents are larger, so each one is "large" here
+CAP = 64 * 1024  # the package cap of the HTTP tests
 
 
 def make_large(tree: Tree) -> dict[str, MemoryBlobs]:
@@ -129,3 +135,59 @@ async def test_a_large_package_to_a_node_without_transfers_is_refused_by_name(
         await commune.handle_spooled(spooled, user_id=None)
     assert getattr(refused.value, "code", None) == "package.too_large"
     assert not spooled.path.exists()
+
+
+@pytest.fixture
+async def commune_face(tree: Tree) -> AsyncIterator[TestClient]:
+    """The commune node's REST API with a 2 KiB inline cap and a 64 KiB package cap."""
+    node = tree.nodes[COMMUNE_NODE]
+    node.settings = replace(
+        node.settings,
+        http_credentials={f"http:{n}": c.credential for n, c in SETTINGS.clients.items()},
+    )
+    app = build_app(
+        AgencyGate(node, dry_run=node._admit), SETTINGS, max_bytes=CAP, inline_bytes=INLINE
+    )
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def test_a_large_submission_over_http_is_spooled_and_delivered(
+    tree: Tree, pki: DevPki, commune_face: TestClient
+) -> None:
+    make_large(tree)
+    data = document(pki, COMMUNE, G14, H41, 905)
+    sent = await commune_face.post("/v1/packages", data=data, headers=bearer("commune"))
+    assert sent.status == 201, await sent.text()
+    answer = await sent.json()
+    assert (await tree.wait(G14)) == [answer["message_id"]]
+    spool_folder = tree.nodes[COMMUNE_NODE].store.spool_folder()
+    assert spool_folder is not None
+    assert not list(spool_folder.iterdir()), "nothing left in the spool"
+
+
+async def test_a_body_over_the_cap_is_refused_before_it_is_read(
+    tree: Tree, commune_face: TestClient
+) -> None:
+    make_large(tree)
+    declared = await commune_face.post(
+        "/v1/packages", data=b"<" + b"x" * (CAP + 1), headers=bearer("commune")
+    )
+    problem = await declared.json()
+    assert (declared.status, problem["code"]) == (413, "package.too_large")
+    assert f"the cap is {CAP}" in problem["detail"]
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:  # chunked: no Content-Length to go by
+        nonlocal sent
+        while sent < 100 * CAP:
+            sent += 16 * 1024
+            yield b"x" * (16 * 1024)
+
+    streamed = await commune_face.post("/v1/packages", data=endless(), headers=bearer("commune"))
+    problem = await streamed.json()
+    assert (streamed.status, problem["code"]) == (413, "package.too_large")
+    assert f"over the cap of {CAP} bytes" in problem["detail"]  # judged as the bytes passed it
+    spool_folder = tree.nodes[COMMUNE_NODE].store.spool_folder()
+    assert spool_folder is not None
+    assert not list(spool_folder.iterdir()), "the partial spool is gone"

@@ -1,0 +1,66 @@
+"""A request body taken in: up to the inline cap in memory, beyond it spooled to a file
+in the store's spool folder while it is hashed, and refused the moment it passes the
+package cap (by its Content-Length before a byte is read, else as the bytes pass it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from exchange.errors import PackageTooLarge
+from exchange.large import Spooled
+
+CHUNK = 1024 * 1024
+
+
+async def read_or_spool(
+    request: web.Request, *, inline: int, cap: int, folder: Path | None
+) -> bytes | Spooled:
+    if request.content_length is not None and request.content_length > cap:
+        raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
+    chunks, size = [], 0
+    hasher = hashlib.sha256()
+    stream = request.content.iter_chunked(CHUNK)
+    async for chunk in stream:
+        size += len(chunk)
+        hasher.update(chunk)
+        chunks.append(chunk)
+        if size > inline:
+            break
+    else:
+        return b"".join(chunks)
+    if folder is None:
+        raise PackageTooLarge(
+            f"the body is over the inline cap of {inline} bytes, and this node keeps "
+            "packages in its database: it takes none larger (docs/large-packages.md)"
+        )
+    path = folder / f"http-{uuid.uuid4().hex}.part"
+    loop = asyncio.get_running_loop()
+    handle = await loop.run_in_executor(None, path.open, "wb")
+    try:
+        for chunk in chunks:
+            await loop.run_in_executor(None, handle.write, chunk)
+        chunks.clear()  # from here on, never more than one chunk in memory
+        async for chunk in stream:
+            size += len(chunk)
+            _within(size, cap)
+            hasher.update(chunk)
+            await loop.run_in_executor(None, handle.write, chunk)
+        await loop.run_in_executor(None, handle.flush)
+        await loop.run_in_executor(None, os.fsync, handle.fileno())
+    except BaseException:
+        handle.close()
+        path.unlink(missing_ok=True)
+        raise
+    handle.close()
+    return Spooled(path, hasher.hexdigest(), size)
+
+
+def _within(size: int, cap: int) -> None:
+    if size > cap:
+        raise PackageTooLarge(f"the body is over the cap of {cap} bytes")
