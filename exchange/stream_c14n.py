@@ -150,9 +150,8 @@ class Canonicalizer:
         self._names.append(qname)
         pieces = ["<", qname]
         for p, u in decls:
-            pieces.append(f' xmlns:{p}="' if p else ' xmlns="')
-            pieces.append(escape_attr(u))
-            pieces.append('"')
+            # libxml2 (lxml, signxml, xmlsec1) writes namespace URIs unescaped: so do we
+            pieces.append(f' xmlns:{p}="{u}"' if p else f' xmlns="{u}"')
         if attrs:
             for _a_uri, a_local, a_prefix, value in sorted(attrs, key=_attr_key):
                 pieces.append(f' {_qname(a_prefix, a_local)}="')

@@ -37,6 +37,12 @@ _SEP = "\x01"  # cannot occur in a name or a namespace URI (not an XML character
 _DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _ALLOWED_ENCODINGS = {b"utf-8", b"utf8", b"utf-16", b"utf16"}
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# A namespace name must be a URI reference (RFC 3986), as libxml2 requires it to be.
+_PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})"
+_URI = re.compile(
+    rf"(?:[A-Za-z][A-Za-z0-9+.\-]*:|(?![^/?#]*:))(?://(?:{_PCHAR}|[\[\]])*)?"
+    rf"(?:{_PCHAR}|/)*(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
+)
 _DOCTYPE_TAIL = 64  # bytes of one chunk kept to find "<!DOCTYPE" split across two
 
 
@@ -99,6 +105,11 @@ class StreamParser:
         return int(self._parser.CurrentLineNumber)
 
     def _declare(self, prefix: str | None, uri: str | None) -> None:
+        if uri and not _URI.fullmatch(uri):
+            name = f"xmlns:{prefix}" if prefix else "xmlns"
+            raise MalformedXml(
+                f"not well-formed XML: {name}: {uri!r} is not a valid URI", line=self.line
+            )
         self._pending.append((prefix or "", uri or ""))
 
     def _start(self, raw: str, flat: list[str]) -> None:
