@@ -166,7 +166,9 @@ class Canonicalizer:
         rendered = self._rendered[-1]
         used = {name[2]}
         used.update(a[2] for a in attrs if a[2])
-        used.update(p for p in self.method.inclusive_prefixes if p in scope)
+        # "#default" in the PrefixList changes nothing in libxml2's exclusive c14n as lxml
+        # (and so signxml) calls it; it is ignored here too, for the same verdicts
+        used.update(p for p in self.method.inclusive_prefixes if p and p in scope)
         used.discard("xml")
         decls = [(p, scope.get(p, "")) for p in used if rendered.get(p, "") != scope.get(p, "")]
         if decls:

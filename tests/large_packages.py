@@ -45,7 +45,7 @@ def _parts(payload_bytes: int, attachments: int) -> tuple[bytes, Iterator[bytes]
     def suffix() -> Iterator[bytes]:
         yield body
         yield b"  <AttachmentEncoded>\n"
-        each = payload_bytes // attachments
+        each = payload_bytes // attachments // 77 * 77  # whole lines of base64
         for n in range(attachments):
             cid = _CID if n == 0 else _CID + b"-%d" % n
             yield (
