@@ -132,3 +132,59 @@ def flip_middle_byte(path: Path) -> None:
                 f.seek(at)
                 f.write(b"B" if byte != b"B" else b"C")
                 return
+
+
+_MEASURE = """
+import hashlib, json, sys, time
+from datetime import UTC, datetime
+from exchange.admission import Admission
+from exchange.directory import SubjectBinding
+from exchange.policy import STRICT
+from exchange.stream_admission import admit_stream
+from exchange.stream_c14n import C14nMethod, canonicalize
+from exchange.stream_verify import verify_stream
+from exchange.trust import TrustStore
+from exchange.xmlsafe import ParseLimits
+what, path, ca, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+trust = TrustStore.from_pem(open(ca, "rb").read())
+started = time.perf_counter()
+with open(path, "rb") as f:
+    if what == "c14n+sha256":
+        canonicalize(f, C14nMethod(exclusive=True), hashlib.sha256().update)
+    elif what == "verify_stream":
+        verify_stream(f, STRICT, trust, SubjectBinding(), when=datetime.now(UTC))
+    else:
+        ctx = Admission(trust=trust, binder=SubjectBinding(),
+                        parse_limits=ParseLimits(max_bytes=2**40))
+        admit_stream(f, size, STRICT, ctx)
+seconds = time.perf_counter() - started
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024
+print(f"{what:14} {size / seconds / 1e6:6.0f} MB/s  {seconds:6.2f} s  peak RSS {peak} MiB")
+"""
+
+
+def main() -> None:
+    """``python -m tests.large_packages [MiB]``: write a signed package of that many MiB
+    to a temporary file, then time c14n+digest, verify_stream and admit_stream on it,
+    each in a fresh process (peak RSS is that process's VmHWM)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.pki import G22, make_test_pki
+
+    mib = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    pki = make_test_pki()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, ca = Path(tmp) / "package.edxml", Path(tmp) / "ca.pem"
+        ca.write_bytes(pki.ca.cert_pem)
+        size = write_signed_package(path, mib * 1024 * 1024, pki.key(G22))
+        print(f"package: {size} bytes ({mib} MiB of base64)")
+        for what in ("c14n+sha256", "verify_stream", "admit_stream"):
+            subprocess.run(
+                [sys.executable, "-c", _MEASURE, what, str(path), str(ca), str(size)], check=True
+            )
+
+
+if __name__ == "__main__":
+    main()
