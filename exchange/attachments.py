@@ -17,12 +17,15 @@ import io
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from exchange.errors import AttachmentBomb, AttachmentInvalid
 
 ZIP_MAGIC = b"PK\x03\x04"
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 _CHUNK = 1024 * 1024
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_ZIP_HEAD = 30 + 0xFFFF  # a local file header and the longest name it can carry
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,18 @@ def _require_one_plain_entry(
         )
 
 
+def _describe_raw_file(file: BinaryIO, sink: Callable[[bytes], object] | None) -> Decoded:
+    file.seek(0)
+    digest = hashlib.sha256()
+    total = 0
+    while chunk := file.read(_CHUNK):
+        total += len(chunk)
+        digest.update(chunk)
+        if sink is not None:
+            sink(chunk)
+    return Decoded(total, digest.hexdigest(), "raw", None)
+
+
 def _read(
     data: bytes, label: str, limits: AttachmentLimits, sink: Callable[[bytes], object] | None
 ) -> Decoded:
@@ -124,14 +139,23 @@ def _read(
         if sink is not None:
             sink(data)
         return _describe_raw(data)
+    return _read_file(io.BytesIO(data), label, limits, sink)
+
+
+def _read_file(
+    file: BinaryIO, label: str, limits: AttachmentLimits, sink: Callable[[bytes], object] | None
+) -> Decoded:
+    file.seek(0)
+    head = file.read(_ZIP_HEAD)
+    if not head.startswith(ZIP_MAGIC):
+        return _describe_raw_file(file, sink)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(file) as archive:
             files = [e for e in archive.infolist() if not e.is_dir()]
             if len(files) != 1:
-                if sink is not None:
-                    sink(data)
-                return _describe_raw(data)  # a real ZIP file sent as such, not a wrapper
-            _require_one_plain_entry(data, archive, files[0], label)
+                # a real ZIP file sent as such, not a wrapper
+                return _describe_raw_file(file, sink)
+            _require_one_plain_entry(head, archive, files[0], label)
             return _inflate(archive, files[0], label, limits, sink)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
         raise AttachmentInvalid(f"attachment {label}: the ZIP wrapper is damaged ({exc})") from exc
@@ -142,6 +166,11 @@ def _read(
 def describe(data: bytes, label: str, limits: AttachmentLimits | None = None) -> Decoded:
     """Size and digest of an attachment's decoded bytes, unpacking a one-entry ZIP."""
     return _read(data, label, limits or AttachmentLimits(), None)
+
+
+def describe_file(file: BinaryIO, label: str, limits: AttachmentLimits | None = None) -> Decoded:
+    """``describe`` for decoded bytes kept in a (temporary) file rather than in memory."""
+    return _read_file(file, label, limits or AttachmentLimits(), None)
 
 
 def unpack(
@@ -161,3 +190,52 @@ def pack_zip(name: str, content: bytes) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(name, content)
     return buffer.getvalue()
+
+
+class Base64Decoder:
+    """Decodes base64 text as it arrives, to the verdict ``decode_base64`` gives for the
+    whole: line breaks and blanks allowed, anything else outside the alphabet refused,
+    padding only at the very end. The decoded bytes go to ``sink`` in pieces; the last
+    few characters are held back until ``close`` (they may carry the padding).
+    ``valid`` says whether everything so far was base64; after ``close``, whether it all was.
+    """
+
+    _HOLD = 8
+
+    def __init__(self, sink: Callable[[bytes], object] | None = None) -> None:
+        self._sink = sink
+        self._pending = b""
+        self.valid = True
+        self.content = False
+        """Whether any character other than a blank was seen."""
+
+    def feed(self, text: str) -> None:
+        if not self.valid:
+            return
+        raw = text.encode("ascii", "replace").translate(None, _WHITESPACE)
+        if not raw:
+            return
+        self.content = True
+        pending = self._pending + raw if self._pending else raw
+        cut = (len(pending) - self._HOLD) // 4 * 4
+        if cut <= 0:
+            self._pending = pending
+            return
+        head, self._pending = pending[:cut], pending[cut:]
+        if head.translate(None, _ALPHABET):
+            self.valid = False
+            return
+        if self._sink is not None:
+            self._sink(binascii.a2b_base64(head))
+
+    def close(self) -> bool:
+        if self.valid:
+            try:
+                tail = base64.b64decode(self._pending, validate=True)
+            except (binascii.Error, ValueError):
+                self.valid = False
+            else:
+                if self._sink is not None and tail:
+                    self._sink(tail)
+        self._pending = b""
+        return self.valid

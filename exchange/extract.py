@@ -7,7 +7,7 @@ bytes as received, so that nothing unsigned reaches a decision (signature wrappi
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import TypeVar
 
@@ -103,7 +103,21 @@ def business_of(root: etree._Element) -> Business:
     )
 
 
-def attachments_of(root: etree._Element, limits: att.AttachmentLimits) -> tuple[Attachment, ...]:
+Describe = Callable[[etree._Element | None, str], att.Decoded]
+"""Describes an attachment's payload element (the element, its label): for a tree whose
+payloads were decoded as they streamed (``stream_admission``)."""
+
+
+def _describe_text(
+    payload: etree._Element | None, label: str, limits: att.AttachmentLimits
+) -> att.Decoded:
+    encoded = payload.text if payload is not None and payload.text else ""
+    return att.describe(att.decode_base64(encoded, label), label, limits)
+
+
+def attachments_of(
+    root: etree._Element, limits: att.AttachmentLimits, describe: Describe | None = None
+) -> tuple[Attachment, ...]:
     manifest = walk(root, "edXMLEnvelope", "edXMLBody", "edXMLManifest")
     described: dict[str, etree._Element] = {
         (text(r, "ContentId") or "").removeprefix("cid:"): r for r in kids(manifest, "Reference")
@@ -116,9 +130,11 @@ def attachments_of(root: etree._Element, limits: att.AttachmentLimits) -> tuple[
         name = text(ref, "AttachmentName") if ref is not None else None
         label = name or text(item, "AttachmentName") or f"cid:{cid}"
         payload = kid(item, "ContentTransferEncoded")
-        encoded = payload.text if payload is not None and payload.text else ""
-        data = att.decode_base64(encoded, label)
-        decoded = att.describe(data, label, limits)
+        decoded = (
+            describe(payload, label)
+            if describe is not None
+            else _describe_text(payload, label, limits)
+        )
         result.append(
             Attachment(
                 content_id=cid,
@@ -187,6 +203,7 @@ def build_package(
     signer: Signer | None,
     notes: tuple[str, ...] = (),
     limits: att.AttachmentLimits | None = None,
+    describe: Describe | None = None,
 ) -> Package:
     head = header(root)
     if kind is Kind.STATUS:
@@ -222,7 +239,7 @@ def build_package(
         promulgation_date=_date(text(kid(mh, "PromulgationInfo"), "PromulgationDate")),
         priority=_member(Priority, text(kid(mh, "OtherInfo"), "Priority"), Priority.NORMAL),
         business=business_of(root),
-        attachments=attachments_of(root, limits or att.AttachmentLimits()),
+        attachments=attachments_of(root, limits or att.AttachmentLimits(), describe),
         signer=signer,
         notes=notes,
     )

@@ -46,7 +46,7 @@ from exchange.policy import (
     LEGACY_SIGNATURES,
     VerificationPolicy,
 )
-from exchange.trust import TrustStore, fingerprint
+from exchange.trust import Chain, TrustStore, fingerprint
 
 _SIG = f"{{{DSIG_NS}}}Signature"
 _LOCATION = f"./{{{NS}}}edXMLEnvelope/{{{NS}}}edXMLHeader/"
@@ -157,7 +157,8 @@ def shape_of(signature: etree._Element) -> SignatureShape:
     )
 
 
-def _check_shape(shape: SignatureShape, policy: VerificationPolicy) -> None:
+def check_shape(shape: SignatureShape, policy: VerificationPolicy) -> None:
+    """Steps 2 and 3 and a certificate present: what the signature claims, under the policy."""
     if shape.reference_uri != "":
         raise SignatureReference(
             f'the signature\'s Reference URI is {shape.reference_uri!r}; it must be "" so '
@@ -254,6 +255,20 @@ def _sender_of(root: etree._Element) -> str:
     return organ
 
 
+def unsigned_notes(root: etree._Element, policy: VerificationPolicy) -> tuple[str, ...]:
+    """The notes of a package with no XML-DSig signature, when the policy admits it;
+    otherwise the error that refuses it."""
+    note = legacy_signature_note(root)
+    if policy.allow_unsigned:
+        notes = ("no XML-DSig signature; admitted unsigned under policy " + repr(policy.name),)
+        return (*notes, note) if note else notes
+    if note:
+        raise SignatureNotXmlDsig(note)
+    raise SignatureMissing(
+        f"the package is not signed, and policy {policy.name!r} requires an XML-DSig signature"
+    )
+
+
 def verify_signature(
     root: etree._Element,
     *,
@@ -265,22 +280,25 @@ def verify_signature(
     """Establish the package's verification level, or raise the specific error."""
     signature = find_signature(root)
     if signature is None:
-        note = legacy_signature_note(root)
-        if policy.allow_unsigned:
-            notes = ("no XML-DSig signature; admitted unsigned under policy " + repr(policy.name),)
-            return Verified(Level.UNSIGNED, root, None, (*notes, note) if note else notes)
-        if note:
-            raise SignatureNotXmlDsig(note)
-        raise SignatureMissing(
-            f"the package is not signed, and policy {policy.name!r} requires an XML-DSig signature"
-        )
+        return Verified(Level.UNSIGNED, root, None, unsigned_notes(root, policy))
     shape = shape_of(signature)
-    _check_shape(shape, policy)
+    check_shape(shape, policy)
     leaf, intermediates = split_chain(shape.certificates)
     chain = trust.validate(leaf, intermediates, when, allow_sha1=policy.allow_sha1)
     verified = _verify_crypto(root, shape, leaf, when)
-    sender = _sender_of(verified)
-    bound_by = binder.bind(sender, leaf)
+    bound_by = binder.bind(_sender_of(verified), leaf)
+    level, signer, notes = verdict(shape, leaf, chain, bound_by, policy)
+    return Verified(level, verified, signer, notes)
+
+
+def verdict(
+    shape: SignatureShape,
+    leaf: x509.Certificate,
+    chain: Chain,
+    bound_by: str,
+    policy: VerificationPolicy,
+) -> tuple[Level, Signer, tuple[str, ...]]:
+    """The level and signer of a signature that verified, bound to its sender."""
     legacy = shape.method in LEGACY_SIGNATURES or shape.digest in LEGACY_DIGESTS or chain.legacy
     signer = Signer(
         subject=leaf.subject.rfc4514_string(),
@@ -295,7 +313,7 @@ def verify_signature(
         bound_by=bound_by,
     )
     if not legacy:
-        return Verified(Level.STRICT, verified, signer)
+        return Level.STRICT, signer, ()
     what = "its certificate chain uses SHA-1" if chain.legacy else "signed with SHA-1"
     note = f"{what}; admitted as legacy under policy {policy.name!r}"
-    return Verified(Level.LEGACY, verified, signer, (note,))
+    return Level.LEGACY, signer, (note,)

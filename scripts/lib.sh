@@ -91,3 +91,13 @@ ensure_browser() {
   .venv/bin/python -c 'import playwright.async_api' 2>/dev/null ||
     .venv/bin/python -m pip install -q 'playwright>=1.45'
 }
+
+ensure_xmlsec1() {
+  # xmlsec1 verifies large signed packages beside the streaming verifier
+  # (tests/unit/test_stream_verify.py). Never fails the run: without it, those tests fail
+  # and say why.
+  command -v xmlsec1 >/dev/null && return 0
+  command -v apt-get >/dev/null || { log "no apt-get: install xmlsec1 for the stream tests"; return 0; }
+  apt_install --no-install-recommends xmlsec1 || log "could not install xmlsec1"
+  return 0
+}
