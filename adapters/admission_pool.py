@@ -14,16 +14,20 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from adapters.config_files import load_directory_for, load_node_config, load_trust
 from adapters.pades_pyhanko import pdf_check_for
 from exchange.admission import Admission, Admitted, admit
 from exchange.directory import Directory
+from exchange.large import Spooled
 from exchange.policy import VerificationPolicy
+from exchange.stream_admission import admit_stream
 from exchange.xmlsafe import ParseLimits
 
 _context: Admission | None = None
+_cap: int = 0  # the package cap of a streamed (large) admission
 
 
 def _follow_parent(parent: int) -> None:
@@ -31,6 +35,10 @@ def _follow_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(0)
+
+
+def _cap_of(config_file: str | Path) -> int:
+    return load_node_config(config_file).max_package_bytes
 
 
 def _context_for(config_file: str | Path, directory: Directory | None = None) -> Admission:
@@ -45,14 +53,28 @@ def _context_for(config_file: str | Path, directory: Directory | None = None) ->
 
 
 def _start_worker(config_file: str) -> None:
-    global _context  # one context per worker process, built once
+    global _context, _cap  # one context per worker process, built once
     threading.Thread(target=_follow_parent, args=(os.getppid(),), daemon=True).start()
     _context = _context_for(config_file)
+    _cap = _cap_of(config_file)
 
 
 def _admit_here(data: bytes, policy: VerificationPolicy) -> Admitted:
     assert _context is not None, "the worker was started without its context"
     return admit(data, policy, _context)
+
+
+def admit_file(spooled: Spooled, policy: VerificationPolicy, ctx: Admission, cap: int) -> Admitted:
+    """A large package admitted streaming from its spooled file: memory bounded by the
+    document's structure, never by its size (exchange/stream_admission.py)."""
+    with spooled.path.open("rb") as stream:
+        limits = replace(ctx.parse_limits, max_bytes=cap)
+        return admit_stream(stream, spooled.size, policy, replace(ctx, parse_limits=limits))
+
+
+def _admit_file_here(spooled: Spooled, policy: VerificationPolicy) -> Admitted:
+    assert _context is not None, "the worker was started without its context"
+    return admit_file(spooled, policy, _context, _cap)
 
 
 class AdmissionPool:
@@ -81,6 +103,11 @@ class AdmissionPool:
             self._pool, _admit_here, data, policy
         )
 
+    async def file(self, spooled: Spooled, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, _admit_file_here, spooled, policy
+        )
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -94,6 +121,7 @@ class InlineAdmission:
     def __init__(self, config_file: Path, directory: Directory | None = None) -> None:
         self._config_file = config_file
         self._context = _context_for(config_file, directory)
+        self._cap = _cap_of(config_file)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admission")
 
     async def reload(self) -> None:
@@ -102,6 +130,11 @@ class InlineAdmission:
     async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
         return await asyncio.get_running_loop().run_in_executor(
             self._thread, admit, data, policy, self._context
+        )
+
+    async def file(self, spooled: Spooled, policy: VerificationPolicy) -> Admitted:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, admit_file, spooled, policy, self._context, self._cap
         )
 
     def shutdown(self) -> None:

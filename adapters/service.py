@@ -145,6 +145,7 @@ def build_node(
         peer_keys=load_peer_keys(config),
         directory=keeping,
         receipts=receipt_issuer(load_receipt_signer(config)),
+        admit_file=admission.file,
         observer=NodeMetrics(config.node_id),  # what GET /metrics renders
     )
 

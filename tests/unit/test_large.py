@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.admission_pool import admit_file
 from adapters.agency_gate import AgencyGate
 from adapters.http_api import build_app
-from exchange.admission import Admitted
+from exchange.admission import Admission, Admitted
 from exchange.large import CLAIM_HEADER, Spooled
 from exchange.links import unframe
 from exchange.node import Node
@@ -31,17 +32,16 @@ INLINE = 2048  # bytes: the example documents are larger, so each one is "large"
 CAP = 64 * 1024  # the package cap of the HTTP tests
 
 
-def make_large(tree: Tree) -> dict[str, MemoryBlobs]:
+def make_large(tree: Tree, admission: Admission) -> dict[str, MemoryBlobs]:
+    """Every node of the tree with a 2 KiB inline cap, a memory mover, and the streaming
+    admission of spooled packages (adapters/admission_pool.py admit_file)."""
     movers = {}
     for name, node in tree.nodes.items():
         node.settings = replace(node.settings, inline_max_bytes=INLINE)
         node.blobs = movers.setdefault(name, MemoryBlobs(name, tree.nodes))
-        real = node._admit
 
-        async def from_file(
-            spooled: Spooled, policy: VerificationPolicy, real: object = real
-        ) -> Admitted:  # the streaming admission's stand-in: these files are small
-            return await real(spooled.path.read_bytes(), policy)  # type: ignore[operator]
+        async def from_file(spooled: Spooled, policy: VerificationPolicy) -> Admitted:
+            return await asyncio.to_thread(admit_file, spooled, policy, admission, 1 << 30)
 
         node._admit_file = from_file
     return movers
@@ -65,9 +65,9 @@ def claims(tree: Tree) -> list[tuple[str, int]]:
 
 
 async def test_a_large_package_goes_by_claim_and_transfer_and_arrives_byte_identical(
-    tree: Tree, pki: DevPki
+    tree: Tree, pki: DevPki, admission: Admission
 ) -> None:
-    movers = make_large(tree)
+    movers = make_large(tree, admission)
     data = document(pki, COMMUNE, G14, H41, 901)
     assert len(data) > INLINE
     commune = tree.nodes[COMMUNE_NODE]
@@ -97,9 +97,9 @@ async def test_a_large_package_goes_by_claim_and_transfer_and_arrives_byte_ident
 
 
 async def test_an_urgent_small_package_is_not_held_up_by_a_large_one_waiting(
-    tree: Tree, pki: DevPki
+    tree: Tree, pki: DevPki, admission: Admission
 ) -> None:
-    make_large(tree)
+    make_large(tree, admission)
     commune = tree.nodes[COMMUNE_NODE]
     stuck = commune.blobs
     assert isinstance(stuck, MemoryBlobs)
@@ -153,9 +153,9 @@ async def commune_face(tree: Tree) -> AsyncIterator[TestClient]:
 
 
 async def test_a_large_submission_over_http_is_spooled_and_delivered(
-    tree: Tree, pki: DevPki, commune_face: TestClient
+    tree: Tree, pki: DevPki, commune_face: TestClient, admission: Admission
 ) -> None:
-    make_large(tree)
+    make_large(tree, admission)
     data = document(pki, COMMUNE, G14, H41, 905)
     sent = await commune_face.post("/v1/packages", data=data, headers=bearer("commune"))
     assert sent.status == 201, await sent.text()
@@ -167,9 +167,9 @@ async def test_a_large_submission_over_http_is_spooled_and_delivered(
 
 
 async def test_a_body_over_the_cap_is_refused_before_it_is_read(
-    tree: Tree, commune_face: TestClient
+    tree: Tree, commune_face: TestClient, admission: Admission
 ) -> None:
-    make_large(tree)
+    make_large(tree, admission)
     declared = await commune_face.post(
         "/v1/packages", data=b"<" + b"x" * (CAP + 1), headers=bearer("commune")
     )
