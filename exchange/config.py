@@ -54,6 +54,9 @@ A node file, in TOML::
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
     heartbeat_s = 15               # AMQP heartbeat of the link (?heartbeat=N in parent_url wins)
+    transfer_url = "https://lienthong.tayninh.gov.vn:8480"   # the parent's HTTP face: the
+                                   # bytes of large packages (docs/large-packages.md)
+    transfer_token_file = "secrets/link-token"   # this node's [http.links.<id>] token there
 
     [deadlines]                    # when a delivered document is due (docs/deadlines.md)
     time_zone = "Asia/Ho_Chi_Minh"
@@ -138,6 +141,8 @@ class LinkSettings:
     # A link that dies without a word (a NAT mapping dropped, a peer gone) is noticed when
     # no frame came for about three heartbeats; the heartbeats also keep NAT mappings open.
     heartbeat_s: int = 15
+    transfer_url: str | None = None  # the parent's HTTP face, for large packages' bytes
+    transfer_token: str | None = field(default=None, repr=False)  # never logged
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,23 @@ def default_admission_workers() -> int:
     more than 4 was not measured, and each worker holds the directory and trust store."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return min(4, max(1, (usable or os.cpu_count() or 2) - 1))
+
+
+def _secret(r: _Reader, table: str, key: str, base: Path) -> str | None:
+    """A secret kept in a file the node file names (never in the node file itself)."""
+    name: str | None = r.get(table, key, str, "a file name", None)
+    if name is None:
+        return None
+    path = base / name
+    try:
+        found = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{r.source}: key '{table}.{key}': cannot read {path}: {exc.strerror}"
+        ) from exc
+    if not found:
+        raise ConfigurationError(f"{r.source}: key '{table}.{key}': {path} is empty")
+    return str(found)
 
 
 class _Reader:
@@ -474,6 +496,8 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
             expire_after_hours=deadlines.ttl / timedelta(hours=1),
             heartbeat_s=r.positive("link", "heartbeat_s", 15),
+            transfer_url=r.get("link", "transfer_url", str, "an http(s):// URL", None),
+            transfer_token=_secret(r, "link", "transfer_token_file", base),
         ),
         deadlines=deadlines,
         http=_http(data, source, base, sources),
