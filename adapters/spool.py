@@ -26,7 +26,6 @@ face's business (adapters/transfer_http.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -87,8 +86,8 @@ class Spool:
             return 0
 
     def discard(self, digest: str) -> None:
-        """Remove the partial and the complete blob, if any. A reader that has the blob
-        open reads on to its end."""
+        """Remove the partial and the complete blob, if any; a reader of the blob stops at
+        its next chunk."""
         for path in (self.part(digest), self.folder / digest):
             path.unlink(missing_ok=True)
 
@@ -130,43 +129,52 @@ class SpoolWriter:
 
     async def __aenter__(self) -> Self:
         slot = self._slot = self.spool._slot(self.digest)
-        async with slot.lock:
-            slot.owner = self  # a writer still open on this partial is superseded
-            self._file, self.offset = await asyncio.to_thread(self._open)
+        try:
+            async with slot.lock:
+                slot.owner = self  # a writer still open on this partial is superseded
+                self._file, self.offset = self._open()
+                if self.offset:  # rebuild the hash state: one read of the partial
+                    await asyncio.to_thread(self._rehash, self.offset)
+        except BaseException:  # cancelled too: nothing stays open
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        """Keeps the partial: what was accepted is written. Safe to cancel: the file is
+        closed and the slot released whatever happens."""
         slot, self._slot = self._slot, None
         if slot is None:
             return
         try:
-            async with slot.lock:
-                if slot.owner is self:
-                    slot.owner = None
-                    if self._pending and self._file is not None:
+            if self._pending and slot.owner is self and self._file is not None:
+                async with slot.lock:
+                    if slot.owner is self:
                         await asyncio.to_thread(self._flush, bytes(self._pending))
-                    self._pending.clear()
-                if self._file is not None:
-                    await asyncio.to_thread(self._file.close)
-                    self._file = None
         finally:
+            self._pending.clear()
+            if slot.owner is self:
+                slot.owner = None
+            if self._file is not None:
+                self._file.close()  # waits for a write still running in a thread
+                self._file = None
             self.spool._release(self.digest, slot)
 
     def _open(self) -> tuple[BinaryIO, int]:
-        """Open the partial for appending and hash what it holds (read once, in chunks)."""
+        """The partial, open for appending, and its length."""
         part = self.spool.part(self.digest)
-        try:
-            held = part.stat().st_size
-        except FileNotFoundError:
-            held = 0
+        handle = part.open("ab")
+        held = handle.tell()
         if held > self.size:  # not this upload's bytes: start over
-            part.unlink()
+            handle.truncate(0)
             held = 0
-        if held:
-            with part.open("rb") as source:
-                while block := source.read(self.spool.chunk):
-                    self._hash.update(block)
-        return part.open("ab"), held
+        return handle, held
+
+    def _rehash(self, length: int) -> None:
+        with self.spool.part(self.digest).open("rb") as source:
+            while length > 0 and (block := source.read(min(self.spool.chunk, length))):
+                self._hash.update(block)
+                length -= len(block)
 
     async def write(self, chunk: bytes) -> None:
         if not chunk:
@@ -243,12 +251,21 @@ class SpoolWriter:
 
 
 async def read_chunks(path: Path, start: int = 0, chunk: int = CHUNK) -> AsyncIterator[bytes]:
-    """The bytes of a file from ``start``, one chunk at a time, read off the event loop."""
-    handle = await asyncio.to_thread(path.open, "rb")
+    """The bytes of a file from ``start``, one chunk at a time, read off the event loop.
+
+    Each chunk opens the file, reads at its offset and closes it, in a thread: nothing is
+    held between chunks, so a reader given up half way (a cancelled request, a generator
+    never finished) leaks no file. A blob discarded meanwhile ends the reading with
+    FileNotFoundError."""
+    offset = start
+    while block := await asyncio.to_thread(_read_at, path, offset, chunk):
+        offset += len(block)
+        yield block
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    handle = os.open(path, os.O_RDONLY)
     try:
-        await asyncio.to_thread(handle.seek, start)
-        while block := await asyncio.to_thread(handle.read, chunk):
-            yield block
+        return os.pread(handle, size, offset)
     finally:
-        with contextlib.suppress(OSError):
-            handle.close()
+        os.close(handle)
