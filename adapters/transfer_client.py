@@ -329,11 +329,7 @@ async def _with_retries(
                     except TransferFailed as fault:  # refused for good: say by whom
                         transfer.last = str(fault)
                         raise TransferFailed(transfer.failure("refused")) from fault
-                    except TransferOffsetMismatch as fault:  # a race over the partial
-                        transfer.last = str(fault)
-                        transfer.tell("broken", str(fault))
-                        continue
-                    except TransientFault as fault:
+                    except (TransientFault, TransferOffsetMismatch) as fault:  # or a race
                         transfer.last = str(fault)
                         transfer.tell("broken", str(fault))
                         log.info(
@@ -344,6 +340,8 @@ async def _with_retries(
                             code=fault.code,
                             reason=fault.message,
                         )
+                    except OSError as exc:  # our own disk: the peer cannot mend it
+                        raise TransferFailed(transfer.failure(f"local files: {exc}")) from exc
                     if transfer.moved > moved:
                         delay = backoff_s
                     await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311

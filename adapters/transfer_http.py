@@ -163,12 +163,12 @@ class _TransferFace:
                 async with asyncio.timeout(self.stall_s):
                     await response.write(chunk)
                 sent += len(chunk)
-        except (TimeoutError, ConnectionError) as exc:  # a dead or stalled child: let it go
-            bound.info("transfer.pull_broken", sent=sent, reason=type(exc).__name__)
+        except OSError as exc:  # a stalled child (TimeoutError), a gone one, a discarded blob
+            bound.info("transfer.serve_broken", sent=sent, reason=type(exc).__name__)
             if request.transport is not None:
                 request.transport.abort()
             return
-        bound.info("transfer.pulled", sent=sent)
+        bound.info("transfer.served", sent=sent)
 
     # --- what the child pushes --------------------------------------------------------
 
@@ -275,22 +275,23 @@ class _TransferFace:
             return _uploaded(size, digest, complete=True)
         bound = log.bind(child=child, sha256=digest, size=size)
         try:
-            return await self._receive(request, digest, size, int(request.headers["Upload-Offset"]))
+            claimed = int(request.headers["Upload-Offset"])
+            return await self._receive(request, digest, size, claimed, bound)
         except TransferBeyondSize as fault:  # a chunked body that ran past its size
             self.spool.discard(digest)
-            bound.warning("transfer.push_refused", code=fault.code, reason=fault.message)
+            bound.warning("transfer.receive_refused", code=fault.code, reason=fault.message)
             return self._refused(fault)
         except TransferOffsetMismatch as fault:
             return self._refused(fault, self._held(digest, size))
         except TransferCorrupt as fault:
-            bound.warning("transfer.push_corrupt", reason=fault.message)
+            bound.warning("transfer.receive_corrupt", reason=fault.message)
             return _answer(fault)
         except (TransferStalled, TransferInterrupted) as fault:
-            bound.info("transfer.push_broken", code=fault.code, reason=fault.message)
+            bound.info("transfer.receive_broken", code=fault.code, reason=fault.message)
             return self._refused(fault)
 
     async def _receive(
-        self, request: web.Request, digest: str, size: int, claimed: int
+        self, request: web.Request, digest: str, size: int, claimed: int, bound: Any
     ) -> web.StreamResponse:
         async with self.spool.writer(digest, size) as writer:
             if writer.offset != claimed:  # another upload moved the partial meanwhile
@@ -301,7 +302,7 @@ class _TransferFace:
             if not writer.done:
                 return _uploaded(writer.offset, digest, complete=False)
             await writer.complete()
-        log.info("transfer.pushed", sha256=digest, size=size, offset=claimed)
+        bound.info("transfer.received", offset=claimed)
         return _uploaded(size, digest, complete=True)
 
     async def _copy(self, request: web.Request, writer: SpoolWriter) -> None:
