@@ -124,6 +124,9 @@ def authenticate(request: web.Request) -> tuple[str, Caller | None]:
     for operator in settings.operators.values():
         if hmac.compare_digest(operator.token_sha256, digest):
             return operator.name, None
+    for link in settings.links.values():  # a child node's: large-package transfers only
+        if hmac.compare_digest(link.token_sha256, digest):
+            raise OperatorsOnly("a child node's link credential opens /v1/links/ only")
     raise Unauthenticated("this token belongs to no credential of this node")
 
 

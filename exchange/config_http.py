@@ -16,6 +16,9 @@ rate_per_s = 20                    # requests a second, on average (bursts of tw
 [http.operators.ops-tayninh]       # operator credentials: never an agency's
 token_sha256 = "…"
 role = "operator"                  # or "viewer": sees everything, acts on nothing
+
+[http.links.commune-21-31-h53]     # a child node, by its node id: large-package transfers
+token_sha256 = "…"                 # only /v1/links/ (docs/large-packages.md, "Transfers")
 ```
 """
 
@@ -61,11 +64,21 @@ class HttpOperator:
 
 
 @dataclass(frozen=True)
+class HttpLink:
+    """A child node that pulls large packages from this node and pushes them to it. Its
+    token opens ``/v1/links/`` and nothing else; no agency's or operator's token opens that."""
+
+    child: str  # the child's node id
+    token_sha256: str
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     host: str
     port: int
     clients: Mapping[str, HttpClient] = field(default_factory=dict)
     operators: Mapping[str, HttpOperator] = field(default_factory=dict)
+    links: Mapping[str, HttpLink] = field(default_factory=dict)
 
 
 def http_settings(
@@ -78,7 +91,7 @@ def http_settings(
     found = _LISTEN.fullmatch(listen) if isinstance(listen, str) else None
     if found is None or not 0 < int(found["port"]) < 65536:
         raise ConfigurationError(f"{where}.listen': expected host:port, found {listen!r}")
-    unknown = set(table) - {"listen", "clients", "operators"}
+    unknown = set(table) - {"listen", "clients", "operators", "links"}
     if unknown:
         raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
     clients = {
@@ -89,11 +102,16 @@ def http_settings(
         name: _operator(name, entry, f"{where}.operators.{name}")
         for name, entry in _tables(table.get("operators", {}), f"{where}.operators").items()
     }
+    links = {
+        child: _link(child, entry, f"{where}.links.{child}")
+        for child, entry in _tables(table.get("links", {}), f"{where}.links").items()
+    }
     tokens = [c.token_sha256 for c in clients.values() if c.token_sha256]
     tokens += [o.token_sha256 for o in operators.values()]
+    tokens += [link.token_sha256 for link in links.values()]
     if len(tokens) != len(set(tokens)):
         raise ConfigurationError(f"{where}': two credentials share one token")
-    return HttpSettings(found["host"], int(found["port"]), clients, operators)
+    return HttpSettings(found["host"], int(found["port"]), clients, operators, links)
 
 
 def _tables(value: object, where: str) -> Mapping[str, Mapping[str, Any]]:
@@ -124,6 +142,13 @@ def _operator(name: str, entry: Mapping[str, Any], where: str) -> HttpOperator:
             f"{where}.role': expected one of {', '.join(ROLES)}, found {role!r}"
         )
     return HttpOperator(name, _token(entry, where, required=True) or "", role)
+
+
+def _link(child: str, entry: Mapping[str, Any], where: str) -> HttpLink:
+    unknown = set(entry) - {"token_sha256"}
+    if unknown:
+        raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
+    return HttpLink(child, _token(entry, where, required=True) or "")
 
 
 def _client(

@@ -322,6 +322,56 @@ class AdmissionTimedOut(PermanentFault):
     code = "intake.admission_timeout"
 
 
+# --- large packages: transfers between nodes (docs/large-packages.md) --------------------
+
+
+class TransferCorrupt(SenderFault):
+    """The bytes of a transfer do not hash to the SHA-256 its descriptor names (or run past
+    its size). The partial is removed; the package is not delivered (HTTP 422)."""
+
+    code = "transfer.corrupt"
+
+
+class TransferOffsetMismatch(SenderFault):
+    """An upload that starts elsewhere than where the receiver's partial ends, or a range
+    that starts past the end of the blob (HTTP 409, 416); the answer gives the offset."""
+
+    code = "transfer.offset_mismatch"
+
+
+class TransferBeyondSize(SenderFault):
+    """An upload that would pass its declared size, or a size past the node's cap (HTTP 413)."""
+
+    code = "transfer.beyond_size"
+
+
+class TransferNotFound(SenderFault):
+    """No complete blob of that SHA-256 that this child may read (HTTP 404)."""
+
+    code = "transfer.not_found"
+
+
+class TransferInterrupted(TransientFault):
+    """One attempt of a transfer broke: the connection was refused or cut, or the peer
+    answered 5xx. The transfer resumes from where the other side is."""
+
+    code = "transfer.interrupted"
+
+
+class TransferStalled(TransientFault):
+    """No byte moved for ``stall_s`` seconds: the connection is given up and the transfer
+    resumes on a new one."""
+
+    code = "transfer.stalled"
+
+
+class TransferFailed(PermanentFault):
+    """A transfer that cannot complete: its deadline passed, or the peer refused it for
+    good (credentials, an unknown blob). The reason names the peer and the bytes moved."""
+
+    code = "transfer.failed"
+
+
 # --- delivery receipts ----------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ for each mistake."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -82,4 +83,42 @@ token_sha256 = "{"b" * 64}"
 )
 def test_each_mistake_names_its_key(extra: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load("\n" + extra + "\n")
+
+
+def test_child_links_are_read_and_share_no_token() -> None:
+    config = load(
+        f"""
+[http]
+listen = "127.0.0.1:8480"
+[http.links.commune-21-31-h53]
+token_sha256 = "{HEX}"
+"""
+    )
+    link = config.http.links["commune-21-31-h53"]
+    assert (link.child, link.token_sha256) == ("commune-21-31-h53", HEX)
+    assert load('[http]\nlisten = "h:1"').http.links == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[http]\nlisten = "h:1"\n[http.links.c]\nrole = "operator"',
+            "key 'http.links.c': unknown key(s) role",
+        ),
+        (
+            '[http]\nlisten = "h:1"\n[http.links.c]\ntoken_sha256 = "abc"',
+            "key 'http.links.c.token_sha256': expected the SHA-256 of the token",
+        ),
+        ('[http]\nlisten = "h:1"\nlinks = 3', "key 'http.links': expected a table of tables"),
+        (
+            f'[http]\nlisten = "h:1"\n[http.links.c]\ntoken_sha256 = "{HEX}"\n'
+            f'[http.operators.y]\ntoken_sha256 = "{HEX}"',
+            "key 'http': two credentials share one token",
+        ),
+    ],
+)
+def test_each_link_mistake_names_its_key(extra: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         load("\n" + extra + "\n")

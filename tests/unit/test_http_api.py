@@ -16,13 +16,18 @@ from adapters.http_api import build_app
 from adapters.ops_http import add_ops_routes
 from adapters.ops_status import OpsView
 from exchange.config import Credential
-from exchange.config_http import HttpClient, HttpOperator, HttpSettings
+from exchange.config_http import HttpClient, HttpLink, HttpOperator, HttpSettings
 from exchange.node import Node
 from tests.conftest import example
 from tests.pki import DevPki
 from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
 
-TOKENS = {"commune": "t-commune-qlvb-0001", "hosted": "t-hosted-0002", "ops": "t-ops-0003"}
+TOKENS = {
+    "commune": "t-commune-qlvb-0001",
+    "hosted": "t-hosted-0002",
+    "ops": "t-ops-0003",
+    "link": "t-link-commune-0004",  # a child node's large-package transfers: /v1/links/ only
+}
 CAP = 64 * 1024
 
 
@@ -45,6 +50,7 @@ SETTINGS = HttpSettings(
         ),
     },
     operators={"ops": HttpOperator("ops", sha(TOKENS["ops"]))},
+    links={"commune-21-31-h53": HttpLink("commune-21-31-h53", sha(TOKENS["link"]))},
 )
 
 
@@ -244,6 +250,7 @@ MATRIX = {
     "another": [422, 422, 403, 403, 403, 403, 200, 403, 200],
     "hosted": [422, 422, 200, 404, 404, 404, 200, 403, 200],
     "ops": [403, 403, 403, 403, 403, 403, 403, 200, 200],
+    "link": [403, 403, 403, 403, 403, 403, 403, 403, 200],
 }
 
 
