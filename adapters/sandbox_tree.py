@@ -12,7 +12,7 @@ import json
 import secrets
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -124,13 +124,26 @@ def write_tree(
     signed = sign_directory(tomllib.loads(text), key)  # the root's, as its operator would
     files = {}
     faces: dict[str, dict[str, object]] = {}
+    ports = {node.id: free_port() for node in topology.nodes}
+    # each child's link token at its parent: large packages' bytes go over HTTP between them
+    link_tokens = {node.id: secrets.token_urlsafe(24) for node in topology.nodes if node.parent}
     for node in topology.nodes:
         home = folder / "nodes" / node.id
         home.mkdir(parents=True, exist_ok=True)
         (home / "directory.json").write_bytes(signed)  # each node keeps its own copy
         config = home / "node.toml"
-        http, faces[node.id] = _http_face(node, topology, home)
-        link = (parent_urls or {}).get(node.id)
+        children = {n.id: link_tokens[n.id] for n in topology.nodes if n.parent == node.id}
+        http, faces[node.id] = _http_face(node, topology, home, ports[node.id], children)
+        through = (parent_urls or {}).get(node.id)
+        link = [f'parent_url = "{through}"', "heartbeat_s = 5"] if through else []
+        if node.parent is not None:
+            token = home / "link.token"
+            token.touch(mode=0o600)
+            token.write_text(link_tokens[node.id], encoding="utf-8")
+            link += [
+                f'transfer_url = "http://127.0.0.1:{ports[node.parent]}"',
+                'transfer_token_file = "link.token"',
+            ]
         config.write_text(_node_file(node, pki, amqp_url, root, link) + http, encoding="utf-8")
         files[node.id] = config
     # where each node's REST API listens and each agency's token: for the demo and people
@@ -146,11 +159,12 @@ def free_port() -> int:
         return port
 
 
-def _http_face(node: SandboxNode, topology: Topology, home: Path) -> tuple[str, dict[str, object]]:
-    """The node's [http] table: a free port; per agency it hosts, a REST token (kept only as
+def _http_face(
+    node: SandboxNode, topology: Topology, home: Path, port: int, children: Mapping[str, str]
+) -> tuple[str, dict[str, object]]:
+    """The node's [http] table on ``port``: per agency it hosts, a REST token (kept only as
     its SHA-256 in the node file) and an SDK systemid (the OrganId) with its HMAC secret in
-    a file, new each run; and an operator token."""
-    port = free_port()
+    a file, new each run; an operator token; and each child's link token."""
     hosted = [a.organ_id for a in topology.agencies if a.home_node == node.id]
     tokens = {organ: secrets.token_urlsafe(24) for organ in hosted}
     sdk = {organ: secrets.token_hex(24) for organ in hosted}
@@ -170,6 +184,9 @@ def _http_face(node: SandboxNode, topology: Topology, home: Path) -> tuple[str, 
     token_file = home / "operator.token"  # for `lienthong ops … --token-file`
     token_file.touch(mode=0o600)
     token_file.write_text(operator, encoding="utf-8")
+    for child, token in children.items():
+        lines += ["", f'[http.links."{child}"]']
+        lines += [f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"']
     lines += ["", "[http.operators.operator]"]
     lines += [f'token_sha256 = "{hashlib.sha256(operator.encode()).hexdigest()}"', ""]
     face: dict[str, object] = {
@@ -205,10 +222,10 @@ def _directory(pki: Path, topology: Topology) -> str:
 
 
 def _node_file(
-    node: SandboxNode, pki: Path, amqp_url: str, root: str, parent_url: str | None = None
+    node: SandboxNode, pki: Path, amqp_url: str, root: str, link_lines: Sequence[str] = ()
 ) -> str:
     parent = f'parent = "{node.parent}"\n' if node.parent else ""
-    link = f'[link]\nparent_url = "{parent_url}"\nheartbeat_s = 5\n\n' if parent_url else ""
+    link = "[link]\n" + "".join(f"{line}\n" for line in link_lines) + "\n" if link_lines else ""
     return (
         f"# node {node.id} of the sandbox, written by `lienthong sandbox`\n"
         f'[node]\nid = "{node.id}"\n{parent}\n'

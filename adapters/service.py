@@ -40,6 +40,7 @@ from adapters.ops_http import add_ops_routes
 from adapters.ops_status import OpsView
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
+from adapters.transfer_node import HttpBlobs
 from adapters.transport_amqp import AmqpTransport
 from adapters.upstreams import bridges_for
 from exchange.config import NodeConfig
@@ -87,6 +88,7 @@ def build_node(
     parent_transport: AmqpTransport | None = None,
     directory: Directory | None = None,
     signed: SignedDirectory | None = None,
+    blobs: HttpBlobs | None = None,
 ) -> Node:
     """The node of ``config``; ``directory`` (and ``signed``, the document it came in) is
     its directory file already read, if it was."""
@@ -146,6 +148,7 @@ def build_node(
         directory=keeping,
         receipts=receipt_issuer(load_receipt_signer(config)),
         admit_file=admission.file,
+        blobs=blobs,
         observer=NodeMetrics(config.node_id),  # what GET /metrics renders
     )
 
@@ -187,6 +190,15 @@ async def serve(*configs: NodeConfig) -> None:
         except asyncio.CancelledError:
             for node in nodes:
                 log.info("node.stop", node=node.settings.node_id)
+
+
+def _faces(
+    app: web.Application, config: NodeConfig, view: OpsView, blobs: HttpBlobs | None
+) -> None:
+    """The node's operator endpoints and, for its children, its side of their transfers."""
+    add_ops_routes(app, view)
+    if blobs is not None and config.http is not None and config.http.links:
+        blobs.add_routes(app, config)
 
 
 def state_dir(config: NodeConfig) -> Path | None:
@@ -231,7 +243,9 @@ async def _open_node(
     assert config.source_file is not None
     admission = admission_for(config.source_file, config.admission_workers, directory[0])
     stack.callback(admission.shutdown)
-    node = build_node(config, transport, store, admission, parent_transport, *directory)
+    spool = store.spool_folder()  # none: the store takes no package above the inline cap
+    blobs = HttpBlobs(config.node_id, spool, config) if spool is not None else None
+    node = build_node(config, transport, store, admission, parent_transport, *directory, blobs)
     view = OpsView(
         node,
         trust=config.trust,
@@ -244,7 +258,7 @@ async def _open_node(
             config.http,
             max_bytes=config.max_package_bytes,
             inline_bytes=config.inline_max_bytes,
-            extra=lambda app: add_ops_routes(app, view),
+            extra=lambda app: _faces(app, config, view, blobs),
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -39,6 +39,9 @@ class BlobMover(Protocol):
         """Fetch the bytes of ``digest`` from the parent node into this node's spool, and
         return the file once they hash to ``digest`` (never a corrupted one)."""
 
+    async def offer(self, child: str, path: Path, digest: str, size: int) -> None:
+        """Let the child pull the bytes at ``path`` (this node's own copy) by ``digest``."""
+
     def received(self, child: str, digest: str, size: int) -> Path | None:
         """The file a child pushed here for ``digest``, complete and checked; None when
         no such push completed."""

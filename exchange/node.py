@@ -1009,6 +1009,13 @@ class Node:
             if path is None:
                 raise TransientFault("this store keeps no file to send the bytes from")
             await self.blobs.push(neighbour, path, row.digest, int(record["size"]))
+        else:  # the child pulls: its bytes are offered to it first
+            if self.blobs is None:
+                raise TransientFault("no transfers are configured for large packages")
+            path = await self.store.package_file(row.digest)
+            if path is None:
+                raise TransientFault("this store keeps no file to offer the bytes from")
+            await self.blobs.offer(neighbour, path, row.digest, int(record["size"]))
         headers: dict[str, str | int] = {CLAIM_HEADER: row.digest}
         if self.directory_sync is not None:
             headers[VERSION_HEADER] = self.directory_sync.version

@@ -37,8 +37,17 @@ class ChunkReader:
         return next(self._chunks, b"")
 
 
-def _parts(payload_bytes: int, attachments: int) -> tuple[bytes, Iterator[bytes]]:
+def _parts(
+    payload_bytes: int, attachments: int, sender: str | None = None, recipient: str | None = None
+) -> tuple[bytes, Iterator[bytes]]:
     template = _TEMPLATE.read_bytes()
+    if recipient is not None:  # one To: this recipient
+        start = template.index(b"<edXML:To>")
+        end = template.rindex(b"</edXML:To>") + len(b"</edXML:To>")
+        to = f"<edXML:To><edXML:OrganId>{recipient}</edXML:OrganId></edXML:To>".encode()
+        template = template[:start] + to + template[end:]
+    if sender is not None:
+        template = template.replace(b"000.00.00.G22", sender.encode())
     head, sep, rest = template.partition(b"</edXML:edXMLHeader>")
     body = (sep + rest).partition(b"  <AttachmentEncoded>")[0]
 
@@ -97,10 +106,18 @@ def _signature(digest: bytes, key: SigningKey) -> bytes:
 
 
 def write_signed_package(
-    path: Path, payload_bytes: int, key: SigningKey, *, attachments: int = 1
+    path: Path,
+    payload_bytes: int,
+    key: SigningKey,
+    *,
+    attachments: int = 1,
+    sender: str | None = None,
+    recipient: str | None = None,
 ) -> int:
-    """Write a signed package carrying about ``payload_bytes`` of base64; its size."""
-    head, suffix = _parts(payload_bytes, attachments)
+    """Write a signed package carrying about ``payload_bytes`` of base64; its size. By
+    default from the template's sender to its recipients; else from ``sender`` (whose key
+    ``key` is) to ``recipient`` alone."""
+    head, suffix = _parts(payload_bytes, attachments, sender, recipient)
     digest = hashlib.sha256()
     canonicalize(
         ChunkReader(_chain(head, suffix)),
@@ -108,7 +125,7 @@ def write_signed_package(
         digest.update,
     )
     signature = _signature(digest.digest(), key)
-    head, suffix = _parts(payload_bytes, attachments)
+    head, suffix = _parts(payload_bytes, attachments, sender, recipient)
     with path.open("wb") as out:
         out.write(head + signature)
         for chunk in suffix:

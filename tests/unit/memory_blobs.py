@@ -28,6 +28,7 @@ class MemoryBlobs:
         self.me, self.nodes = me, nodes
         self.pushed: list[str] = []
         self.pulled: list[str] = []
+        self.offered: list[tuple[str, str]] = []
 
     def _spool(self, node: str) -> Path:
         folder = self.nodes[node].store.spool_folder()
@@ -54,6 +55,9 @@ class MemoryBlobs:
             raise TransientFault(f"the copy of {digest[:16]} from {parent} did not match")
         self.pulled.append(digest)
         return target
+
+    async def offer(self, child: str, path: Path, digest: str, size: int) -> None:
+        self.offered.append((child, digest))
 
     def received(self, child: str, digest: str, size: int) -> Path | None:
         found = self._spool(self.me) / f"pushed-{child}-{digest}"
