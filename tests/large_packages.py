@@ -38,9 +38,18 @@ class ChunkReader:
 
 
 def _parts(
-    payload_bytes: int, attachments: int, sender: str | None = None, recipient: str | None = None
+    payload_bytes: int,
+    attachments: int,
+    sender: str | None = None,
+    recipient: str | None = None,
+    number: int | None = None,
 ) -> tuple[bytes, Iterator[bytes]]:
     template = _TEMPLATE.read_bytes()
+    if number is not None:  # its own DocumentId (CodeNumber)
+        template = template.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
+        template = template.replace(
+            b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode()
+        )
     if recipient is not None:  # one To: this recipient
         start = template.index(b"<edXML:To>")
         end = template.rindex(b"</edXML:To>") + len(b"</edXML:To>")
@@ -113,11 +122,12 @@ def write_signed_package(
     attachments: int = 1,
     sender: str | None = None,
     recipient: str | None = None,
+    number: int | None = None,
 ) -> int:
     """Write a signed package carrying about ``payload_bytes`` of base64; its size. By
     default from the template's sender to its recipients; else from ``sender`` (whose key
     ``key` is) to ``recipient`` alone."""
-    head, suffix = _parts(payload_bytes, attachments, sender, recipient)
+    head, suffix = _parts(payload_bytes, attachments, sender, recipient, number)
     digest = hashlib.sha256()
     canonicalize(
         ChunkReader(_chain(head, suffix)),
@@ -125,7 +135,7 @@ def write_signed_package(
         digest.update,
     )
     signature = _signature(digest.digest(), key)
-    head, suffix = _parts(payload_bytes, attachments, sender, recipient)
+    head, suffix = _parts(payload_bytes, attachments, sender, recipient, number)
     with path.open("wb") as out:
         out.write(head + signature)
         for chunk in suffix:
