@@ -12,7 +12,7 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-from bench import admission, fanout, intake, ops, pades, route
+from bench import admission, fanout, intake, large, ops, pades, route
 
 SCENARIOS = {
     "admission": admission.run,
@@ -21,6 +21,7 @@ SCENARIOS = {
     "fanout": fanout.run,
     "pades": pades.run,
     "ops": ops.run,
+    "large": large.run,
 }
 
 
