@@ -4,7 +4,9 @@ packages (each package's certificate read once)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,11 @@ from exchange.errors import LienthongError
 from exchange.evidence import EventKind
 from exchange.node import Node
 from exchange.tracking import acknowledged_at
-from exchange.xmlsafe import parse
 
 CERT_WARN_DAYS = 30
 OVERDUE_WINDOW = timedelta(days=30)  # deliveries older than this are not looked at
-DSIG = "{http://www.w3.org/2000/09/xmldsig#}X509Certificate"
+HEAD_BYTES = 1024 * 1024
+_X509 = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?X509Certificate>\s*([A-Za-z0-9+/=\s]+?)\s*</")
 
 
 async def overdue(node: Node, now: datetime) -> list[dict[str, Any]]:
@@ -106,19 +108,29 @@ class Certificates:
         return sorted(rows, key=lambda r: (r["days_left"], r["subject"]))
 
     async def _signing_cert(self, digest: str) -> tuple[str, datetime] | None:
-        """The certificate the agency's last package was signed with (from its KeyInfo)."""
+        """The certificate the agency's last package was signed with: the first
+        X509Certificate of its KeyInfo, in the header, read from at most the first MiB
+        (a package may be hundreds of MiB)."""
         try:
-            data = await self.node.store.package_bytes(digest)
-            tree = parse(data)
-        except (KeyError, OSError, ValueError, LienthongError):
+            path = await self.node.store.package_file(digest)
+            if path is not None:
+                head = await asyncio.to_thread(_head, path)
+            else:
+                head = (await self.node.store.package_bytes(digest))[:HEAD_BYTES]
+        except (KeyError, OSError, LienthongError):
             return None
-        for element in tree.getroot().iter(DSIG):
+        for found in _X509.finditer(head):
             try:
-                cert = x509.load_der_x509_certificate(base64.b64decode(element.text or ""))
+                cert = x509.load_der_x509_certificate(base64.b64decode(found.group(1)))
             except ValueError:
                 continue
             return _subject(cert), cert.not_valid_after_utc
         return None
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(HEAD_BYTES)
 
 
 def _pem_certificates(path: Path) -> list[x509.Certificate]:

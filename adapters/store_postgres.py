@@ -491,7 +491,7 @@ class PostgresStore:
     ) -> Sequence[MailboxEntry]:
         rows = await self._execute(
             "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-            "m.delivered_at, m.fetched_at FROM mailbox m "
+            "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
             "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
             "AND (NOT %s OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
             "ORDER BY m.delivered_at, m.message_id LIMIT %s OFFSET %s",
@@ -502,7 +502,7 @@ class PostgresStore:
     async def unpushed(self, organ_id: str, limit: int) -> Sequence[MailboxEntry]:
         rows = await self._execute(
             "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-            "m.delivered_at, m.fetched_at FROM mailbox m "
+            "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
             "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
             "AND m.pushed_at IS NULL AND m.fetched_at IS NULL AND m.withdrawn_at IS NULL "
             "ORDER BY m.delivered_at, m.message_id LIMIT %s",
@@ -520,7 +520,7 @@ class PostgresStore:
     async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
         rows = await self._execute(
             "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-            "m.delivered_at, m.fetched_at FROM mailbox m "
+            "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
             "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
             "AND m.message_id = %s AND m.withdrawn_at IS NULL",
             (organ_id, message_id),

@@ -546,7 +546,7 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> list[MailboxEntry]:
             rows = db.execute(
                 "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-                "m.delivered_at, m.fetched_at FROM mailbox m "
+                "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
                 "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
                 "AND (NOT ? OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
                 "ORDER BY m.delivered_at, m.message_id LIMIT ? OFFSET ?",
@@ -560,7 +560,7 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> list[MailboxEntry]:
             rows = db.execute(
                 "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-                "m.delivered_at, m.fetched_at FROM mailbox m "
+                "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
                 "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
                 "AND m.pushed_at IS NULL AND m.fetched_at IS NULL AND m.withdrawn_at IS NULL "
                 "ORDER BY m.delivered_at, m.message_id LIMIT ?",
@@ -583,7 +583,7 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> MailboxEntry | None:
             row = db.execute(
                 "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-                "m.delivered_at, m.fetched_at FROM mailbox m "
+                "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
                 "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
                 "AND m.message_id = ? AND m.withdrawn_at IS NULL",
                 (organ_id, message_id),
@@ -1049,4 +1049,5 @@ def _mailbox_entry(row: Any) -> MailboxEntry:
         document_id=row[5],
         delivered_at=_time(row[6]) or datetime.now(UTC),
         fetched_at=_time(row[7]),
+        size=int(row[8]),
     )

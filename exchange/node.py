@@ -1784,6 +1784,8 @@ class Node:
         elif op == "fetch":
             limit = min(max(int(message.headers.get("lienthong-limit", 100)), 1), 1000)
             entries = await self.store.mailbox(organ, unfetched_only=True, limit=limit)
+            # a large package does not ride AMQP: fetch it over the REST API (streamed)
+            entries = [e for e in entries if not is_large(e.size, self.settings.inline_max_bytes)]
             for entry in entries:
                 await self.transport.publish(
                     reply,
@@ -1835,6 +1837,8 @@ class Node:
         for organ in sorted(self.settings.push & self.settings.hosted):
             entries = await self.store.unpushed(organ, self.settings.relay_batch)
             for entry in entries:
+                if is_large(entry.size, self.settings.inline_max_bytes):
+                    continue  # marked pushed all the same: it is fetched over the REST API
                 await self.transport.publish(
                     self.queues.mailbox(organ),
                     Message(

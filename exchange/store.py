@@ -151,6 +151,7 @@ class MailboxEntry:
     document_id: str | None
     delivered_at: datetime
     fetched_at: datetime | None
+    size: int = 0  # bytes: above the inline cap, fetched over HTTP only
 
 
 @dataclass(frozen=True)
