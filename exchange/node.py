@@ -1630,7 +1630,8 @@ class Node:
             arrived = held.source if held.source.startswith(UPSTREAM_PREFIX) else None
             if topology is not None:
                 plan = topology.plan(me, recipients, arrived)
-                outbox = outbox_for(plan, "normal", me)
+                large = is_large(int(record.get("size") or 0), self.settings.inline_max_bytes)
+                outbox = outbox_for(plan, LARGE_LANE if large else "normal", me)
             else:
                 outbox = tuple(
                     OutboxItem(Destination.MAILBOX, organ)

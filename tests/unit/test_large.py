@@ -21,7 +21,8 @@ from exchange.admission import Admission, Admitted
 from exchange.large import CLAIM_HEADER, Spooled
 from exchange.links import unframe
 from exchange.node import Node
-from exchange.policy import VerificationPolicy
+from exchange.policy import PRESETS, VerificationPolicy
+from tests.conftest import example
 from tests.pki import DevPki
 from tests.unit.memory_blobs import MemoryBlobs
 from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
@@ -191,3 +192,23 @@ async def test_a_body_over_the_cap_is_refused_before_it_is_read(
     spool_folder = tree.nodes[COMMUNE_NODE].store.spool_folder()
     assert spool_folder is not None
     assert not list(spool_folder.iterdir()), "the partial spool is gone"
+
+
+async def test_a_held_large_package_released_goes_by_claim_too(
+    tree: Tree, admission: Admission
+) -> None:
+    movers = make_large(tree, admission)
+    commune = tree.nodes[COMMUNE_NODE]
+    commune.settings = replace(commune.settings, sources={"amqp": PRESETS["quarantine"]})
+    unsigned = (
+        example("document-new.edxml")
+        .replace(b"000.00.00.H53", G14.encode())
+        .replace(b"000.21.31.H53", H41.encode())
+        .replace(b"000.00.00.G22", COMMUNE.encode())
+    )
+    assert len(unsigned) > INLINE
+    held = await commune.handle_spooled(spool(commune, unsigned), user_id=None)
+    assert held.level == "quarantined"
+    await commune.decide_quarantined(held.message_id, "released", by="ops-an")
+    assert await tree.wait(G14) == [held.message_id]
+    assert movers[COMMUNE_NODE].pushed == [hashlib.sha256(unsigned).hexdigest()]
