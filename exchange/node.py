@@ -982,6 +982,7 @@ class Node:
         transfer this node opens); to a child, the claim only (the child pulls). Then its
         claim, the envelope alone, on the link's large lane. A link that fails waits."""
         moved = 0
+        expired_before = self._clock() - self.settings.link_expiry
         for target in sorted(self._large_targets()):
             for row in await self.store.pending_outbox(
                 self.settings.relay_batch, only_prefix=target
@@ -993,11 +994,26 @@ class Node:
                 except TransientFault as exc:
                     log.info("large.waiting", target=row.target, error=exc.message)
                     self.links.down(neighbour, role, exc.message)
+                    if row.created_at is not None and row.created_at < expired_before:
+                        await self._give_up(row, _expired(row, self.settings.link_expiry))
+                        moved += 1
                     break
+                except LienthongError as fault:  # the transfer cannot complete: say so
+                    reason = f"its bytes could not be sent to {neighbour}: {fault.message}"
+                    await self._give_up(row, reason)
+                    moved += 1
+                    continue
                 self.links.up(neighbour, role)
                 await self.store.finish_outbox([], [row.id])
                 moved += 1
         return moved
+
+    async def _give_up(self, row: OutboxRow, reason: str) -> None:
+        """A copy given up, with its reason, for each recipient behind it at the origin."""
+        events = await self._failed_behind(row, reason)
+        await self.store.finish_outbox([], [], [(row.id, reason)], events)
+        self.reports.note(events)
+        log.warning("large.failed", message_id=row.message_id, target=row.target, reason=reason)
 
     async def _send_claim(self, row: OutboxRow, neighbour: str) -> None:
         wire = await self.store.envelope(row.message_id)
@@ -1353,7 +1369,13 @@ class Node:
         package = package_from_envelope(envelope)
         bytes_in: bytes | Path = data
         if claim:  # a large package: its bytes come over HTTP, checked against the envelope
-            bytes_in = await self._claimed_bytes(envelope, came_from)
+            try:
+                bytes_in = await self._claimed_bytes(envelope, came_from)
+            except TransientFault:
+                raise  # requeued: the transfer resumes later
+            except LienthongError as fault:  # it cannot complete: the sender is told why
+                await self._undeliverable(wire, fault)
+                return await self._dead_letter_link(delivery, lane, fault, started)
         now = self._clock()
         result = await self.store.commit_intake(
             Intake(

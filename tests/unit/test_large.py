@@ -18,6 +18,8 @@ from adapters.admission_pool import admit_file
 from adapters.agency_gate import AgencyGate
 from adapters.http_api import build_app
 from exchange.admission import Admission, Admitted
+from exchange.errors import TransferCorrupt, TransferFailed
+from exchange.evidence import EventKind
 from exchange.large import CLAIM_HEADER, Spooled
 from exchange.links import unframe
 from exchange.node import Node
@@ -212,3 +214,58 @@ async def test_a_held_large_package_released_goes_by_claim_too(
     await commune.decide_quarantined(held.message_id, "released", by="ops-an")
     assert await tree.wait(G14) == [held.message_id]
     assert movers[COMMUNE_NODE].pushed == [hashlib.sha256(unsigned).hexdigest()]
+
+
+async def _failed_reasons(node: Node, message_id: str) -> dict[str, str]:
+    """Recipient -> reason of the failed events this node knows of for a package."""
+    return {
+        str(e.party): str(e.detail["reason"])
+        for e in await node.store.events_about(message_id=message_id)
+        if e.kind is EventKind.FAILED
+    }
+
+
+async def test_a_transfer_that_cannot_complete_fails_the_copy_with_its_reason(
+    tree: Tree, pki: DevPki, admission: Admission
+) -> None:
+    movers = make_large(tree, admission)
+
+    async def refused(parent: str, path: Path, digest: str, size: int) -> None:
+        raise TransferFailed(f"pushing {digest[:12]}… to {parent}: gave up after 3 attempts")
+
+    movers[COMMUNE_NODE].push = refused  # type: ignore[method-assign]
+    commune = tree.nodes[COMMUNE_NODE]
+    sent = await commune.handle_spooled(
+        spool(commune, document(pki, COMMUNE, G14, H41, 906)), user_id=None
+    )
+    async with asyncio.timeout(20):
+        while len(reasons := await _failed_reasons(commune, sent.message_id)) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert set(reasons) == {G14, H41}
+    assert all("could not be sent to district-31-h53" in r for r in reasons.values())
+    assert all("gave up after 3 attempts" in r for r in reasons.values())
+    assert await tree.mailbox(G14) == []
+
+
+async def test_bytes_that_cannot_be_pulled_dead_letter_the_claim_and_tell_the_sender(
+    tree: Tree, pki: DevPki, admission: Admission
+) -> None:
+    movers = make_large(tree, admission)
+
+    async def corrupt(parent: str, digest: str, size: int) -> Path:
+        raise TransferCorrupt(f"the bytes from {parent} do not hash to {digest[:12]}…")
+
+    movers["province-h41"].pull = corrupt  # type: ignore[method-assign]
+    commune = tree.nodes[COMMUNE_NODE]
+    sent = await commune.handle_spooled(
+        spool(commune, document(pki, COMMUNE, G14, H41, 907)), user_id=None
+    )
+    await tree.wait(G14)  # the other recipient's copy is not held up
+    async with asyncio.timeout(20):
+        while H41 not in (reasons := await _failed_reasons(commune, sent.message_id)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert "do not hash to" in reasons[H41]
+    assert "at node province-h41" in reasons[H41]
+    (letter,) = await tree.nodes["province-h41"].store.dead_letters()
+    assert "do not hash to" in letter.reason
+    assert await tree.mailbox(H41) == []
