@@ -67,12 +67,17 @@ async def _lienthong(
             raise RuntimeError(f"package {number} refused: {answer}")
         mailbox = f"{faces[home]['url']}/v1/agencies/{recipient}/mailbox"
         while True:
-            async with http.get(
-                mailbox, params={"wait": "1", "limit": "1000"}, headers=mine
-            ) as page:
-                items = (await page.json())["items"]
-            if any(i["message_id"] == answer["message_id"] for i in items):
-                return time.perf_counter() - began
+            query = {"wait": "5", "limit": "1000"}
+            async with http.get(mailbox, params=query, headers=mine) as page:
+                found = await page.json()
+            if page.status != 200:
+                raise RuntimeError(f"the recipient's mailbox answered {page.status}: {found}")
+            if any(i["message_id"] == answer["message_id"] for i in found["items"]):
+                elapsed = time.perf_counter() - began
+                ack = f"{mailbox.rsplit('/', 1)[0]}/packages/{answer['message_id']}/ack"
+                async with http.post(ack, headers=mine):  # an empty mailbox for the next one
+                    return elapsed
+            await asyncio.sleep(0.1)
 
 
 async def _curl(source: Path, folder: Path) -> float:

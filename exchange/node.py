@@ -323,6 +323,7 @@ class Node:
         self._crash = crash
         self.queues = Queues(settings.node_id)
         self._outbox_ready = asyncio.Event()
+        self._large_ready = asyncio.Event()  # the large lanes' relay: new rows, maybe
         self.links = LinkBoard(clock)
         if settings.parent is not None:
             self.links.know(settings.parent, PARENT)
@@ -630,7 +631,7 @@ class Node:
         )
         if result.outcome is Outcome.COMMITTED and quarantined is None:
             observe_routes(self.observer, outbox)
-        self._outbox_ready.set()
+        self._wake_relays()
         return answer
 
     async def handle_spooled(
@@ -704,7 +705,7 @@ class Node:
             answer = replace(answer, reason=f"held for an operator: {quarantined}")
         if result.outcome is Outcome.COMMITTED and quarantined is None:
             observe_routes(self.observer, outbox)
-        self._outbox_ready.set()
+        self._wake_relays()
         return answer
 
     async def _admit_in_time(self, data: bytes, policy: VerificationPolicy) -> Admitted:
@@ -1038,15 +1039,22 @@ class Node:
         message = Message(frame(wire, b""), message_id=row.message_id, headers=headers)
         await self._publish_to(neighbour, LARGE_LANE, message)
 
+    def _wake_relays(self) -> None:
+        self._outbox_ready.set()
+        self._large_ready.set()
+
     async def relay_large_forever(self) -> None:
         while True:
+            self._large_ready.clear()
             try:
                 moved = await self.relay_large_once()
             except LienthongError as exc:
                 log.warning("large.retry", code=exc.code, error=exc.message)
                 moved = 0
             if not moved:
-                await asyncio.sleep(self.settings.relay_idle_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.relay_idle_s):
+                        await self._large_ready.wait()
 
     async def _relay_batch(self, rows: Sequence[OutboxRow], blocked: set[str]) -> int:
         done: list[int] = []
@@ -1405,7 +1413,7 @@ class Node:
             links=sorted(plan.links),
             unknown=list(plan.unknown),
         )
-        self._outbox_ready.set()
+        self._wake_relays()
         return result.outcome.value
 
     async def _claimed_bytes(self, envelope: Envelope, came_from: str) -> Path:
@@ -1494,7 +1502,7 @@ class Node:
             return await self._dead_letter_link(delivery, lane, fault)
         await delivery.ack()  # after they are recorded
         log.info("reports.taken", node=self.settings.node_id, came_from=sender, new=added)
-        self._outbox_ready.set()  # some may go on towards their node
+        self._wake_relays()  # some may go on towards their node
         return "reports"
 
     async def _send_reports(self, neighbour: str, body: bytes) -> None:
@@ -1680,7 +1688,7 @@ class Node:
             raise Quarantined(f"package {message_id} was decided meanwhile")
         observe_routes(self.observer, outbox)  # released: routed now
         self.reports.note(events)
-        self._outbox_ready.set()
+        self._wake_relays()
         log.info("quarantine.decided", message_id=message_id, decision=decision, by=by)
         decided = await self.store.held_package(message_id)
         assert decided is not None
