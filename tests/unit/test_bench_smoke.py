@@ -81,6 +81,17 @@ def test_the_ops_scenario_reads_status_while_the_node_takes_packages() -> None:
     assert int(reads) > 0
 
 
+@pytest.mark.integration
+def test_the_large_scenario_carries_packages_and_reads_every_peak() -> None:
+    stdout = _bench("large", "--quick", timeout=300)
+    for size in ("1 MiB", "4 MiB"):
+        cells = _cells(stdout, size)
+        assert float(cells[2]) > 0  # lienthong MB/s
+        assert float(cells[4]) > 0  # curl MB/s
+    peaks = stdout.split("over the whole run, MiB: ")[1].split(", ")
+    assert len(peaks) == 5  # four sandbox processes and the national axis's
+
+
 def test_an_unknown_scenario_is_named() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "nonsense"],
