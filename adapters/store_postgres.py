@@ -487,15 +487,22 @@ class PostgresStore:
         return [FailedRow(*r) for r in rows]
 
     async def mailbox(
-        self, organ_id: str, *, unfetched_only: bool, limit: int, offset: int = 0
+        self,
+        organ_id: str,
+        *,
+        unfetched_only: bool,
+        limit: int,
+        offset: int = 0,
+        max_size: int | None = None,
     ) -> Sequence[MailboxEntry]:
         rows = await self._execute(
             "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
             "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
             "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
             "AND (NOT %s OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
+            "AND (%s::bigint IS NULL OR p.size <= %s) "
             "ORDER BY m.delivered_at, m.message_id LIMIT %s OFFSET %s",
-            (organ_id, unfetched_only, limit, offset),
+            (organ_id, unfetched_only, max_size, max_size, limit, offset),
         )
         return [MailboxEntry(*r) for r in rows]
 

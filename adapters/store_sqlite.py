@@ -155,6 +155,9 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+_NO_CAP = 2**62  # a mailbox query's size cap when none is asked for
+
+
 class BlobFolder:
     """Content-addressed files, durable before anyone refers to them."""
 
@@ -207,9 +210,10 @@ class BlobFolder:
         """Take over a spooled file (checked to hold ``digest``) as the blob: a rename on
         one file system, durable before anyone refers to it."""
         target = self.path(digest)
-        if target.exists():  # the same bytes stored before
+        if target.exists():  # the same bytes stored before (or this very file, adopted once)
             os.utime(target)
-            spooled.unlink(missing_ok=True)
+            if spooled.resolve() != target.resolve():
+                spooled.unlink(missing_ok=True)
             return
         if target.parent not in self._folders:
             self._make_folder(target.parent)
@@ -541,7 +545,13 @@ class SqliteStore:
         return await self._run(work)
 
     async def mailbox(
-        self, organ_id: str, *, unfetched_only: bool, limit: int, offset: int = 0
+        self,
+        organ_id: str,
+        *,
+        unfetched_only: bool,
+        limit: int,
+        offset: int = 0,
+        max_size: int | None = None,
     ) -> Sequence[MailboxEntry]:
         def work(db: sqlite3.Connection) -> list[MailboxEntry]:
             rows = db.execute(
@@ -549,8 +559,8 @@ class SqliteStore:
                 "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
                 "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = ? "
                 "AND (NOT ? OR m.fetched_at IS NULL) AND m.withdrawn_at IS NULL "
-                "ORDER BY m.delivered_at, m.message_id LIMIT ? OFFSET ?",
-                (organ_id, unfetched_only, limit, offset),
+                "AND p.size <= ? ORDER BY m.delivered_at, m.message_id LIMIT ? OFFSET ?",
+                (organ_id, unfetched_only, max_size or _NO_CAP, limit, offset),
             ).fetchall()
             return [_mailbox_entry(r) for r in rows]
 

@@ -21,10 +21,13 @@ from adapters.spool import Spool
 from adapters.transfer_client import pull, push
 from adapters.transfer_http import add_transfer_routes, link_authoriser
 from exchange.config import NodeConfig
-from exchange.errors import TransientFault
+from exchange.errors import TransferFailed, TransientFault
 
 STALL_S = 30.0  # no byte for this long: the connection is given up and the transfer resumed
-DEADLINE_S = 6 * 3600.0  # one transfer, all its resumptions included
+# one try of a transfer, its resumptions included: then it is tried again later, from where
+# it stopped, until the copy's link expiry; well under RabbitMQ's consumer timeout (30
+# min), since a child pulls while it holds the claim unacknowledged
+DEADLINE_S = 15 * 60.0
 
 
 class HttpBlobs:
@@ -47,13 +50,19 @@ class HttpBlobs:
 
     async def push(self, parent: str, path: Path, digest: str, size: int) -> None:
         url, token = self._to_parent()
-        await push(url, token, path, digest, size, stall_s=STALL_S, deadline_s=DEADLINE_S)
+        try:
+            await push(url, token, path, digest, size, stall_s=STALL_S, deadline_s=DEADLINE_S)
+        except TransferFailed as exc:  # not now: the link waits, and expires in the end
+            raise TransientFault(exc.message) from exc
 
     async def pull(self, parent: str, digest: str, size: int) -> Path:
         url, token = self._to_parent()
-        return await pull(
-            url, token, digest, size, self.spool, stall_s=STALL_S, deadline_s=DEADLINE_S
-        )
+        try:
+            return await pull(
+                url, token, digest, size, self.spool, stall_s=STALL_S, deadline_s=DEADLINE_S
+            )
+        except TransferFailed as exc:  # the claim goes back to its queue, to be tried again
+            raise TransientFault(exc.message) from exc
 
     # --- as a parent ---------------------------------------------------------------------
 

@@ -680,7 +680,13 @@ class Node:
                 f"{self.settings.inline_max_bytes} bytes"
             )
         try:
-            admitted = await self._admit_file(spooled, self.settings.policy_for(source))
+            # a deadline as for any admission, and time to read the bytes at 10 MB/s
+            seconds = self.settings.admission_timeout_s + spooled.size / 10_000_000
+            try:
+                async with asyncio.timeout(seconds):
+                    admitted = await self._admit_file(spooled, self.settings.policy_for(source))
+            except TimeoutError:
+                raise AdmissionTimedOut(f"admission took longer than {seconds:.0f} s") from None
             package = admitted.package
             if not self._may_send_as(credential, claimed, package.sender.organ_id):
                 raise SubmitterNotSender(f"this caller may not send for {package.sender.organ_id}")
@@ -982,31 +988,35 @@ class Node:
         """Each large copy waiting for a link: to the parent, its bytes pushed first (a
         transfer this node opens); to a child, the claim only (the child pulls). Then its
         claim, the envelope alone, on the link's large lane. A link that fails waits."""
-        moved = 0
         expired_before = self._clock() - self.settings.link_expiry
-        for target in sorted(self._large_targets()):
-            for row in await self.store.pending_outbox(
-                self.settings.relay_batch, only_prefix=target
-            ):
-                neighbour = split_target(row.target)[0]
-                role = PARENT if neighbour == self.settings.parent else CHILD
-                try:
-                    await self._send_claim(row, neighbour)
-                except TransientFault as exc:
-                    log.info("large.waiting", target=row.target, error=exc.message)
-                    self.links.down(neighbour, role, exc.message)
-                    if row.created_at is not None and row.created_at < expired_before:
-                        await self._give_up(row, _expired(row, self.settings.link_expiry))
-                        moved += 1
-                    break
-                except LienthongError as fault:  # the transfer cannot complete: say so
-                    reason = f"its bytes could not be sent to {neighbour}: {fault.message}"
-                    await self._give_up(row, reason)
+        counts = await asyncio.gather(
+            *(self._relay_large_link(t, expired_before) for t in sorted(self._large_targets()))
+        )
+        return sum(counts)
+
+    async def _relay_large_link(self, target: str, expired_before: datetime) -> int:
+        """One link's large lane: its copies in order, while the link takes them."""
+        moved = 0
+        for row in await self.store.pending_outbox(self.settings.relay_batch, only_prefix=target):
+            neighbour = split_target(row.target)[0]
+            role = PARENT if neighbour == self.settings.parent else CHILD
+            try:
+                await self._send_claim(row, neighbour)
+            except TransientFault as exc:
+                log.info("large.waiting", target=row.target, error=exc.message)
+                self.links.down(neighbour, role, exc.message)
+                if row.created_at is not None and row.created_at < expired_before:
+                    await self._give_up(row, _expired(row, self.settings.link_expiry))
                     moved += 1
-                    continue
-                self.links.up(neighbour, role)
-                await self.store.finish_outbox([], [row.id])
+                break
+            except LienthongError as fault:  # the transfer cannot complete: say so
+                reason = f"its bytes could not be sent to {neighbour}: {fault.message}"
+                await self._give_up(row, reason)
                 moved += 1
+                continue
+            self.links.up(neighbour, role)
+            await self.store.finish_outbox([], [row.id])
+            moved += 1
         return moved
 
     async def _give_up(self, row: OutboxRow, reason: str) -> None:
@@ -1426,6 +1436,9 @@ class Node:
         if came_from == self.settings.parent:
             return await self.blobs.pull(came_from, envelope.sha256, envelope.size)
         pushed = self.blobs.received(came_from, envelope.sha256, envelope.size)
+        if pushed is None:  # taken over by an intake of it that did not commit, maybe
+            with contextlib.suppress(KeyError):
+                pushed = await self.store.package_file(envelope.sha256)
         if pushed is None:
             raise TransientFault(  # requeued: the push may still be finishing
                 f"the bytes of {envelope.message_id} from {came_from} have not arrived"
@@ -1814,9 +1827,10 @@ class Node:
             )
         elif op == "fetch":
             limit = min(max(int(message.headers.get("lienthong-limit", 100)), 1), 1000)
-            entries = await self.store.mailbox(organ, unfetched_only=True, limit=limit)
             # a large package does not ride AMQP: fetch it over the REST API (streamed)
-            entries = [e for e in entries if not is_large(e.size, self.settings.inline_max_bytes)]
+            entries = await self.store.mailbox(
+                organ, unfetched_only=True, limit=limit, max_size=self.settings.inline_max_bytes
+            )
             for entry in entries:
                 await self.transport.publish(
                     reply,

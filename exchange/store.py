@@ -344,9 +344,16 @@ class Store(Protocol):
         """Outbox rows given up, newest first."""
 
     async def mailbox(
-        self, organ_id: str, *, unfetched_only: bool, limit: int, offset: int = 0
+        self,
+        organ_id: str,
+        *,
+        unfetched_only: bool,
+        limit: int,
+        offset: int = 0,
+        max_size: int | None = None,
     ) -> Sequence[MailboxEntry]:
-        """The agency's mail, oldest first, a page of ``limit`` after ``offset``."""
+        """The agency's mail, oldest first, a page of ``limit`` after ``offset``; with
+        ``max_size``, none larger (the mail that AMQP may carry)."""
 
     async def mailbox_entry(self, organ_id: str, message_id: str) -> MailboxEntry | None:
         """One package in the agency's mailbox (not withdrawn); None if it is not there."""

@@ -407,3 +407,14 @@ async def test_a_spooled_package_is_taken_over_without_being_read_whole(store: S
     answer = await store.commit_intake(replace(intake(data), data=again))
     assert (answer.outcome, answer.message_id) == (Outcome.DUPLICATE, "m-big")
     assert not again.exists(), "a duplicate's spooled copy is not left behind"
+
+
+async def test_a_mailbox_page_may_leave_out_what_is_too_large_for_it(store: Store) -> None:
+    small, large = b"<edXML>small</edXML>", b"<edXML>" + b"L" * 5000 + b"</edXML>"
+    for data, message_id in ((large, "m-large"), (small, "m-small")):
+        await store.commit_intake(intake(data, message_id=message_id, document_id=message_id))
+        await store.finish_outbox([("000.00.00.H53", message_id)], [])
+    every = await store.mailbox("000.00.00.H53", unfetched_only=True, limit=1)
+    assert [(e.message_id, e.size) for e in every] == [("m-large", len(large))]
+    fits = await store.mailbox("000.00.00.H53", unfetched_only=True, limit=1, max_size=100)
+    assert [e.message_id for e in fits] == ["m-small"], "the large one does not hold it up"

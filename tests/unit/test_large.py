@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,14 @@ from adapters.admission_pool import admit_file
 from adapters.agency_gate import AgencyGate
 from adapters.http_api import build_app
 from exchange.admission import Admission, Admitted
+from exchange.envelope import open_envelope
 from exchange.errors import TransferCorrupt, TransferFailed
 from exchange.evidence import EventKind
 from exchange.large import CLAIM_HEADER, Spooled
-from exchange.links import unframe
+from exchange.links import package_from_envelope, unframe
 from exchange.node import Node
 from exchange.policy import PRESETS, VerificationPolicy
+from exchange.store import Intake
 from tests.conftest import example
 from tests.pki import DevPki
 from tests.unit.memory_blobs import MemoryBlobs
@@ -269,3 +272,34 @@ async def test_bytes_that_cannot_be_pulled_dead_letter_the_claim_and_tell_the_se
     (letter,) = await tree.nodes["province-h41"].store.dead_letters()
     assert "do not hash to" in letter.reason
     assert await tree.mailbox(H41) == []
+
+
+async def test_a_claim_taken_again_finds_the_bytes_an_earlier_intake_took_over(
+    tree: Tree, pki: DevPki, admission: Admission
+) -> None:
+    """The push was renamed into the store, then the commit did not happen (a crash, a
+    locked database): the claim comes again and its bytes are found in the store."""
+    make_large(tree, admission)
+    commune = tree.nodes[COMMUNE_NODE]
+    data = document(pki, COMMUNE, G14, H41, 908)
+    sent = await commune.handle_spooled(spool(commune, data), user_id=None)
+    await tree.wait(G14)
+    central = tree.nodes["central"]
+    wire = await central.store.envelope(sent.message_id)
+    envelope = open_envelope(wire, None, central.peer_keys)
+    found = await central._claimed_bytes(envelope, "province-h53")
+    assert found.read_bytes() == data
+    again = await central.store.commit_intake(
+        Intake(
+            message_id="again",
+            package=package_from_envelope(envelope),
+            data=found,  # the store's own file: kept, not removed
+            source="link:province-h53",
+            envelope=wire,
+            outbox=(),
+            received_at=datetime.now(UTC),
+            key=f"message:{envelope.message_id}",
+        )
+    )
+    assert again.outcome.value == "duplicate"
+    assert await central.store.package_bytes(envelope.sha256) == data
