@@ -36,6 +36,7 @@ from adapters.sandbox import _agency_key
 from adapters.sandbox_tree import free_port, load_topology, topology_file
 from bench.timing import spread
 from tests.large_packages import write_signed_package
+from tests.running_sandbox import node_peaks_mib
 
 MiB = 1024 * 1024
 SIZES = (10, 100, 500)
@@ -106,31 +107,6 @@ async def _curl(source: Path, folder: Path) -> float:
     return elapsed
 
 
-def _peaks(root: int) -> list[float]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                if b"serve" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    continue
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            found += [
-                int(x.split()[1]) / 1024 for x in status.splitlines() if x.startswith("VmHWM")
-            ]
-    return sorted(found)
-
-
 def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
     del repeats
     sizes = (1, 4) if quick else SIZES
@@ -177,7 +153,7 @@ def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
                             theirs.append(asyncio.run(_curl(package, copies)))
                     package.unlink()
                 results[size] = (ours, theirs)
-            peaks = _peaks(sandbox.pid)
+            peaks = sorted(node_peaks_mib(sandbox.pid).values())
         finally:
             sandbox.send_signal(signal.SIGTERM)
             sandbox.wait(timeout=60)

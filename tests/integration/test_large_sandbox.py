@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from adapters.sandbox_tree import Topology, load_topology, topology_file
 from tests.integration.broker import delete_queues
 from tests.integration.test_sandbox import tree_queues
 from tests.large_packages import write_signed_package
+from tests.running_sandbox import node_peaks_mib, running_sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -47,37 +45,7 @@ class Tree:
         return {"Authorization": f"Bearer {self.faces[node]['tokens'][organ]}"}
 
     def peak_rss_mib(self) -> dict[int, float]:
-        """VmHWM of the sandbox's node processes (every descendant running Python)."""
-        found = {}
-        for pid in _descendants(self.process.pid):
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-                command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"serve" not in command:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    found[pid] = int(line.split()[1]) / 1024
-        return found
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+        return node_peaks_mib(self.process.pid)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -85,31 +53,10 @@ async def tree(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Tree]:
     folder = tmp_path_factory.mktemp("large")
     suffix = f"-{uuid.uuid4().hex[:6]}"
     topology = load_topology(topology_file(), suffix)
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "adapters.cli", "sandbox", "--dir", str(folder)),
-            f"--suffix={suffix}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     try:
-        assert process.stdout is not None
-        seen = []
-        async with asyncio.timeout(180):
-            while "The tree runs until Ctrl-C" not in (
-                line := await asyncio.to_thread(process.stdout.readline)
-            ):
-                seen.append(line)
-                assert process.poll() is None, "the sandbox stopped:\n" + "".join(seen)
-        faces = json.loads((folder / "http.json").read_text(encoding="utf-8"))
-        yield Tree(folder, topology, faces, process)
+        async with running_sandbox(folder, suffix) as (process, faces):
+            yield Tree(folder, topology, faces, process)
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 60)
-        if process.stdout is not None:
-            process.stdout.close()
         await delete_queues(tree_queues(topology))
 
 

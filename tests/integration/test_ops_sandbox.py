@@ -6,7 +6,6 @@ backlog growing; restore it, and they show the backlog drain and every document 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import uuid
@@ -27,6 +26,7 @@ from tests.browser import BrowserPage
 from tests.faultproxy import FaultProxy
 from tests.integration.broker import delete_queues
 from tests.integration.test_sandbox import tree_queues
+from tests.running_sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -64,32 +64,12 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[RunningSandbox]:
     assert district is not None
     broker = urlsplit(AMQP_URL)
     async with FaultProxy(broker.hostname or "127.0.0.1", broker.port or 5672) as proxy:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "adapters.cli", "sandbox", "--dir", str(tmp_path)),
-                f"--suffix={suffix}",
-                f"--parent-url={commune}={proxy.url(AMQP_URL)}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
         try:
-            assert process.stdout is not None
-            seen = []
-            async with asyncio.timeout(180):
-                while "The tree runs until Ctrl-C" not in (
-                    line := await asyncio.to_thread(process.stdout.readline)
-                ):
-                    seen.append(line)
-                    assert process.poll() is None, "the sandbox stopped:\n" + "".join(seen)
-            faces = json.loads((tmp_path / "http.json").read_text(encoding="utf-8"))
-            yield RunningSandbox(tmp_path, topology, proxy, commune, district, faces)
+            async with running_sandbox(
+                tmp_path, suffix, [f"--parent-url={commune}={proxy.url(AMQP_URL)}"]
+            ) as (_, faces):
+                yield RunningSandbox(tmp_path, topology, proxy, commune, district, faces)
         finally:
-            process.terminate()
-            await asyncio.to_thread(process.wait, 60)
-            if process.stdout is not None:
-                process.stdout.close()
             await delete_queues(tree_queues(topology))
 
 
