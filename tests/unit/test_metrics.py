@@ -11,24 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from structlog.testing import capture_logs
 
 from adapters.metrics import NodeMetrics
-from adapters.store_sqlite import SqliteStore
-from adapters.transport_memory import MemoryTransport
-from exchange.admission import Admission, Admitted, admit
-from exchange.envelope import NodeKey
+from exchange.admission import Admission
 from exchange.errors import EnvelopeInvalid
 from exchange.links import up_queue
 from exchange.node import Node, NodeSettings
-from exchange.policy import PRESETS, VerificationPolicy
+from exchange.policy import PRESETS
 from exchange.signing import sign
-from exchange.transport import Message, QueueSpec
+from exchange.transport import Message
 from tests.conftest import example
 from tests.pki import G22, H53, DevPki
 from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
-from tests.unit.test_node import ANSWERS, fetch, submit
+from tests.unit.test_node import fetch, one_node, submit
 
 HERE = "province-h53"
 
@@ -36,25 +32,9 @@ HERE = "province-h53"
 @pytest.fixture
 async def node(tmp_path: Path, admission: Admission) -> AsyncIterator[Node]:
     """One node, SQLite and the memory broker, observed by its NodeMetrics."""
-    store = SqliteStore(tmp_path / "store")
-    await store.migrate()
-    transport = MemoryTransport()
-    await transport.declare(QueueSpec(ANSWERS))
-
-    async def run_admission(data: bytes, policy: VerificationPolicy) -> Admitted:
-        return await asyncio.to_thread(admit, data, policy, admission)
-
-    built = Node(
-        NodeSettings(HERE, hosted=frozenset({G22, H53, COMMUNE})),
-        store=store,
-        transport=transport,
-        admit=run_admission,
-        node_key=NodeKey(HERE, ec.generate_private_key(ec.SECP256R1())),
-        observer=NodeMetrics(HERE),
-    )
-    await built.declare()
-    yield built
-    await store.close()
+    settings = NodeSettings(HERE, hosted=frozenset({G22, H53, COMMUNE}))
+    async with one_node(tmp_path, admission, settings, observer=NodeMetrics(HERE)) as built:
+        yield built
 
 
 def metrics(node: Node) -> NodeMetrics:

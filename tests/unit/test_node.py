@@ -4,10 +4,12 @@ submitter is told, what is dead-lettered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,8 +33,12 @@ COMMUNE = "000.21.31.H53"
 ANSWERS = "lienthong.reply.answers"
 
 
-@pytest.fixture
-async def node(tmp_path: Path, admission: Admission) -> AsyncIterator[Node]:
+@contextlib.asynccontextmanager
+async def one_node(
+    tmp_path: Path, admission: Admission, settings: NodeSettings, **more: Any
+) -> AsyncIterator[Node]:
+    """A node on SQLite and the memory broker, its queues declared, the admission in a
+    thread; ``more`` goes to Node (an observer, say)."""
     store = SqliteStore(tmp_path / "store")
     await store.migrate()
     transport = MemoryTransport()
@@ -42,15 +48,25 @@ async def node(tmp_path: Path, admission: Admission) -> AsyncIterator[Node]:
         return await asyncio.to_thread(admit, data, policy, admission)
 
     built = Node(
-        NodeSettings("province-h53", hosted=frozenset({G22, H53, COMMUNE}), max_attempts=3),
+        settings,
         store=store,
         transport=transport,
         admit=run_admission,
-        node_key=NodeKey("province-h53", ec.generate_private_key(ec.SECP256R1())),
+        node_key=NodeKey(settings.node_id, ec.generate_private_key(ec.SECP256R1())),
+        **more,
     )
     await built.declare()
-    yield built
-    await store.close()
+    try:
+        yield built
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def node(tmp_path: Path, admission: Admission) -> AsyncIterator[Node]:
+    settings = NodeSettings("province-h53", hosted=frozenset({G22, H53, COMMUNE}), max_attempts=3)
+    async with one_node(tmp_path, admission, settings) as built:
+        yield built
 
 
 def memory(node: Node) -> MemoryTransport:
