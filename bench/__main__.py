@@ -1,20 +1,33 @@
-"""``python -m bench [SCENARIO ...] [--quick]``: run scenarios, print a markdown report.
+"""``python -m bench [SCENARIO ... | all] [--quick]``: run scenarios and write the page.
 
-Each scenario measures lienthong and its baseline in alternating rounds in one process,
-so machine noise hits both alike; the ratio is taken round by round and its median,
-minimum and maximum are reported.
+Each scenario measures lienthong and its baseline in the same run (alternating rounds in
+one process, or both systems side by side as processes, measured in turn), so machine
+noise hits both alike; ratios are taken round by round or repeat by repeat and reported
+as median (min–max).
+
+Every scenario run is kept (as JSON, beside the page, in ``bench/results/``), and the page
+is written again from all kept scenarios: ``python -m bench all`` measures everything and
+writes docs/benchmarks.md; ``python -m bench sizes`` measures one scenario again and keeps
+the others' last figures; ``python -m bench report`` only writes the page. ``--quick`` is a
+smoke run: its page goes to build/bench-quick/ unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
+import io
 import platform
+import shlex
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from pathlib import Path
 
 from bench import admission, fanout, intake, large, ops, pades, route
+from bench.report import Section, keep, kept, page, stamp
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[..., Section | None]] = {
     "admission": admission.run,
     "intake": intake.run,
     "route": route.run,
@@ -23,6 +36,53 @@ SCENARIOS = {
     "ops": ops.run,
     "large": large.run,
 }
+TITLES = {
+    "admission": "Admission",
+    "intake": "Intake",
+    "route": "Route (4 hops)",
+    "fanout": "Fan-out",
+    "pades": "What reading PDF signatures costs (issue 7)",
+    "ops": "What watching a node costs (issue 8)",
+    "large": "Large packages over the 4-hop route (issue 9)",
+}
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+QUICK = Path("build") / "bench-quick" / "benchmarks.md"
+PREAMBLE = """# Benchmarks
+
+<!-- Written by `python -m bench`; edit bench/ (the scenarios, bench/report.py), not this page. -->
+
+Every figure here is measured beside its baseline in the same run, because these machines
+are shared and noisy: read the ratios first, the absolute times second. Figures are medians
+with (minimum–maximum) over the rounds or repeats. The command that measured each section is
+printed under its title; `python -m bench all` measures them all again and writes this page
+({machine}). What each change was and the profile that justified it: docs/profiles.md.
+"""
+
+
+class _Tee(io.TextIOBase):
+    """Prints as it goes and keeps a copy: a scenario's report is also its section."""
+
+    def __init__(self, out: io.TextIOBase) -> None:
+        self.out, self.kept = out, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        self.out.flush()
+        return self.kept.write(text)
+
+
+def _run(name: str, options: dict[str, object], plots: Path) -> Section:
+    run = SCENARIOS[name]
+    accepted = inspect.signature(run).parameters
+    kwargs = {k: v for k, v in {**options, "plots": plots}.items() if k in accepted}
+    tee = _Tee(sys.stdout)  # type: ignore[arg-type]
+    with contextlib.redirect_stdout(tee):
+        section = run(**kwargs)
+    if section is None:  # an older scenario: what it printed is its section
+        section = Section(name, TITLES.get(name, name), tee.kept.getvalue())
+    else:
+        print(section.body)
+    return section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help="one of: " + ", ".join(SCENARIOS) + " (default: all)",
+        help="'all', 'report' (only write the page), or one or more of: " + ", ".join(SCENARIOS),
     )
     parser.add_argument(
         "--quick", action="store_true", help="few iterations: a smoke run, not figures"
@@ -41,21 +101,49 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=3,
-        help="repeats of each system in turn (intake, route, fanout; at least 3)",
+        help="repeats of each system in turn (intake, route, fanout, sizes; at least 3)",
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the sustained run")
+    parser.add_argument(
+        "--out", type=Path, help="the page to write (default: docs/benchmarks.md; quick: build/)"
     )
     args = parser.parse_args(argv)
-    print(
-        f"<!-- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
-        f"{platform.machine()}, {sys.platform} -->"
-    )
-    unknown = set(args.scenarios) - set(SCENARIOS)
+    names = args.scenarios or ["all"]
+    unknown = set(names) - set(SCENARIOS) - {"all", "report"}
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    for name in args.scenarios or SCENARIOS:
-        SCENARIOS[name](
-            rounds=2 if args.quick else args.rounds, quick=args.quick, repeats=args.repeats
+    if "all" in names:
+        names = list(SCENARIOS)
+    names = [n for n in names if n != "report"]
+    out: Path = args.out or (QUICK if args.quick else DOCS)
+    results, plots = out.parent / "bench" / "results", out.parent / "bench"
+    options = {
+        "rounds": 2 if args.quick else args.rounds,
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "minutes": args.minutes,
+    }
+    for name in names:
+        command = "python -m bench " + shlex.join(
+            [name, *(["--quick"] if args.quick else []), *_given(argv, args)]
         )
+        section = stamp(_run(name, options, plots), command, args.quick)
+        keep(section, results)
+    machine = f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page(kept(results, list(SCENARIOS)), PREAMBLE.format(machine=machine)))
+    print(f"\nwrote {out}", file=sys.stderr)
     return 0
+
+
+def _given(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
+    """The options given on the command line that change figures, to print beside them."""
+    given = sys.argv[1:] if argv is None else argv
+    out = []
+    for flag in ("--rounds", "--repeats", "--minutes"):
+        if any(a == flag or a.startswith(flag + "=") for a in given):
+            out += [flag, str(getattr(args, flag[2:]))]
+    return out
 
 
 if __name__ == "__main__":
