@@ -9,11 +9,14 @@ interpreter lock, which the XML and signature work holds for most of its time.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import contextlib
+import itertools
 import os
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import pickle
+import signal
+import struct
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,20 +24,13 @@ from adapters.config_files import load_directory_for, load_node_config, load_tru
 from adapters.pades_pyhanko import pdf_check_for
 from exchange.admission import Admission, Admitted, admit
 from exchange.directory import Directory
+from exchange.errors import TransientFault
 from exchange.large import Spooled
 from exchange.policy import VerificationPolicy
 from exchange.stream_admission import admit_stream
 from exchange.xmlsafe import ParseLimits
 
-_context: Admission | None = None
-_cap: int = 0  # the package cap of a streamed (large) admission
-
-
-def _follow_parent(parent: int) -> None:
-    """A worker whose node was killed (kill -9 leaves no time to stop the pool) ends too."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
+HEADER = struct.Struct("!Q")  # the length of each pickle on a worker's pipes
 
 
 def _cap_of(config_file: str | Path) -> int:
@@ -52,16 +48,9 @@ def _context_for(config_file: str | Path, directory: Directory | None = None) ->
     )
 
 
-def _start_worker(config_file: str) -> None:
-    global _context, _cap  # one context per worker process, built once
-    threading.Thread(target=_follow_parent, args=(os.getppid(),), daemon=True).start()
-    _context = _context_for(config_file)
-    _cap = _cap_of(config_file)
-
-
-def _admit_here(data: bytes, policy: VerificationPolicy) -> Admitted:
-    assert _context is not None, "the worker was started without its context"
-    return admit(data, policy, _context)
+def context_of(config_file: str | Path) -> tuple[Admission, int]:
+    """What a worker builds once, at start: its admission context and the large cap."""
+    return _context_for(config_file), _cap_of(config_file)
 
 
 def admit_file(spooled: Spooled, policy: VerificationPolicy, ctx: Admission, cap: int) -> Admitted:
@@ -72,44 +61,155 @@ def admit_file(spooled: Spooled, policy: VerificationPolicy, ctx: Admission, cap
         return admit_stream(stream, spooled.size, policy, replace(ctx, parse_limits=limits))
 
 
-def _admit_file_here(spooled: Spooled, policy: VerificationPolicy) -> Admitted:
-    assert _context is not None, "the worker was started without its context"
-    return admit_file(spooled, policy, _context, _cap)
+class WorkerLost(TransientFault):
+    """The worker judging a package ended (killed, crashed, or stopped for a package that
+    ran past its deadline); the package is tried again, and counted."""
+
+
+class _Worker:
+    """One worker process and the requests it holds, oldest first (it judges them in turn)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pending: dict[int, asyncio.Future[Admitted]] = {}
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            while True:
+                (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
+                seq, ok, value = pickle.loads(await stdout.readexactly(size))  # noqa: S301 (our worker)
+                future = self.pending.pop(seq, None)
+                if future is None or future.done():
+                    continue  # its caller gave up waiting
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._fail(f"admission worker {self.process.pid} ended")
+
+    def _fail(self, reason: str) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(WorkerLost(reason))
+        self.pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None and not self.reader.done()
+
+    def oldest(self) -> int | None:
+        return next(iter(self.pending), None)
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
 
 
 class AdmissionPool:
-    def __init__(self, config_file: Path, workers: int) -> None:
-        self._config_file, self._workers = config_file, workers
-        self._pool = self._new_pool()
+    """Admission in worker processes, each fed through its own pipes from the node's event
+    loop: a request is one pickle written, a verdict one pickle read, with no thread in
+    between (a ``ProcessPoolExecutor`` hands each call through a queue, a feeder thread and
+    a management thread, which cost the node's process 0.5 ms of CPU per package). A new
+    request goes to the worker holding fewest. A request whose caller stops waiting while
+    its worker judges it (a package past its deadline) stops that worker: it is killed, the
+    requests queued behind it fail as transient, and a new worker takes its place."""
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # spawned, not forked: the node has threads (the store's writer, the broker's
-        # connection), and a fork copies their locks in whatever state they are
-        return ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(str(self._config_file),),
+    def __init__(self, config_file: Path, workers: int) -> None:
+        self._config_file, self._size = config_file, workers
+        self._workers: list[_Worker] = []
+        self._starting = asyncio.Lock()
+        self._seq = itertools.count()
+
+    async def _spawn(self) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "adapters.admission_worker",
+            str(self._config_file),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
         )
+        return _Worker(process)
+
+    async def _worker(self) -> _Worker:
+        async with self._starting:
+            self._workers = [w for w in self._workers if w.alive]
+            while len(self._workers) < self._size:
+                self._workers.append(await self._spawn())
+        return min(self._workers, key=lambda w: len(w.pending))
+
+    async def start(self) -> None:
+        await self._worker()
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.alive]
+
+    async def _call(self, kind: str, payload: object, policy: VerificationPolicy) -> Admitted:
+        worker = await self._worker()
+        seq = next(self._seq)
+        request = pickle.dumps((seq, kind, payload, policy), protocol=pickle.HIGHEST_PROTOCOL)
+        future: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
+        worker.pending[seq] = future
+        stdin = worker.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(HEADER.pack(len(request)) + request)
+            await stdin.drain()
+            return await future
+        except asyncio.CancelledError:
+            if worker.oldest() == seq:  # it is judging this one: stop it, in case it hangs
+                worker.kill()
+            worker.pending.pop(seq, None)
+            raise
+        except (ConnectionError, RuntimeError) as exc:
+            worker.pending.pop(seq, None)
+            raise WorkerLost(f"admission worker {worker.process.pid}: {exc}") from exc
+
+    async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
+        return await self._call("bytes", data, policy)
+
+    async def file(self, spooled: Spooled, policy: VerificationPolicy) -> Admitted:
+        return await self._call("file", spooled, policy)
 
     async def reload(self) -> None:
         """New workers, which read the node's files (a newer directory) again; admissions
-        already under way finish in the old ones."""
-        old, self._pool = self._pool, self._new_pool()
-        old.shutdown(wait=False)
+        already under way finish in the old ones, which then end."""
+        async with self._starting:
+            old, self._workers = self._workers, []
+        for worker in old:
+            if worker.process.stdin is not None:
+                worker.process.stdin.close()  # it ends when it has judged what it holds
+        await self.start()
 
-    async def __call__(self, data: bytes, policy: VerificationPolicy) -> Admitted:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, _admit_here, data, policy
-        )
-
-    async def file(self, spooled: Spooled, policy: VerificationPolicy) -> Admitted:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, _admit_file_here, spooled, policy
-        )
+    async def aclose(self) -> None:
+        """Stop every worker (the node stops taking packages first): each is told by the
+        end of its input, and killed if it has not ended within a second."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            if worker.process.stdin is not None:
+                worker.process.stdin.close()
+        for worker in workers:
+            try:
+                async with asyncio.timeout(1.0):
+                    await worker.process.wait()
+            except TimeoutError:
+                worker.kill()
+                await worker.process.wait()
+            await asyncio.gather(worker.reader, return_exceptions=True)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Kill every worker at once, from outside the event loop (a node that is dying)."""
+        for worker in self._workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, signal.SIGKILL)
+        self._workers = []
 
 
 class InlineAdmission:
@@ -136,6 +236,9 @@ class InlineAdmission:
         return await asyncio.get_running_loop().run_in_executor(
             self._thread, admit_file, spooled, policy, self._context, self._cap
         )
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.shutdown)
 
     def shutdown(self) -> None:
         self._thread.shutdown(wait=True, cancel_futures=True)

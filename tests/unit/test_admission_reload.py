@@ -57,4 +57,4 @@ async def test_an_agency_added_by_a_newer_directory_may_send_once_it_is_installe
         admitted = await admission(package, STRICT)
         assert admitted.package.sender.organ_id == NEWCOMER
     finally:
-        admission.shutdown()
+        await admission.aclose()

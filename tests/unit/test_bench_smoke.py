@@ -6,15 +6,20 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 NUMBER = re.compile(r"^-?\d+(\.\d+)? \(-?\d+(\.\d+)?–-?\d+(\.\d+)?\)$")
 
 
+OUT = Path(tempfile.mkdtemp(prefix="bench-smoke-")) / "benchmarks.md"
+
+
 def _bench(*args: str, timeout: float = 120) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
+        [sys.executable, "-m", "bench", *args, "--out", str(OUT)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -37,6 +42,16 @@ def test_the_admission_scenario_runs_and_reports_a_ratio() -> None:
     for row in rows:
         ratio = row.rstrip(" |").rsplit("|", 1)[-1].split()[0]
         assert float(ratio) > 0
+    for configuration in ("lienthong pool, 1 worker", "lienthong pool, 2 workers"):
+        rate, cpu = _cells(stdout, configuration)[1:]
+        assert NUMBER.match(rate), rate
+        assert NUMBER.match(cpu), cpu
+    page = OUT.read_text()  # the page, with the headlines and their targets in its summary
+    summary = _cells(page, "[admission](#admission)")
+    assert summary[1] == "admission alone, one core, signed 10 KiB, µs per package"
+    assert summary[5] == "≤ 1.25×"
+    assert summary[7] == "`python -m bench admission --quick`"
+    assert "packages/s: 2 workers (baseline: 1 worker) | " in page
 
 
 def test_the_pdf_signature_scenario_checks_a_valid_signature_and_reports_a_ratio() -> None:
