@@ -224,6 +224,9 @@ class InlineAdmission:
         self._cap = _cap_of(config_file)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admission")
 
+    async def start(self) -> None:
+        """Nothing to start: the context was built with this object."""
+
     async def reload(self) -> None:
         self._context = await asyncio.to_thread(_context_for, self._config_file)
 

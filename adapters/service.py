@@ -243,6 +243,7 @@ async def _open_node(
     assert config.source_file is not None
     admission = admission_for(config.source_file, config.admission_workers, directory[0])
     stack.push_async_callback(admission.aclose)
+    await admission.start()  # the workers are ready before the first package
     spool = store.spool_folder()  # none: the store takes no package above the inline cap
     blobs = HttpBlobs(config.node_id, spool, config) if spool is not None else None
     node = build_node(config, transport, store, admission, parent_transport, *directory, blobs)

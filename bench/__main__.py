@@ -80,6 +80,8 @@ def _run(name: str, options: dict[str, object], plots: Path) -> Section:
         section = run(**kwargs)
     if section is None:  # an older scenario: what it printed is its section
         section = Section(name, TITLES.get(name, name), tee.kept.getvalue())
+    elif not section.body:  # it printed its body, and handed back its headlines
+        section.body = tee.kept.getvalue()
     else:
         print(section.body)
     return section
