@@ -124,6 +124,7 @@ def build_node(
         sources=config.sources,
         credentials=config.credentials,
         intake_concurrency=min(config.prefetch, config.intake_concurrency),
+        link_concurrency=min(config.prefetch, config.link_concurrency),
         topology=directory.topology() if directory.nodes else None,
         link_max_bytes=config.link.max_bytes,
         link_expiry=config.deadlines.ttl,

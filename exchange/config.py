@@ -39,6 +39,7 @@ A node file, in TOML::
                                    # one fewer than the usable cores, at most 4 (the node's
                                    # own process uses one); 0: a thread of the node's process
     intake_concurrency = 16        # submissions in flight at once (at most prefetch)
+    link_concurrency = 8           # packages from a neighbour in flight, per link lane
 
     [sources.amqp]                 # one table per source: which policy it is judged by
     policy = "strict"
@@ -168,6 +169,7 @@ class NodeConfig:
     max_attempts: int
     admission_workers: int
     intake_concurrency: int = 16
+    link_concurrency: int = 8
     inline_max_bytes: int = INLINE_MAX_BYTES  # above it: a claim check (exchange/large.py)
     directory_check_s: float = 30.0  # how often the root looks for a newer signed directory
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
@@ -487,6 +489,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         max_attempts=r.positive("limits", "max_attempts", 5),
         admission_workers=r.count("limits", "admission_workers", default_admission_workers()),
         intake_concurrency=r.positive("limits", "intake_concurrency", 16),
+        link_concurrency=r.positive("limits", "link_concurrency", 8),
         directory_check_s=r.seconds("trust", "directory_check_s", 30.0),
         sources=sources,  # an upstream's policy: its bridge gives it to the node
         source_file=Path(source),

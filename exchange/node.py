@@ -213,6 +213,7 @@ class NodeSettings:
     http_credentials: Mapping[str, Credential] | None = None
     admission_timeout_s: float = 30.0
     intake_concurrency: int = 4  # submissions in flight at once (at most ``prefetch``)
+    link_concurrency: int = 8  # packages in flight at once per link lane (at most ``prefetch``)
     deadlines: Deadlines | None = None  # the working calendar that flags overdue answers
     checkpoint_every_s: float = 300.0  # how often the evidence chain's head is signed
     push: frozenset[str] = frozenset()  # agencies whose mail goes to their AMQP queue too
@@ -1323,8 +1324,18 @@ class Node:
     async def consume_link(
         self, transport: Transport, queue: str, lane: str, *, from_parent: bool = False
     ) -> None:
+        """Up to ``link_concurrency`` packages of one lane at once, each owned by this task
+        group: the envelope check and commit of one overlap the fsyncs and broker round
+        trips of the others. Some deliveries are taken alone, once those in flight are done:
+        a directory or a batch of reports (each stays after the packages sent before it), a
+        redelivered message (it may be the one that killed the process: a crash then counts
+        against it only), and everything on the large lane (claims, whose bytes come over
+        HTTP, one at a time)."""
         backoff = Backoff()
-        async for delivery in transport.consume(queue, prefetch=self.settings.prefetch):
+        width = 1 if lane == LARGE_LANE else max(1, self.settings.link_concurrency)
+        slots = asyncio.Semaphore(width)
+
+        async def take(delivery: Delivery) -> None:
             try:
                 await self.handle_link(delivery, lane, from_parent=from_parent)
                 backoff.reset()
@@ -1332,6 +1343,25 @@ class Node:
                 log.warning("link.transient", code=fault.code, error=fault.message)
                 await _requeue(delivery)
                 await backoff.wait()
+            finally:
+                slots.release()
+
+        deliveries = transport.consume(queue, prefetch=self.settings.prefetch)
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for delivery in deliveries:
+                    kind = delivery.message.headers.get(KIND_HEADER)
+                    if delivery.redelivered or kind in (DIRECTORY, reporting.REPORTS):
+                        for _ in range(width):  # the others finish first
+                            await slots.acquire()
+                        for _ in range(width - 1):
+                            slots.release()
+                        await take(delivery)
+                        continue
+                    await slots.acquire()
+                    group.create_task(take(delivery))
+        finally:  # only now, with the acks of those in flight done, is the channel closed
+            await deliveries.aclose()
 
     async def handle_link(self, delivery: Delivery, lane: str, *, from_parent: bool = False) -> str:
         """A package from a neighbouring node: check its envelope, add our hop, route it.

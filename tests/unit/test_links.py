@@ -19,6 +19,7 @@ from exchange.links import frame, up_queue
 from exchange.node import Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
+from exchange.store import Intake, IntakeResult
 from exchange.topology import Topology
 from exchange.transport import Message
 from tests.conftest import example
@@ -276,3 +277,28 @@ async def test_a_link_dead_letter_replayed_goes_back_through_link_intake(
     await central.replay_dead_letter(letter.id)
     assert await tree.wait(G14) == [sent.message_id]
     assert await central.store.dead_letters() == []
+
+
+async def test_a_link_lane_takes_several_packages_at_once(tree: Tree, pki: DevPki) -> None:
+    """The district commits three packages from its child together: none waits for the
+    fsync of the one before it (each commit is held until all three are under way)."""
+    district = tree.nodes["district-31-h53"]
+    commit = district.store.commit_intake
+    inside, all_in = 0, asyncio.Event()
+
+    async def held(intake: Intake) -> IntakeResult:
+        nonlocal inside
+        inside += 1
+        if inside == 3:
+            all_in.set()
+        async with asyncio.timeout(10):  # one at a time would never get here: fail, not hang
+            await all_in.wait()
+        return await commit(intake)
+
+    district.store.commit_intake = held  # type: ignore[method-assign]
+    answers = [
+        await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41, number))
+        for number in (201, 202, 203)
+    ]
+    assert {a.outcome for a in answers} == {"accepted"}
+    assert sorted(await tree.wait(G14, 3)) == sorted(str(a.message_id) for a in answers)
