@@ -1067,6 +1067,31 @@ class Node:
                     async with asyncio.timeout(self.settings.relay_idle_s):
                         await self._large_ready.wait()
 
+    async def _publish_all(
+        self, rows: Sequence[OutboxRow], blocked: set[str]
+    ) -> dict[int, BaseException | None]:
+        """The batch's link copies published together, their confirms awaited together
+        (one round trip for the batch, not one per copy); per row, None or what its
+        publish raised. Copies on one link may arrive in another order than the batch's:
+        a receiving node takes a lane's packages several at once anyway, and a recall
+        that overtakes its document still holds it back (the tombstone)."""
+        going = [
+            row
+            for row in rows
+            if row.destination is not Destination.MAILBOX and row.target not in blocked
+        ]
+        outcomes = await asyncio.gather(
+            *(self._publish_on_link(row) for row in going), return_exceptions=True
+        )
+        found: dict[int, BaseException | None] = {}
+        for row, outcome in zip(going, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, TransientFault | KeyError | OSError
+            ):
+                raise outcome  # a bug, or a cancellation: as if it had been awaited alone
+            found[row.id] = outcome if isinstance(outcome, BaseException) else None
+        return found
+
     async def _relay_batch(self, rows: Sequence[OutboxRow], blocked: set[str]) -> int:
         done: list[int] = []
         failed: list[tuple[int, str]] = []
@@ -1081,6 +1106,7 @@ class Node:
             for row in rows
             if row.id in withdrawing
         }
+        published = await self._publish_all(rows, blocked)
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 key = (row.document_id, row.sender, row.target)
@@ -1105,7 +1131,8 @@ class Node:
                     neighbour = split_target(row.target)[0]
                     role = PARENT if neighbour == self.settings.parent else CHILD
                     try:
-                        await self._publish_on_link(row)
+                        if (outcome := published[row.id]) is not None:
+                            raise outcome
                     except TransientFault as exc:
                         log.info("link.waiting", target=row.target, error=exc.message)
                         self.links.down(neighbour, role, exc.message)
