@@ -237,9 +237,9 @@ async def offer(
                 group.create_task(submit())
                 group.create_task(watch())
         except TimeoutError:
-            arrived = sum(1 for k in keys if (t := target(k)) is not None and t in arrivals.seen)
+            seen = sum(1 for k in keys if (t := target(k)) is not None and t in arrivals.seen)
             raise RuntimeError(
-                f"{system.name}: {arrived} of {len(keys)} packages arrived in {DEADLINE_S:.0f} s"
+                f"{system.name}: {seen} of {len(keys)} packages arrived in {DEADLINE_S:.0f} s"
             ) from None
     arrivals.close()
     arrived = {k: arrivals.seen[target(k) or ""] for k in keys}
