@@ -1,8 +1,14 @@
-"""The route scenario's baseline: one raw aio-pika process per hop.
+"""The route and sizes scenarios' baselines: one raw aio-pika process per hop.
 
 ``python -m bench.forwarder IN OUT``: consume ``IN`` (manual acks, bounded prefetch), one
 message at a time: publish it to ``OUT`` (persistent, mandatory, publisher confirm
 awaited), then acknowledge it. The message id and headers go along.
+
+``python -m bench.forwarder IN OUT --verify CA``: a naive verifying forwarder: the same,
+after the admission baseline of bench/admission.py (hardened parse, structural XSD,
+attachments decoded, signxml verify chained to ``CA``) in a thread. A package that fails
+it stops the process (the benchmark then stops with the process's log): every package
+offered is meant to pass.
 
 ``python -m bench.forwarder IN --sink DB``: the last hop: insert each message into an
 SQLite table (WAL, ``synchronous = FULL``: every commit is fsynced), then acknowledge.
@@ -12,19 +18,21 @@ No parsing, no signatures, no store of its own on the way: what a route costs at
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sqlite3
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import aio_pika
 
+from bench.admission import baseline
 from bench.tree import AMQP_URL
 
 PREFETCH = 32
 
 
-async def forward(source: str, target: str) -> None:
+async def forward(source: str, target: str, ca_file: str | None = None) -> None:
+    loop = asyncio.get_running_loop()
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         inbound = await connection.channel()
@@ -34,6 +42,8 @@ async def forward(source: str, target: str) -> None:
         await outbound.declare_queue(target, durable=True)
         async with queue.iterator() as messages:
             async for message in messages:
+                if ca_file is not None:
+                    await loop.run_in_executor(None, baseline, message.body, ca_file)
                 await outbound.default_exchange.publish(
                     aio_pika.Message(
                         message.body,
@@ -77,10 +87,20 @@ def _insert(db: sqlite3.Connection, key: str, body: bytes) -> None:
     db.execute("COMMIT")
 
 
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[2] == "--sink":
-        asyncio.run(sink(sys.argv[1], sys.argv[3]))
-    elif len(sys.argv) == 3:
-        asyncio.run(forward(sys.argv[1], sys.argv[2]))
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.forwarder", description=__doc__)
+    parser.add_argument("source", metavar="IN")
+    parser.add_argument("target", metavar="OUT", nargs="?")
+    parser.add_argument("--sink", metavar="DB", help="the last hop: insert into this SQLite file")
+    parser.add_argument("--verify", metavar="CA", help="verify each package first")
+    args = parser.parse_args()
+    if (args.target is None) == (args.sink is None) or (args.sink and args.verify):
+        parser.error("give OUT (and perhaps --verify CA), or --sink DB")
+    if args.sink:
+        asyncio.run(sink(args.source, args.sink))
     else:
-        raise SystemExit("usage: python -m bench.forwarder IN (OUT | --sink DB)")
+        asyncio.run(forward(args.source, args.target, args.verify))
+
+
+if __name__ == "__main__":
+    main()

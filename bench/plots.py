@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def lines(
@@ -16,8 +17,10 @@ def lines(
     logx: bool = False,
     logy: bool = False,
     xticks: Sequence[tuple[float, str]] = (),
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """One line per series, with markers; ``xticks`` relabels the x axis (e.g. sizes)."""
+    """One line per series, with markers; ``xticks`` relabels the x axis (e.g. sizes);
+    ``styles`` gives a series matplotlib's line keywords (``color``, ``linestyle``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,14 +29,14 @@ def lines(
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     for name, points in series.items():
         xs, ys = zip(*points, strict=True) if points else ((), ())
-        axes.plot(xs, ys, marker="o", label=name)
+        axes.plot(xs, ys, marker="o", label=name, **dict((styles or {}).get(name, {})))
     if logx:
         axes.set_xscale("log")
     if logy:
         axes.set_yscale("log")
     if xticks:
         axes.set_xticks([x for x, _ in xticks], [label for _, label in xticks])
-        axes.minorticks_off()
+        axes.set_xticks([], minor=True)  # the y axis keeps its minor ticks (and labels)
     axes.set_title(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)

@@ -5,8 +5,9 @@ Written like the sandbox's (adapters/sandbox_tree.py), but shaped for measuremen
   ``delete_queues`` removes every queue the nodes declare;
 - only agencies that sign get a key and certificate (a directory of 10,000 recipients
   needs no 10,000 keys); the others are directory entries with a home node;
-- each node says how many admission workers it has (0: a thread of its process), and
-  several nodes may share one ``lienthong serve`` process.
+- each node says how many admission workers it has (0: a thread of its process; None:
+  the node's default, one fewer than the cores), and several nodes may share one
+  ``lienthong serve`` process.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class BenchNode:
     id: str
     parent: str | None
     process: int  # nodes with the same number share one `lienthong serve`
-    admission_workers: int = 0
+    admission_workers: int | None = 0  # None: the node's default
 
 
 def suffix() -> str:
@@ -87,13 +88,18 @@ class BenchTree:
 
     def _node_file(self, node: BenchNode) -> str:
         parent = f'parent = "{node.parent}"\n' if node.parent else ""
+        workers = (
+            f"admission_workers = {node.admission_workers}\n"
+            if node.admission_workers is not None
+            else ""
+        )
         return (
             f'[node]\nid = "{node.id}"\n{parent}\n'
             f'[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = {self.prefetch}\n\n'
             '[store]\nkind = "sqlite"\npath = "store"\n\n'
             f'[trust]\nca = "{self.pki}/ca.pem"\ndirectory = "{self.pki}/directory.toml"\n'
             f'node_key = "{self.pki}/nodes/{node.id}.key"\nnode_certs = "{self.pki}/nodes"\n\n'
-            f"[limits]\nadmission_workers = {node.admission_workers}\n"
+            f"[limits]\n{workers}"
         )
 
     def config(self, node_id: str) -> Path:
@@ -127,9 +133,10 @@ class BenchTree:
         """Until every node consumes its inbound queue and every child its link."""
         queues = [f"lienthong.{n.id}.inbound" for n in self.nodes]
         queues += [down_queue(n.parent, n.id, "normal") for n in self.nodes if n.parent]
-        await wait_for_consumers(queues, timeout, self._check_alive)
+        await wait_for_consumers(queues, timeout, self.check_alive)
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raises, with the end of its log, when a node process has exited."""
         for number, process in self.processes.items():
             if process.poll() is not None:
                 log = (self.folder / f"process-{number}.log").read_text(errors="replace")[-3000:]

@@ -19,7 +19,7 @@ OUT = Path(tempfile.mkdtemp(prefix="bench-smoke-")) / "benchmarks.md"
 
 def _bench(*args: str, timeout: float = 120) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--out", str(OUT)],
+        [sys.executable, "-m", "bench", *args, *([] if "--out" in args else ["--out", str(OUT)])],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -105,6 +105,31 @@ def test_the_large_scenario_carries_packages_and_reads_every_peak() -> None:
         assert float(cells[4]) > 0  # curl MB/s
     peaks = stdout.split("over the whole run, MiB: ")[1].split(", ")
     assert len(peaks) == 5  # four sandbox processes and the national axis's
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_the_sizes_scenario_measures_every_size_and_system_on_both_chains(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    stdout = _bench("sizes", "--quick", "--out", str(page), timeout=300)
+    chains = stdout.split("\n### ")[1:]
+    assert [chain.split(":")[0] for chain in chains] == ["One hop", "4-hop route"]
+    for chain in chains:
+        for size in ("1 KiB", "100 KiB"):
+            for system in ("lienthong", "naive verifying forwarder", "raw aio-pika forwarders"):
+                capacity, mbps, ratio, p50, p99 = _cells(chain, f"{size} | {system}")[2:]
+                assert all(NUMBER.match(cell) for cell in (capacity, mbps, p50, p99)), chain
+                assert NUMBER.match(ratio) if system != "lienthong" else ratio == ""
+            cpu = chain.split("CPU per package")[1]
+            assert all(NUMBER.match(cell) for cell in _cells(cpu, size)[1:])
+        assert "| commune → district |" in chain  # the legs, read from the hop records
+    summary = page.read_text(encoding="utf-8")
+    target = "intake + one hop, signed 1 KiB: capacity vs naive verifying forwarder, packages/s"
+    ours, base, ratio, wanted, met = _cells(summary, f"[sizes](#sizes) | {target}")[2:7]
+    assert all(NUMBER.match(cell) for cell in (ours, base, ratio))
+    assert (wanted, met in ("met", "**not met**")) == ("≥ 0.7×", True)
+    for plot in ("sizes-throughput.png", "sizes-latency.png"):
+        assert (tmp_path / "bench" / plot).read_bytes().startswith(b"\x89PNG")
 
 
 def test_an_unknown_scenario_is_named() -> None:
