@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,12 @@ class VerifiedReceipt:
 # --- issuing --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _belongs(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bool:
+    """Whether the certificate is the key's: judged once per pair, not once per receipt."""
+    return _spki(cert.public_key()) == _spki(key.public_key())
+
+
 def _signing_key(
     node: str, key: object, cert: x509.Certificate
 ) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
@@ -116,7 +123,7 @@ def _signing_key(
         )
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ConfigurationError(f"node {node}: a receipt key must be ECDSA or RSA")
-    if _spki(cert.public_key()) != _spki(key.public_key()):
+    if not _belongs(cert, key):
         raise ConfigurationError(
             f"node {node}: the certificate {cert.subject.rfc4514_string()} does not belong to "
             "the node key"
