@@ -18,7 +18,7 @@ def report(
     roles: dict[str, str],
 ) -> None:
     ours, base = capacity
-    print("\n### Route (4 hops): signed 10 KiB documents, commune → … → central\n")
+    print()
     print(
         f"Capacity: {burst} packages published at once, to the last row seen; "
         f"{len(capacity[ours])} repeat(s), the systems in turn.\n"
