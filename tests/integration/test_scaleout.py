@@ -23,11 +23,14 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from adapters.agency_gate import AgencyGate, Caller
+from adapters.http_api import MAX_WAIT_S
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from adapters.transport_amqp import AmqpTransport
 from exchange import reporting
 from exchange.admission import Admission, Admitted, admit
+from exchange.config import Credential
 from exchange.directory_sync import KIND_HEADER
 from exchange.envelope import NodeKey
 from exchange.errors import TransientFault
@@ -603,3 +606,23 @@ async def test_what_an_instance_took_and_left_is_relayed_by_the_other(
     assert len(link_copies) == 10
     assert set(link_copies.values()) == {1}
     assert sorted(e.message_id or "" for e in reported) == ["m-gone", "m-hung"]
+
+
+async def test_a_long_poll_on_one_instance_finds_mail_the_other_delivered(
+    tmp_path: Path, pki: DevPki, admission: Admission
+) -> None:
+    """Mail put in a mailbox by one instance wakes nobody in the other's process: a
+    caller waiting there finds it at the next look (LOOK_S), not at the end of its wait."""
+    async with cluster(tmp_path, admission, one_chain=False, run=False) as c:
+        a, b = c.instances
+        gate = AgencyGate(b, dry_run=None)  # type: ignore[arg-type]  # reads only
+        caller = Caller("qlvb", Credential(organs=frozenset({COMMUNE})))
+        waiting = asyncio.create_task(
+            gate.mailbox(caller, COMMUNE, pending=True, limit=10, wait_s=MAX_WAIT_S)
+        )
+        data = document(pki, H53, G14, COMMUNE, 7000)
+        answer = await a.handle_submission(InProcess(Message(data)))
+        assert await a.relay_once() == 2  # the commune's mailbox row, and the link copy
+        async with asyncio.timeout(MAX_WAIT_S / 2):  # well before the caller's wait ends
+            found = await waiting
+        assert [e.message_id for e in found] == [answer.message_id]
