@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=3,
-        help="repeats of each system in turn (intake, route, fanout, sizes; at least 3)",
+        help="repeats of each system in turn (intake, route, fanout, scaleout; at least 3)",
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the sustained run")
     parser.add_argument(
