@@ -12,6 +12,7 @@ one commit, and only then the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,10 @@ from exchange.policy import VerificationPolicy
 from exchange.status_view import DocumentStatus, document_status
 from exchange.store import MailboxEntry
 from exchange.transport import Message
+
+# a long poll looks at the mailbox at least this often: mail another instance of the node
+# put there (one PostgreSQL store, docs/operations.md) wakes nobody in this process
+LOOK_S = 1.0
 
 
 class LocalDelivery:
@@ -157,11 +162,11 @@ class AgencyGate:
             left = deadline - asyncio.get_running_loop().time()
             if entries or left <= 0:
                 return entries
-            try:
-                async with asyncio.timeout(left):
+            # woken at once by mail this process delivers; mail that another instance of
+            # the node delivered (a shared store) is found at the next look
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, LOOK_S)):
                     await arrived.wait()
-            except TimeoutError:
-                return entries
 
     async def package(self, caller: Caller, organ: str, message_id: str) -> MailboxEntry:
         self.check(caller, organ)

@@ -326,11 +326,17 @@ class Bridge:
 
     async def push_once(self) -> int:
         """Send the outbox rows routed to the upstream, oldest first. Returns how many
-        rows were settled; raises when the upstream cannot take them now."""
+        rows were settled; raises when the upstream cannot take them now. Each row is
+        taken from the store just before it is sent: a store shared by several service
+        instances leases it to this one from then on (each send has its own deadline,
+        and the lease does not have to outlast a whole batch of them)."""
         store = self.node.store
-        rows = await store.pending_outbox(SEND_BATCH, only_prefix=f"{self.settings.node}/")
         settled = 0
-        for row in rows:
+        for _ in range(SEND_BATCH):
+            claimed = await store.pending_outbox(1, only_prefix=f"{self.settings.node}/")
+            if not claimed:
+                break
+            (row,) = claimed
             try:
                 await self._send(row)
             except (UpstreamRefused, SenderFault) as refused:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,8 @@ EXIT_OK, EXIT_REFUSED = 0, 1
 
 def cmd_serve(args: argparse.Namespace) -> int:
     configs = [load_node_config(path) for path in args.config]
+    if args.instance:  # one of several instances of the node: its own evidence chain
+        configs = [replace(c, store=replace(c.store, instance=args.instance)) for c in configs]
     logs.configure(args.log_level)
     asyncio.run(serve(*configs))
     return EXIT_OK
@@ -182,6 +185,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="the node file (TOML); repeat it to run several nodes in this process",
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="this service instance's name, its evidence chain (instead of [store] instance): "
+        "one per instance when several serve one node (docs/operations.md)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("send", help="submit packages to a node, as an agency")

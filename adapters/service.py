@@ -67,6 +67,7 @@ def open_store(config: NodeConfig) -> SqliteStore | PostgresStore:
         schema=settings.schema,
         pool_size=settings.pool_size,
         chain=settings.instance,
+        lease_s=settings.lease_s,
     )
 
 

@@ -4,12 +4,21 @@ Package bytes live in the ``blobs`` table, so every instance reaches them. Intak
 transaction; two instances racing on one dedup key are ordered by the key's unique
 index (the loser waits, then sees the winner's row). Migrations run under an advisory
 lock so that instances starting together do not race either.
+
+What the instances poll is handed out by lease (docs/operations.md, "Two instances of one
+node"): outbox rows (``pending_outbox``), reports (``pending_reports``) and mail to push
+(``unpushed``) are claimed in one statement each, ``FOR UPDATE SKIP LOCKED``, and leased
+to this store object (its ``owner``, also its connections' ``application_name``) for
+``lease_s``. A row is another's while its lease runs and its owner is connected; an
+instance that dies leaves its rows to the next claim (its connections go with it), one
+that hangs to the end of its lease: at-least-once, with the receiver's dedup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,15 +140,140 @@ MIGRATIONS: list[str] = [
     """,
     # version 6: mail pushed to an agency's AMQP queue
     "ALTER TABLE mailbox ADD COLUMN pushed_at TIMESTAMPTZ",
-    # version 8: quarantined packages, and packages' ids at upstream axes
+    # version 7: quarantined packages, and packages' ids at upstream axes
     bridge_postgres.MIGRATION,
-    # version 9: purged dead letters; the indexes behind GET /status
+    # version 8: purged dead letters; the indexes behind GET /status
     ops_postgres.MIGRATION,
+    # version 9: leases, so that several service instances share what they poll
+    """
+    ALTER TABLE outbox ADD COLUMN leased_until TIMESTAMPTZ, ADD COLUMN leased_by TEXT;
+    ALTER TABLE evidence ADD COLUMN report_leased_until TIMESTAMPTZ,
+        ADD COLUMN report_leased_by TEXT;
+    ALTER TABLE mailbox ADD COLUMN push_leased_until TIMESTAMPTZ, ADD COLUMN push_leased_by TEXT;
+    """,
 ]
+
+# The owners of leases still connected: their leases stand until they run out; the leases
+# of an owner gone (its process died, its connections with it) are free at once.
+_LIVE = (
+    "live AS (SELECT application_name AS owner FROM pg_stat_activity "
+    "WHERE application_name LIKE 'lienthong/%%')"
+)
+
+
+def _free(until: str, by: str) -> str:
+    """The condition that a row's lease (``until``, ``by`` columns) lets this owner take
+    it: never leased, leased to this owner, run out, or its owner gone."""
+    return (
+        f"({by} IS NULL OR {by} = %(me)s OR {until} < now() "  # noqa: S608 - column names
+        f"OR {by} NOT IN (SELECT owner FROM live))"
+    )
+
+
+_CLAIM_OUTBOX = f"""
+WITH {_LIVE},
+picked AS (
+    SELECT id FROM outbox
+    WHERE done_at IS NULL AND NOT (target = ANY(%(skip)s::text[]))
+    AND (%(only)s::text IS NULL OR left(target, length(%(only)s::text)) = %(only)s::text)
+    AND (%(not)s::text IS NULL OR left(target, length(%(not)s::text)) != %(not)s::text)
+    AND {_free("leased_until", "leased_by")}
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE outbox o SET leased_until = now() + make_interval(secs => %(lease)s),
+    leased_by = %(me)s FROM picked WHERE o.id = picked.id
+    RETURNING o.id, o.message_id, o.destination, o.target, o.created_at
+)
+SELECT c.id, c.message_id, p.digest, c.destination, c.target, c.created_at,
+p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about,
+EXISTS (SELECT 1 FROM tombstones t WHERE c.destination = 'mailbox'
+AND t.document_id = p.document_id AND t.sender = p.sender
+AND t.organ_id = c.target AND p.business != 1)
+FROM claimed c JOIN packages p ON p.message_id = c.message_id ORDER BY c.id
+"""  # noqa: S608 - only constants are formatted in
+
+_CLAIM_REPORTS = f"""
+WITH {_LIVE},
+picked AS (
+    SELECT id FROM evidence
+    WHERE report_to IS NOT NULL AND reported_at IS NULL
+    AND NOT (report_to = ANY(%(skip)s::text[]))
+    AND {_free("report_leased_until", "report_leased_by")}
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE evidence e SET report_leased_until = now() + make_interval(secs => %(lease)s),
+    report_leased_by = %(me)s FROM picked WHERE e.id = picked.id
+    RETURNING e.id, e.chain, e.seq, e.prev, e.hash, e.record, e.report_to
+)
+SELECT * FROM claimed ORDER BY id
+"""  # noqa: S608 - only constants are formatted in
+
+_CLAIM_PUSH = f"""
+WITH {_LIVE},
+picked AS (
+    SELECT organ_id, message_id FROM mailbox
+    WHERE organ_id = %(organ)s AND pushed_at IS NULL AND fetched_at IS NULL
+    AND withdrawn_at IS NULL AND {_free("push_leased_until", "push_leased_by")}
+    ORDER BY delivered_at, message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE mailbox m SET push_leased_until = now() + make_interval(secs => %(lease)s),
+    push_leased_by = %(me)s FROM picked
+    WHERE m.organ_id = picked.organ_id AND m.message_id = picked.message_id
+    RETURNING m.organ_id, m.message_id, m.delivered_at, m.fetched_at
+)
+SELECT c.organ_id, c.message_id, p.digest, p.kind, p.sender, p.document_id,
+c.delivered_at, c.fetched_at, p.size
+FROM claimed c JOIN packages p ON p.message_id = c.message_id
+ORDER BY c.delivered_at, c.message_id
+"""  # noqa: S608 - only constants are formatted in
+
+# Mail goes into mailboxes unless a revoke left a tombstone for it after its outbox row
+# was claimed (another instance withdrew the document meanwhile): the rows hit are named,
+# and the caller undoes the whole transaction, so the batch is taken again and judged anew.
+_DELIVER = """
+WITH wanted AS (
+    SELECT * FROM unnest(%(organs)s::text[], %(messages)s::text[]) AS w (organ_id, message_id)
+),
+hit AS (
+    SELECT w.organ_id, w.message_id FROM wanted w
+    JOIN packages p ON p.message_id = w.message_id
+    JOIN tombstones t ON t.document_id = p.document_id AND t.sender = p.sender
+    AND t.organ_id = w.organ_id AND p.business != 1
+),
+added AS (
+    INSERT INTO mailbox (organ_id, message_id, delivered_at)
+    SELECT organ_id, message_id, %(now)s FROM wanted
+    WHERE NOT EXISTS (SELECT 1 FROM hit)
+    ON CONFLICT (organ_id, message_id) DO NOTHING
+)
+SELECT organ_id, message_id FROM hit
+"""
+# the advisory lock space of an agency's mailbox: deliveries share it, a withdrawal holds
+# it alone (two-key locks: no clash with the one-key locks of intake)
+_MAILBOX_LOCK = 0x6D61696C  # "mail"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _lock_mailboxes(
+    conn: psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any],
+    organs: Sequence[str],
+    *,
+    alone: bool = False,
+) -> None:
+    """Hold these agencies' mailboxes to the end of the transaction: shared (deliveries),
+    or alone (a withdrawal); in one order, so that two batches never wait on each other."""
+    kind = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    await conn.execute(
+        f"SELECT {kind}(%s::int, k) FROM (SELECT DISTINCT hashtext(o) AS k "  # noqa: S608
+        "FROM unnest(%s::text[]) o ORDER BY k) s",
+        (_MAILBOX_LOCK, list(organs)),
+    )
 
 
 class PostgresStore:
@@ -151,15 +285,22 @@ class PostgresStore:
         pool_size: int = 4,
         timeout_s: float = 10.0,
         chain: str = "main",
+        lease_s: float = 60.0,
     ) -> None:
         self.chain = chain  # this instance's evidence chain
+        # who holds the leases this store object takes: unique to it, and the
+        # application_name of its connections, by which others see that it is alive
+        self.owner = f"lienthong/{uuid.uuid4().hex[:16]}"
+        self.lease_s = lease_s
         if not schema.isidentifier():
             raise ConfigurationError(f"store.schema: {schema!r} is not a plain identifier")
         self.schema = schema
         self._timeout = timeout_s
         self._pool = AsyncConnectionPool(
             dsn,
-            min_size=1,
+            # two, while the pool has room: one replaced (max_lifetime) is never the only
+            # one, so the owner's leases are never seen without it
+            min_size=min(2, pool_size),
             max_size=pool_size,
             timeout=timeout_s,
             open=False,
@@ -170,6 +311,7 @@ class PostgresStore:
                 # the DocumentId check reads after its advisory lock: it needs each
                 # statement's own snapshot, whatever the server's default
                 "-c default_transaction_isolation=read\\ committed",
+                "application_name": self.owner,
                 "autocommit": True,
             },
         )
@@ -271,6 +413,15 @@ class PostgresStore:
         await self._execute("DELETE FROM attempts WHERE digest = %s", (digest,))
 
     async def commit_intake(self, intake: Intake) -> IntakeResult:
+        try:
+            return await self._commit_intake(intake)
+        except psycopg.errors.UniqueViolation:
+            # the same bytes committed meanwhile under another key (another instance took
+            # them from a link while this one took them from an agency, say): once more,
+            # and they are known now, so this is the duplicate
+            return await self._commit_intake(intake)
+
+    async def _commit_intake(self, intake: Intake) -> IntakeResult:
         package = intake.package
         key = intake.dedup_key
         await self._open()
@@ -395,19 +546,18 @@ class PostgresStore:
         only_prefix: str | None = None,
         skip_prefix: str | None = None,
     ) -> Sequence[OutboxRow]:
+        """The oldest rows not yet done that no other instance holds, claimed in one
+        statement: leased to this store object for ``lease_s`` (asked again, it hands
+        back its own rows not done yet, and holds them longer)."""
         rows = await self._execute(
-            "SELECT o.id, o.message_id, p.digest, o.destination, o.target, o.created_at, "
-            "p.origin, p.sender, p.document_id, p.level, p.kind, p.business, p.about, "
-            "EXISTS (SELECT 1 FROM tombstones t WHERE o.destination = 'mailbox' "
-            "AND t.document_id = p.document_id AND t.sender = p.sender "
-            "AND t.organ_id = o.target AND p.business != 1) "
-            "FROM outbox o "
-            "JOIN packages p ON p.message_id = o.message_id "
-            "WHERE o.done_at IS NULL AND NOT (o.target = ANY(%s::text[])) "
-            "AND (%s::text IS NULL OR left(o.target, length(%s::text)) = %s::text) "
-            "AND (%s::text IS NULL OR left(o.target, length(%s::text)) != %s::text) "
-            "ORDER BY o.id LIMIT %s",
-            (sorted(skip_targets), *(only_prefix,) * 3, *(skip_prefix,) * 3, limit),
+            _CLAIM_OUTBOX,
+            {
+                "skip": sorted(skip_targets),
+                "only": only_prefix,
+                "not": skip_prefix,
+                "limit": limit,
+                **self._lease(),
+            },
         )
         return [
             OutboxRow(
@@ -428,6 +578,9 @@ class PostgresStore:
             )
             for r in rows
         ]
+
+    def _lease(self) -> dict[str, Any]:
+        return {"me": self.owner, "lease": self.lease_s}
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None:
         if ids:
@@ -458,11 +611,21 @@ class PostgresStore:
         try:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 if deliveries:
-                    await cur.executemany(
-                        "INSERT INTO mailbox (organ_id, message_id, delivered_at) "
-                        "VALUES (%s, %s, %s) ON CONFLICT (organ_id, message_id) DO NOTHING",
-                        [(organ, message, now) for organ, message in deliveries],
+                    await _lock_mailboxes(cur, sorted({organ for organ, _ in deliveries}))
+                    await cur.execute(
+                        _DELIVER,
+                        {
+                            "organs": [organ for organ, _ in deliveries],
+                            "messages": [message for _, message in deliveries],
+                            "now": now,
+                        },
                     )
+                    revoked = await cur.fetchall()
+                    if revoked:  # undone, all of it: the next round sees the tombstones
+                        raise TransientFault(
+                            f"revoked meanwhile, by another instance: {len(revoked)} "
+                            "cop(ies) in this batch; it is taken again"
+                        )
                 if done:
                     await cur.execute(
                         "UPDATE outbox SET done_at = %s WHERE id = ANY(%s) AND done_at IS NULL",
@@ -507,13 +670,10 @@ class PostgresStore:
         return [MailboxEntry(*r) for r in rows]
 
     async def unpushed(self, organ_id: str, limit: int) -> Sequence[MailboxEntry]:
+        """The agency's mail not pushed yet that no other instance holds, claimed and
+        leased as ``pending_outbox`` does."""
         rows = await self._execute(
-            "SELECT m.organ_id, m.message_id, p.digest, p.kind, p.sender, p.document_id, "
-            "m.delivered_at, m.fetched_at, p.size FROM mailbox m "
-            "JOIN packages p ON p.message_id = m.message_id WHERE m.organ_id = %s "
-            "AND m.pushed_at IS NULL AND m.fetched_at IS NULL AND m.withdrawn_at IS NULL "
-            "ORDER BY m.delivered_at, m.message_id LIMIT %s",
-            (organ_id, limit),
+            _CLAIM_PUSH, {"organ": organ_id, "limit": limit, **self._lease()}
         )
         return [MailboxEntry(*r) for r in rows]
 
@@ -563,6 +723,9 @@ class PostgresStore:
         await self._open()
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                # alone at this mailbox: a delivery claimed before the tombstone below
+                # is either in (and withdrawn here) or sees the tombstone (and is undone)
+                await _lock_mailboxes(conn, [organ_id], alone=True)
                 rows = await (
                     await conn.execute(
                         "SELECT m.message_id, m.fetched_at, m.withdrawn_at, p.origin "
@@ -608,11 +771,10 @@ class PostgresStore:
     async def pending_reports(
         self, limit: int, *, skip_to: Collection[str] = ()
     ) -> Sequence[tuple[int, Event]]:
+        """Reports of every chain (an instance gone leaves its own to the others), each
+        claimed and leased as ``pending_outbox`` does."""
         rows = await self._execute(
-            "SELECT id, chain, seq, prev, hash, record, report_to FROM evidence "
-            "WHERE report_to IS NOT NULL AND reported_at IS NULL AND chain = %s "
-            "AND NOT (report_to = ANY(%s::text[])) ORDER BY id LIMIT %s",
-            (self.chain, sorted(skip_to), limit),
+            _CLAIM_REPORTS, {"skip": sorted(skip_to), "limit": limit, **self._lease()}
         )
         return [(r[0], evidence_postgres.entry_of(r[1:]).event) for r in rows]
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import admission, fanout, intake, large, ops, pades, route, sizes
+from bench import admission, fanout, intake, large, ops, pades, route, scaleout, sizes
 from bench.report import Section, keep, kept, page, stamp
 
 SCENARIOS: dict[str, Callable[..., Section | None]] = {
@@ -36,6 +36,7 @@ SCENARIOS: dict[str, Callable[..., Section | None]] = {
     "ops": ops.run,
     "large": large.run,
     "sizes": sizes.run,
+    "scaleout": scaleout.run,
 }
 TITLES = {
     "admission": "Admission",
@@ -46,6 +47,7 @@ TITLES = {
     "ops": "What watching a node costs (issue 8)",
     "large": "Large packages over the 4-hop route (issue 9)",
     "sizes": "Package sizes, one hop and the 4-hop route (issue 10)",
+    "scaleout": "Scale-out: two service instances of one node (issue 10)",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 QUICK = Path("build") / "bench-quick" / "benchmarks.md"
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=3,
-        help="repeats of each system in turn (intake, route, fanout, sizes; at least 3)",
+        help="repeats of each system in turn (intake, route, fanout, scaleout; at least 3)",
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the sustained run")
     parser.add_argument(

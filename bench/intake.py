@@ -63,7 +63,12 @@ def _packages(pki: Path, count: int, seed: str) -> list[bytes]:
     return out
 
 
-def _node_config(folder: Path, node_id: str) -> Path:
+SQLITE_STORE = '[store]\nkind = "sqlite"\npath = "store"\n'
+
+
+def _node_config(folder: Path, node_id: str, store: str = SQLITE_STORE) -> Path:
+    """The node file (with its PKI and directory) of a node hosting AGENCIES; ``store``
+    is its [store] table (bench/scaleout.py: PostgreSQL)."""
     pki = folder / "pki"
     init_pki(pki, list(AGENCIES), [node_id], key_type="rsa")
     directory = (pki / "directory.toml").read_text()
@@ -75,7 +80,7 @@ def _node_config(folder: Path, node_id: str) -> Path:
     config = folder / "node.toml"
     config.write_text(
         f'[node]\nid = "{node_id}"\n\n[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 32\n\n'
-        '[store]\nkind = "sqlite"\npath = "store"\n\n'
+        f"{store}\n"
         '[trust]\nca = "pki/ca.pem"\ndirectory = "pki/directory.toml"\n'
         f'node_key = "pki/nodes/{node_id}.key"\nnode_certs = "pki/nodes"\n\n'
         "[limits]\n"  # admission workers: the node's default (one fewer than the cores)

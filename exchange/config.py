@@ -19,6 +19,10 @@ A node file, in TOML::
     path = "var/province-h53"      # sqlite: a folder
     # dsn = "postgresql://postgres@127.0.0.1/lienthong"; schema = "lienthong"
     dedup_retention_days = 90
+    instance = "main"              # this service instance's evidence chain; with several
+                                   # instances, one each (lienthong serve --instance NAME)
+    lease_s = 60                   # postgres: how long an instance holds what it took to
+                                   # relay, should it hang (docs/operations.md)
 
     [trust]
     ca = "pki/ca.pem"              # the CA bundle agencies' certificates must chain to
@@ -107,6 +111,7 @@ class StoreSettings:
     dedup_retention_days: int = 90
     instance: str = "main"  # this service instance's evidence chain (one per instance)
     checkpoint_every_s: float = 300.0  # how often the chain head is signed for the parent
+    lease_s: float = 60.0  # postgres: an instance's hold on the rows it took to relay
 
 
 @dataclass(frozen=True)
@@ -424,6 +429,7 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             "store", "instance", str, "a name for this service instance's evidence chain", "main"
         ),
         checkpoint_every_s=r.seconds("store", "checkpoint_every_s", 300.0),
+        lease_s=r.seconds("store", "lease_s", 60.0),
     )
     crls = r.get("trust", "crls", list, "a list of CRL file paths", [])
     trust = TrustSettings(

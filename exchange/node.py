@@ -203,6 +203,9 @@ class NodeSettings:
     quorum: bool = False
     relay_batch: int = 100
     relay_idle_s: float = 1.0
+    # the store is asked for reports at least this often, even when this process recorded
+    # none: another instance sharing the store may have, or left its own (exchange/report_relay)
+    reports_recheck_s: float = 30.0
     dedup_retention: timedelta = timedelta(days=90)
     sources: Mapping[str, VerificationPolicy] | None = None
     topology: Topology | None = None  # the node tree; without it, only hosted + parent
@@ -342,6 +345,7 @@ class Node:
             send=self._send_reports,
             topology=lambda: self.settings.topology,
             peer_keys=lambda: self.peer_keys,
+            recheck_s=settings.reports_recheck_s,
         )
         self.directory_sync = (
             DirectorySync(
@@ -996,9 +1000,15 @@ class Node:
         return sum(counts)
 
     async def _relay_large_link(self, target: str, expired_before: datetime) -> int:
-        """One link's large lane: its copies in order, while the link takes them."""
+        """One link's large lane: its copies in order, while the link takes them; each
+        taken from the store just before its transfer (a shared store leases it to this
+        instance from then on, not for the length of the copies before it)."""
         moved = 0
-        for row in await self.store.pending_outbox(self.settings.relay_batch, only_prefix=target):
+        for _ in range(self.settings.relay_batch):
+            claimed = await self.store.pending_outbox(1, only_prefix=target)
+            if not claimed:
+                break
+            (row,) = claimed
             neighbour = split_target(row.target)[0]
             role = PARENT if neighbour == self.settings.parent else CHILD
             try:
@@ -2058,6 +2068,9 @@ class Node:
         head = (await self.store.chain_heads()).get(chain)
         if head is None or head[0] <= self._checkpointed + 1:  # nothing new but our own
             return None
+        last = await self.store.log_entries(chain=chain, after=head[0] - 1, limit=1)
+        if last and last[0].event.kind is EventKind.CHECKPOINT:
+            return None  # nothing new but another instance's checkpoint (a shared chain)
         now = self._clock()
         record = make_checkpoint(self._key, chain, head, now)
         event = replace(checkpoint_event(record, now, ""), report_to=self.settings.parent)

@@ -7,6 +7,10 @@ and sends one signed batch per neighbour; only a batch the neighbour's broker
 confirmed is marked reported. A neighbour whose link is down keeps its reports pending,
 and the round goes on with the reports bound elsewhere.
 
+The relay asks the store when something was recorded for another node, and, in any case,
+every ``recheck_s``: a store shared by several service instances may hold reports that
+another instance recorded, or left when it went away (their leases ran out).
+
 A batch is taken only from a neighbour, and from it only what that neighbour's side of
 the tree can know: events of the kinds that are reported, by nodes on its side, bound
 for this node or onwards away from it (docs/tracking.md, "How receipts travel back").
@@ -15,6 +19,7 @@ for this node or onwards away from it (docs/tracking.md, "How receipts travel ba
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -42,6 +47,7 @@ REPORTED = frozenset(
     }
 )
 ROUNDS = 4  # queries per relay round, each past the destinations whose link refused
+RECHECK_S = 30.0  # the store is asked at least this often, whatever this process noted
 
 
 class ReportRelay:
@@ -55,6 +61,8 @@ class ReportRelay:
         topology: Callable[[], Topology | None],
         peer_keys: Callable[[], dict[str, NodePublicKey]],
         batch: int = reporting.REPORT_BATCH,
+        recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -64,6 +72,9 @@ class ReportRelay:
         self._peer_keys = peer_keys
         self._batch = batch
         self._due = True  # whether the store may hold reports to send (at start: look)
+        self._recheck_s = recheck_s
+        self._clock = clock
+        self._looked = clock()  # when the store was last asked
 
     def note(self, events: Sequence[Event]) -> None:
         """Events were recorded: when one is bound for another node, look next round."""
@@ -72,10 +83,13 @@ class ReportRelay:
 
     async def relay_once(self) -> int:
         """One round: returns how many reports went. The store is asked only when
-        something was recorded for another node since the last round found none."""
-        if not self._due:
+        something was recorded for another node since the last round found none, or
+        when ``recheck_s`` has passed since it was last asked."""
+        now = self._clock()
+        if not self._due and now - self._looked < self._recheck_s:
             return 0
         self._due = False  # set again by note() meanwhile, or below when some must wait
+        self._looked = now
         try:
             return await self._round()
         except BaseException:

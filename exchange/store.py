@@ -322,7 +322,12 @@ class Store(Protocol):
         """The oldest rows not yet done, none of them for ``skip_targets`` (the links
         that refused a publish this round); only those whose target starts with
         ``only_prefix`` (an upstream's lanes), none whose target starts with
-        ``skip_prefix`` (the relay leaves upstreams to their bridge)."""
+        ``skip_prefix`` (the relay leaves upstreams to their bridge).
+
+        A store shared by several service instances (PostgreSQL) hands each row to one
+        of them at a time: the rows returned are leased to this store object, the rows
+        another holds are left out, and an instance gone leaves its rows to the others
+        (docs/operations.md, "Two instances of one node")."""
 
     async def mark_outbox_done(self, ids: Sequence[int]) -> None: ...
 
@@ -359,7 +364,8 @@ class Store(Protocol):
         """One package in the agency's mailbox (not withdrawn); None if it is not there."""
 
     async def unpushed(self, organ_id: str, limit: int) -> Sequence[MailboxEntry]:
-        """Mail of a push agency not yet published to its queue, oldest first."""
+        """Mail of a push agency not yet published to its queue, oldest first (leased
+        to one instance at a time, as ``pending_outbox`` does)."""
 
     async def mark_pushed(self, organ_id: str, message_ids: Sequence[str]) -> None: ...
 
@@ -385,8 +391,10 @@ class Store(Protocol):
     async def pending_reports(
         self, limit: int, *, skip_to: Collection[str] = ()
     ) -> Sequence[tuple[int, Event]]:
-        """Events of this instance's chain still to be reported to another node
-        (``report_to``), oldest first, none of them bound for ``skip_to``."""
+        """Events still to be reported to another node (``report_to``), oldest first,
+        none of them bound for ``skip_to``: those of this instance's chain (SQLite), or,
+        in a store shared by several instances, of any chain, each leased to one
+        instance at a time as ``pending_outbox`` does."""
 
     async def mark_reported(self, ids: Sequence[int]) -> None: ...
 

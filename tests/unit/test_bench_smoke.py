@@ -132,6 +132,24 @@ def test_the_sizes_scenario_measures_every_size_and_system_on_both_chains(tmp_pa
         assert (tmp_path / "bench" / plot).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.integration
+def test_the_scaleout_scenario_serves_one_node_once_and_twice_and_finds_no_duplicate() -> None:
+    stdout = _bench("scaleout", "--quick")
+    for row in ("1 instance (baseline)", "2 instances"):
+        capacity, cpu = _cells(stdout, row)[1:]
+        assert NUMBER.match(capacity), capacity
+        assert NUMBER.match(cpu), cpu
+    ratio = re.search(r"2 instances / 1, per repeat: (.+)\.\n", stdout)
+    assert ratio is not None
+    assert NUMBER.match(ratio.group(1)), ratio.group(1)
+    for check in (
+        "packages not in the mailbox exactly once",
+        "mailbox copies whose delivery was recorded twice",
+        "link copies published twice",
+    ):
+        assert _cells(stdout, check)[1:] == ["0"]
+
+
 def test_an_unknown_scenario_is_named() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "nonsense"],

@@ -53,6 +53,7 @@ def test_a_good_file_is_read_with_defaults_and_relative_paths() -> None:
     assert config.publish_timeout_s == 10.0
     assert config.max_attempts == 4
     assert config.store.path == Path("/etc/lienthong/var/store")
+    assert config.store.lease_s == 60.0  # several instances on PostgreSQL: what each holds
     assert config.policy_for("vendor-gateway").allow_unsigned
     assert config.policy_for("anyone-else").name == "strict"
 
@@ -82,6 +83,10 @@ def test_a_good_file_is_read_with_defaults_and_relative_paths() -> None:
             "key 'trust.ca': expected a file or folder path, found nothing",
         ),
         (("[limits]", "[limit]"), "unknown table 'limit'"),
+        (
+            ('path = "var/store"', 'path = "var/store"\nlease_s = 0'),
+            "key 'store.lease_s': expected a positive number of seconds, found float 0.0",
+        ),
         (
             ("max_attempts = 4", "admission_workers = -2"),
             "key 'limits.admission_workers': expected a whole number, 0 or more, found int -2",

@@ -3,7 +3,7 @@ the tree can know, bound for this node or onwards away from it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,3 +118,49 @@ async def test_a_batch_not_signed_by_a_neighbour_is_refused_whole(district: Repo
     )
     with pytest.raises(EnvelopeInvalid):  # the signature no longer holds, or it does not parse
         await district.take(not_records)
+
+
+async def test_the_store_is_asked_again_every_recheck_s_though_nothing_was_noted(
+    tmp_path: Path,
+) -> None:
+    """Another service instance sharing the store may have recorded reports, or left its
+    own: the relay asks the store now and then even when this process noted nothing."""
+    asked: list[int] = []
+
+    class Counting(SqliteStore):
+        async def pending_reports(
+            self, limit: int, *, skip_to: Collection[str] = ()
+        ) -> Sequence[tuple[int, Event]]:
+            asked.append(limit)
+            return await super().pending_reports(limit, skip_to=skip_to)
+
+    async def send(_neighbour: str, _body: bytes) -> None:
+        return None
+
+    store = Counting(tmp_path / "district")
+    await store.migrate()
+    now = [100.0]
+    relay = ReportRelay(
+        "district-31-h53",
+        store=store,
+        key=KEYS["district-31-h53"],
+        send=send,
+        topology=lambda: Topology(PARENTS, HOMES),
+        peer_keys=dict,
+        recheck_s=30.0,
+        clock=lambda: now[0],
+    )
+    try:
+        await relay.relay_once()
+        assert len(asked) == 1  # at start, it looks
+        now[0] += 29.9
+        await relay.relay_once()
+        assert len(asked) == 1  # nothing noted since: not asked
+        relay.note([fact(EventKind.FETCHED, "district-31-h53", "central", "k", party="x")])
+        await relay.relay_once()
+        assert len(asked) == 2  # something bound elsewhere noted: asked at once
+        now[0] += 30.0
+        await relay.relay_once()
+        assert len(asked) == 3  # recheck_s passed: asked though nothing was noted
+    finally:
+        await store.close()

@@ -293,3 +293,22 @@ async def test_a_push_agency_gets_its_mail_on_its_queue_and_its_ack_marks_it_fet
     await stream.aclose()
     await wait_for(origin, str(sent.message_id), {H41: "fetched"})
     assert await home.push_once() == 0  # pushed once, not again
+
+
+async def test_an_instance_sharing_the_chain_does_not_sign_another_instances_checkpoint(
+    tree: Tree, pki: DevPki
+) -> None:
+    """Two service instances of one node on one evidence chain: the head one signed is
+    not new to the other (else each would sign the other's checkpoint, forever)."""
+    commune = tree.nodes["commune-21-31-h53"]
+    sent = await tree.submit("commune-21-31-h53", document(pki, COMMUNE, G14, H41))
+    assert sent.outcome == "accepted", sent
+    assert await commune.checkpoint_once() is not None
+    other = Node(
+        commune.settings,
+        store=commune.store,
+        transport=commune.transport,
+        admit=None,  # type: ignore[arg-type]  # checkpoints only
+        node_key=NodeKey(commune.settings.node_id, ec.generate_private_key(ec.SECP256R1())),
+    )
+    assert await other.checkpoint_once() is None
