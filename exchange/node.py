@@ -1136,7 +1136,7 @@ class Node:
                         continue
                 deliveries.append((row.target, row.message_id))  # written with the marks
             else:
-                waiting = row.target in blocked
+                waiting = row.id not in published  # its link refused in an earlier batch
                 if not waiting:
                     neighbour = split_target(row.target)[0]
                     role = PARENT if neighbour == self.settings.parent else CHILD
