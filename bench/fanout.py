@@ -29,6 +29,8 @@ from bench.documents import numbered, signed_document
 from bench.fanout_report import Outcome, Startup, report
 from bench.fanout_systems import SENDER, Fanout, LienthongFanout, RawFanout
 from bench.observe import rss_mib
+from bench.report import Headline, Section
+from bench.timing import spread
 from bench.tree import BenchNode, cpu_seconds, delete_queues, suffix
 
 
@@ -80,7 +82,7 @@ def generate(shape: Shape, tag: str) -> tuple[list[BenchNode], dict[str, str]]:
     return nodes, homes
 
 
-def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
+def run(*, rounds: int, quick: bool, repeats: int = 3) -> Section:
     """Both trees up side by side. For each package size in turn, repeats of: each system
     once, the order alternating. A system that does not deliver everything within the
     deadline is not asked again (its tree keeps retrying what it holds). ``rounds`` is not
@@ -134,6 +136,33 @@ def run(*, rounds: int, quick: bool, repeats: int = 3) -> None:
             asyncio.run(delete_queues([q for s in systems for q in s.queues()]))
         startup = Startup(files_s, directory_s, ready_s, rss_ready, rss_after)
         report(shape_text(shape), shape.deadline_s, results, startup)
+    return _section(results, shape.deadline_s)
+
+
+def _section(results: dict[tuple[str, int], list[Outcome]], deadline_s: float) -> Section:
+    """The headline: the widest package's time to its last mailbox, beside the raw tree's."""
+    widest = max(size for _, size in results)
+    ours = results.get(("lienthong", widest), [])
+    raw = results.get(("raw aio-pika tree", widest), [])
+    seconds = [o.seconds for o in ours if o.seconds is not None]
+    base = [o.seconds for o in raw if o.seconds is not None]
+    complete = bool(ours) and len(seconds) == len(ours)
+    ratios = [a / b for a, b in zip(seconds, base, strict=False)]
+    return Section(
+        "fanout",
+        "Fan-out",
+        "",
+        [
+            Headline(
+                f"one package to {widest:,} agencies, s to the last mailbox (baseline: raw tree)",
+                spread(seconds, "{:.2f}") if complete else f"not all within {deadline_s:.0f} s",
+                spread(base, "{:.2f}") if base else "–",
+                spread(ratios, "{:.1f}") if complete and ratios else "–",
+                "≤ 60 s",
+                complete and max(seconds) <= 60,
+            )
+        ],
+    )
 
 
 def shape_text(shape: Shape) -> str:

@@ -84,6 +84,10 @@ def test_the_fanout_scenario_reaches_every_mailbox_of_a_small_tree() -> None:
     copies = _cells(stdout, "link copies: outbox rows / arrived / most on one link")[1:]
     assert copies == ["6 / 6 / 1", "6 / 6 / 1"]  # one copy per link, every one arrived
     assert "Goal, lienthong: every one of 21 mailboxes within 60 s:" in stdout
+    headline = _cells(OUT.read_text(), "[fanout](#fanout)")
+    assert headline[1] == "one package to 21 agencies, s to the last mailbox (baseline: raw tree)"
+    assert NUMBER.match(headline[2]), headline
+    assert NUMBER.match(headline[3]), headline
 
 
 @pytest.mark.integration
@@ -105,6 +109,9 @@ def test_the_large_scenario_carries_packages_and_reads_every_peak() -> None:
         assert float(cells[4]) > 0  # curl MB/s
     peaks = stdout.split("over the whole run, MiB: ")[1].split(", ")
     assert len(peaks) == 5  # four sandbox processes and the national axis's
+    headline = _cells(OUT.read_text(), "[large](#large)")
+    assert headline[1] == "4 MiB over the 4-hop route, s (baseline: curl, four copies in a row)"
+    assert all(NUMBER.match(cell) for cell in headline[2:5]), headline
 
 
 @pytest.mark.integration
