@@ -20,16 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import structlog
+
 from adapters.config_files import load_directory_for, load_node_config, load_trust
 from adapters.pades_pyhanko import pdf_check_for
 from exchange.admission import Admission, Admitted, admit
 from exchange.directory import Directory
-from exchange.errors import TransientFault
+from exchange.errors import AdmissionCrashed, ConfigurationError, TransientFault
 from exchange.large import Spooled
 from exchange.policy import VerificationPolicy
 from exchange.stream_admission import admit_stream
 from exchange.xmlsafe import ParseLimits
 
+log = structlog.get_logger()
 HEADER = struct.Struct("!Q")  # the length of each pickle on a worker's pipes
 
 
@@ -62,8 +65,20 @@ def admit_file(spooled: Spooled, policy: VerificationPolicy, ctx: Admission, cap
 
 
 class WorkerLost(TransientFault):
-    """The worker judging a package ended (killed, crashed, or stopped for a package that
-    ran past its deadline); the package is tried again, and counted."""
+    """The worker holding a package ended before it judged it (another package crashed it,
+    or it was stopped): the package is tried again, and not counted against it."""
+
+
+READY = -1  # the sequence number of a worker's first frame: its context is built, or why not
+START_S = 60.0  # how long a worker may take to read the node's files and build its context
+
+
+def _exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
 
 
 class _Worker:
@@ -72,43 +87,96 @@ class _Worker:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.pending: dict[int, asyncio.Future[Admitted]] = {}
-        self.reader = asyncio.create_task(self._read())
+        self.reader: asyncio.Task[None] | None = None
+        self.stopped = False  # killed on purpose: what it held was no fault of its own
 
-    async def _read(self) -> None:
+    async def ready(self) -> None:
+        """Wait for the worker's first frame: ready, or the error that stopped it."""
         stdout = self.process.stdout
         assert stdout is not None
         try:
+            async with asyncio.timeout(START_S):
+                seq, ok, value = await self._frame(stdout)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            self.kill()
+            raise ConfigurationError(
+                f"admission worker {self.process.pid} did not start: {exc!r} "
+                "(its error, if any, is in the log above)"
+            ) from exc
+        if seq != READY or not ok:
+            self.kill()
+            raise ConfigurationError(f"admission worker {self.process.pid} did not start: {value}")
+        self.reader = asyncio.create_task(self._read(stdout))
+
+    @staticmethod
+    async def _frame(stdout: asyncio.StreamReader) -> tuple[int, bool, object]:
+        (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
+        seq, ok, value = pickle.loads(await stdout.readexactly(size))  # noqa: S301 (our worker)
+        return seq, ok, value
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        try:
             while True:
-                (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
-                seq, ok, value = pickle.loads(await stdout.readexactly(size))  # noqa: S301 (our worker)
+                seq, ok, value = await self._frame(stdout)
                 future = self.pending.pop(seq, None)
                 if future is None or future.done():
                     continue  # its caller gave up waiting
                 if ok:
-                    future.set_result(value)
+                    future.set_result(value)  # type: ignore[arg-type]
                 else:
-                    future.set_exception(value)
+                    future.set_exception(value)  # type: ignore[arg-type]
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self._fail(f"admission worker {self.process.pid} ended")
+            pass  # it ended
+        except Exception:  # a frame that does not read: this worker is not to be trusted
+            log.exception("admission.worker_unreadable", pid=self.process.pid)
+            self.kill()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):  # its exit status, for the reason given
+                await self.process.wait()
+        self._fail()
 
-    def _fail(self, reason: str) -> None:
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(WorkerLost(reason))
+    def _fail(self) -> None:
+        """The worker ended: the package it was judging is the likely cause, and counted;
+        those queued behind it are only tried again."""
+        pid, code = self.process.pid, _exit(self.process.returncode)
+        for index, future in enumerate(self.pending.values()):
+            if future.done():
+                continue
+            if index == 0 and not self.stopped:
+                future.set_exception(
+                    AdmissionCrashed(f"admission worker {pid} ended while judging it ({code})")
+                )
+            else:
+                future.set_exception(WorkerLost(f"admission worker {pid} ended ({code})"))
         self.pending.clear()
 
     @property
     def alive(self) -> bool:
-        return self.process.returncode is None and not self.reader.done()
+        return (
+            self.process.returncode is None and self.reader is not None and not self.reader.done()
+        )
 
     def oldest(self) -> int | None:
         return next(iter(self.pending), None)
 
     def kill(self) -> None:
         if self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+    async def end(self, grace_s: float) -> None:
+        """Its input closed (it ends once it has judged what it holds), killed after
+        ``grace_s``, and reaped."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.process.wait()
+        except TimeoutError:
+            self.kill()
+            await self.process.wait()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
 
 
 class AdmissionPool:
@@ -116,15 +184,21 @@ class AdmissionPool:
     loop: a request is one pickle written, a verdict one pickle read, with no thread in
     between (a ``ProcessPoolExecutor`` hands each call through a queue, a feeder thread and
     a management thread, which cost the node's process 0.5 ms of CPU per package). A new
-    request goes to the worker holding fewest. A request whose caller stops waiting while
-    its worker judges it (a package past its deadline) stops that worker: it is killed, the
-    requests queued behind it fail as transient, and a new worker takes its place."""
+    request goes to the worker holding fewest.
+
+    A worker is used once it has said it is ready (its context built from the node file);
+    one that cannot start is a ConfigurationError at ``start`` and ``reload`` (which keeps
+    the workers it had), and a transient fault for a package that needed a new one. A
+    request whose caller stops waiting while its worker judges it (a package past its
+    deadline) stops that worker: it is killed, and a new one takes its place."""
 
     def __init__(self, config_file: Path, workers: int) -> None:
         self._config_file, self._size = config_file, workers
         self._workers: list[_Worker] = []
+        self._retired: list[_Worker] = []  # replaced by a reload: they finish what they hold
         self._starting = asyncio.Lock()
         self._seq = itertools.count()
+        self._closed = False
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
@@ -136,17 +210,30 @@ class AdmissionPool:
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,
         )
-        return _Worker(process)
+        worker = _Worker(process)
+        await worker.ready()
+        return worker
+
+    async def _fill(self) -> None:
+        """Start workers until there are enough; raises ConfigurationError if one fails."""
+        if self._closed:
+            raise WorkerLost("the admission pool is closed: the node is stopping")
+        self._workers = [w for w in self._workers if w.alive]
+        while len(self._workers) < self._size:
+            self._workers.append(await self._spawn())
 
     async def _worker(self) -> _Worker:
         async with self._starting:
-            self._workers = [w for w in self._workers if w.alive]
-            while len(self._workers) < self._size:
-                self._workers.append(await self._spawn())
+            try:
+                await self._fill()
+            except ConfigurationError as exc:  # not the package's fault: it waits and retries
+                if not self._workers:
+                    raise WorkerLost(exc.message) from exc
         return min(self._workers, key=lambda w: len(w.pending))
 
     async def start(self) -> None:
-        await self._worker()
+        async with self._starting:
+            await self._fill()
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
@@ -165,6 +252,7 @@ class AdmissionPool:
             return await future
         except asyncio.CancelledError:
             if worker.oldest() == seq:  # it is judging this one: stop it, in case it hangs
+                worker.stopped = True
                 worker.kill()
             worker.pending.pop(seq, None)
             raise
@@ -180,36 +268,40 @@ class AdmissionPool:
 
     async def reload(self) -> None:
         """New workers, which read the node's files (a newer directory) again; admissions
-        already under way finish in the old ones, which then end."""
+        already under way finish in the old ones, which then end. If a new worker cannot
+        start, the old ones stay, and the error is raised."""
         async with self._starting:
-            old, self._workers = self._workers, []
+            fresh: list[_Worker] = []
+            try:
+                while len(fresh) < self._size:
+                    fresh.append(await self._spawn())
+            except ConfigurationError:
+                for worker in fresh:
+                    await worker.end(0)
+                raise
+            old, self._workers = self._workers, fresh
+        self._retired = [w for w in self._retired if w.process.returncode is None]
         for worker in old:
             if worker.process.stdin is not None:
                 worker.process.stdin.close()  # it ends when it has judged what it holds
-        await self.start()
+            self._retired.append(worker)
 
     async def aclose(self) -> None:
         """Stop every worker (the node stops taking packages first): each is told by the
         end of its input, and killed if it has not ended within a second."""
-        workers, self._workers = self._workers, []
-        for worker in workers:
-            if worker.process.stdin is not None:
-                worker.process.stdin.close()
-        for worker in workers:
-            try:
-                async with asyncio.timeout(1.0):
-                    await worker.process.wait()
-            except TimeoutError:
-                worker.kill()
-                await worker.process.wait()
-            await asyncio.gather(worker.reader, return_exceptions=True)
+        async with self._starting:
+            self._closed = True
+            workers, self._workers = [*self._workers, *self._retired], []
+            self._retired = []
+        await asyncio.gather(*(w.end(1.0) for w in workers))
 
     def shutdown(self) -> None:
         """Kill every worker at once, from outside the event loop (a node that is dying)."""
-        for worker in self._workers:
+        self._closed = True
+        for worker in [*self._workers, *self._retired]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.process.pid, signal.SIGKILL)
-        self._workers = []
+        self._workers, self._retired = [], []
 
 
 class InlineAdmission:

@@ -1,21 +1,29 @@
 """One admission worker process: ``python -m adapters.admission_worker NODE_FILE``.
 
-It builds its admission context from the node file once, then judges the requests that
-come on its standard input, one at a time, and writes each verdict on its standard output:
-frames of an 8-byte big-endian length and a pickle. A request is ``(seq, kind, payload,
-policy)``, ``kind`` being ``"bytes"`` (the package) or ``"file"`` (a spooled large one);
-a verdict is ``(seq, ok, Admitted or the error)``. The end of its input (the node closed
-the pipe, or died) ends it.
+It builds its admission context from the node file once, says so (or why it could not),
+then judges the requests that come on its standard input, one at a time, and writes each
+verdict on its standard output: frames of an 8-byte big-endian length and a pickle. A
+request is ``(seq, kind, payload, policy)``, ``kind`` being ``"bytes"`` (the package) or
+``"file"`` (a spooled large one); a verdict is ``(seq, ok, Admitted or the error)``; the
+first frame is ``(-1, ok, None or the reason)``. The end of its input (the node closed the
+pipe, or died) ends it.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import sys
+
+if __name__ == "__main__":
+    # the verdicts get the real standard output; anything else printed, from here on and by
+    # any library imported below, goes to the log (standard error)
+    _VERDICTS = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+
+import pickle
 from typing import BinaryIO
 
-from adapters.admission_pool import HEADER, admit_file, context_of
+from adapters.admission_pool import HEADER, READY, admit_file, context_of
 from exchange.admission import admit
 from exchange.errors import PermanentFault
 
@@ -34,15 +42,26 @@ def frame(payload: bytes) -> bytes:
 
 
 def _verdict(seq: int, ok: bool, value: object) -> bytes:
+    """The verdict's pickle, read back once: an error that would not arrive whole is told
+    as one that does."""
     try:
-        return pickle.dumps((seq, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 (an error that cannot travel is told as one that can)
+        out = pickle.dumps((seq, ok, value), protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(out)  # noqa: S301 (our own bytes)
+    except Exception as exc:  # noqa: BLE001 (whatever it was, the node gets a verdict)
         reason = f"admission failed: {type(value).__name__}: {value} ({exc})"
         return pickle.dumps((seq, False, PermanentFault(reason)))
+    return out
 
 
 def serve(config_file: str, requests: BinaryIO, verdicts: BinaryIO) -> None:
-    context, cap = context_of(config_file)
+    try:
+        context, cap = context_of(config_file)
+    except Exception as exc:  # noqa: BLE001 (the node is told why, and stops)
+        verdicts.write(frame(_verdict(READY, False, f"{type(exc).__name__}: {exc}")))
+        verdicts.flush()
+        return
+    verdicts.write(frame(_verdict(READY, True, None)))
+    verdicts.flush()
     while (body := read_frame(requests)) is not None:
         seq, kind, payload, policy = pickle.loads(body)  # noqa: S301 (from the node that started us)
         try:
@@ -58,9 +77,7 @@ def serve(config_file: str, requests: BinaryIO, verdicts: BinaryIO) -> None:
 
 
 def main() -> None:
-    verdicts = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed goes to the log, never into the verdicts
-    serve(sys.argv[1], sys.stdin.buffer, verdicts)
+    serve(sys.argv[1], sys.stdin.buffer, _VERDICTS)
 
 
 if __name__ == "__main__":

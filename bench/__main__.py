@@ -5,7 +5,7 @@ one process, or both systems side by side as processes, measured in turn), so ma
 noise hits both alike; ratios are taken round by round or repeat by repeat and reported
 as median (min–max).
 
-Every scenario run is kept (as JSON, beside the page, in ``bench/results/``), and the page
+Every scenario run is kept (as JSON, beside the page: ``docs/bench/results/``), and the page
 is written again from all kept scenarios: ``python -m bench all`` measures everything and
 writes docs/benchmarks.md; ``python -m bench sizes`` measures one scenario again and keeps
 the others' last figures; ``python -m bench report`` only writes the page. ``--quick`` is a
@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import inspect
 import io
-import platform
 import shlex
 import sys
 from collections.abc import Callable
@@ -58,8 +57,9 @@ PREAMBLE = """# Benchmarks
 Every figure here is measured beside its baseline in the same run, because these machines
 are shared and noisy: read the ratios first, the absolute times second. Figures are medians
 with (minimum–maximum) over the rounds or repeats. The command that measured each section is
-printed under its title; `python -m bench all` measures them all again and writes this page
-({machine}). What each change was and the profile that justified it: docs/profiles.md.
+printed under its title with the machine it ran on; `python -m bench all` measures them
+all again and writes this page. What each change was and the profile that justified it:
+docs/profiles.md.
 """
 
 
@@ -135,20 +135,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         section = stamp(_run(name, options, plots), command, args.quick)
         keep(section, results)
-    machine = f"Python {platform.python_version()}, {platform.machine()}, {sys.platform}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page(kept(results, list(SCENARIOS)), PREAMBLE.format(machine=machine)))
+    out.write_text(page(kept(results, list(SCENARIOS)), PREAMBLE))
     print(f"\nwrote {out}", file=sys.stderr)
     return 0
 
 
 def _given(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
-    """The options given on the command line that change figures, to print beside them."""
-    given = sys.argv[1:] if argv is None else argv
+    """The options that change figures and differ from their defaults, to print beside."""
+    del argv
+    defaults = {"rounds": 7, "repeats": 3, "minutes": 10.0}
     out = []
-    for flag in ("--rounds", "--repeats", "--minutes"):
-        if any(a == flag or a.startswith(flag + "=") for a in given):
-            out += [flag, str(getattr(args, flag[2:]))]
+    for name, default in defaults.items():
+        value = getattr(args, name)
+        if value != default:
+            out += [f"--{name}", f"{value:g}" if isinstance(value, float) else str(value)]
     return out
 
 

@@ -10,8 +10,10 @@ every kept section, so one scenario can be run again without losing the others.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,8 +47,12 @@ class Section:
     @classmethod
     def from_json(cls, text: str) -> Section:
         raw = json.loads(text)
-        raw["headlines"] = [Headline(**h) for h in raw.get("headlines", [])]
-        return cls(**raw)
+        known = {f.name for f in fields(cls)}
+        heads = {f.name for f in fields(Headline)}
+        raw["headlines"] = [
+            Headline(**{k: v for k, v in h.items() if k in heads}) for h in raw.get("headlines", [])
+        ]
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def commit() -> str:
@@ -72,7 +78,11 @@ def commit() -> str:
 
 def stamp(section: Section, command: str, quick: bool) -> Section:
     section.command = command
-    section.measured = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC at {commit()}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    section.measured = (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC at {commit()} "
+        f"(Python {platform.python_version()}, {cores} cores)"
+    )
     section.quick = quick
     return section
 

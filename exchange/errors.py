@@ -322,6 +322,13 @@ class AdmissionTimedOut(PermanentFault):
     code = "intake.admission_timeout"
 
 
+class AdmissionCrashed(PermanentFault):
+    """The admission worker ended while it judged this package (killed, out of memory,
+    or crashed in a parser): counted, tried again, and dead-lettered at the limit."""
+
+    code = "intake.admission_crashed"
+
+
 # --- large packages: transfers between nodes (docs/large-packages.md) --------------------
 
 

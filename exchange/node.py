@@ -1090,9 +1090,13 @@ class Node:
             for row in rows
             if row.destination is not Destination.MAILBOX and row.target not in blocked
         ]
-        outcomes = await asyncio.gather(
-            *(self._publish_on_link(row) for row in going), return_exceptions=True
-        )
+        gate = asyncio.Semaphore(PUBLISH_AT_ONCE)  # bytes read and framed for these only
+
+        async def publish(row: OutboxRow) -> None:
+            async with gate:
+                await self._publish_on_link(row)
+
+        outcomes = await asyncio.gather(*(publish(row) for row in going), return_exceptions=True)
         found: dict[int, BaseException | None] = {}
         for row, outcome in zip(going, outcomes, strict=True):
             if isinstance(outcome, BaseException) and not isinstance(
@@ -1117,6 +1121,7 @@ class Node:
             if row.id in withdrawing
         }
         published = await self._publish_all(rows, blocked)
+        refused: set[str] = set()  # neighbours that refused a copy of this batch
         for index, row in enumerate(rows):
             if row.destination is Destination.MAILBOX:
                 key = (row.document_id, row.sender, row.target)
@@ -1147,13 +1152,15 @@ class Node:
                         log.info("link.waiting", target=row.target, error=exc.message)
                         self.links.down(neighbour, role, exc.message)
                         blocked.add(row.target)
+                        refused.add(neighbour)
                         waiting = True
                     except (KeyError, OSError):  # the row's bytes are gone: a person must look
                         log.exception("relay.row_broken", row=row.id, message_id=row.message_id)
                         blocked.add(row.target)
                         continue
                     else:
-                        self.links.up(neighbour, role)
+                        if neighbour not in refused:  # up, unless it refused in this batch
+                            self.links.up(neighbour, role)
                 if waiting:
                     # a copy that cannot go now is given up once it has waited too long,
                     # judged from the store's record, never a broker TTL that drops silently
@@ -1384,21 +1391,27 @@ class Node:
                 slots.release()
 
         deliveries = transport.consume(queue, prefetch=self.settings.prefetch)
+        lost: TransientFault | None = None  # the link itself failed: raised as it came
         try:
             async with asyncio.TaskGroup() as group:
-                async for delivery in deliveries:
-                    kind = delivery.message.headers.get(KIND_HEADER)
-                    if delivery.redelivered or kind in (DIRECTORY, reporting.REPORTS):
-                        for _ in range(width):  # the others finish first
-                            await slots.acquire()
-                        for _ in range(width - 1):
-                            slots.release()
-                        await take(delivery)
-                        continue
-                    await slots.acquire()
-                    group.create_task(take(delivery))
+                try:
+                    async for delivery in deliveries:
+                        kind = delivery.message.headers.get(KIND_HEADER)
+                        if delivery.redelivered or kind in (DIRECTORY, reporting.REPORTS):
+                            for _ in range(width):  # the others finish first
+                                await slots.acquire()
+                            for _ in range(width - 1):
+                                slots.release()
+                            await take(delivery)
+                            continue
+                        await slots.acquire()
+                        group.create_task(take(delivery))
+                except TransientFault as fault:
+                    lost = fault  # those in flight finish (or fail to ack: redelivered)
         finally:  # only now, with the acks of those in flight done, is the channel closed
             await deliveries.aclose()
+        if lost is not None:
+            raise lost
 
     async def handle_link(self, delivery: Delivery, lane: str, *, from_parent: bool = False) -> str:
         """A package from a neighbouring node: check its envelope, add our hop, route it.
@@ -2249,6 +2262,7 @@ def dead_letter_about(data: bytes, source: str, here: str) -> DeadLetterAbout | 
 # A round goes on past a full batch (so a slow or refusing link, tried once a round, costs
 # its wait once per this many batches); a bounded round lets a link that came back be tried.
 RELAY_BATCHES_PER_ROUND = 20
+PUBLISH_AT_ONCE = 16  # link copies of one relay batch read, framed and published at once
 MAX_REQUEST_BYTES = 64 * 1024  # a mailbox request's body: message ids, or a status query
 REVOKE, UPDATE = int(BusinessType.REVOKE), int(BusinessType.UPDATE)
 REPORT_LANE = "urgent"  # reports are small, and a sender waits on them: never behind bulk

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from adapters.admission_pool import AdmissionPool, InlineAdmission, WorkerLost
 from adapters.sandbox_tree import load_topology, topology_file, write_tree
-from exchange.errors import SignatureInvalid
+from exchange.errors import AdmissionCrashed, ConfigurationError, SignatureInvalid
 from exchange.policy import STRICT
 from exchange.signing import SigningKey, sign
 from tests.conftest import example
@@ -77,21 +78,48 @@ async def test_a_refusal_crosses_from_the_worker_with_its_code_and_reason(
     assert str(there.value) == str(here.value)
 
 
-async def test_a_worker_killed_mid_package_costs_only_that_package_which_may_retry(
-    pool: AdmissionPool, package: bytes
+async def test_a_package_whose_worker_dies_is_counted_and_those_behind_it_only_retry(
+    node_file: Path, package: bytes
 ) -> None:
-    victim = pool.pids()[0]
-    os.kill(victim, signal.SIGSTOP)  # it holds the next request without answering
-    held = asyncio.ensure_future(pool(package, STRICT))  # the stopped worker is picked first
-    await asyncio.sleep(0.1)
-    os.kill(victim, signal.SIGKILL)
-    with pytest.raises(WorkerLost, match=f"admission worker {victim} ended") as lost:
-        await held
-    assert lost.value.code == "transient.fault"
-    admitted = await pool(package, STRICT)  # a new worker takes its place
-    assert admitted.package.sender.organ_id == SENDER
-    assert victim not in pool.pids()
-    assert len(pool.pids()) == 2
+    pool = AdmissionPool(node_file, 1)
+    await pool.start()
+    try:
+        (victim,) = pool.pids()
+        os.kill(victim, signal.SIGSTOP)  # it holds both requests without answering
+        judged = asyncio.ensure_future(pool(package, STRICT))
+        behind = asyncio.ensure_future(pool(package, STRICT))
+        await asyncio.sleep(0.1)
+        os.kill(victim, signal.SIGKILL)  # as a crash in a parser, or the OOM killer, would
+        with pytest.raises(AdmissionCrashed, match=f"worker {victim} ended while judging it"):
+            await judged
+        with pytest.raises(WorkerLost, match="killed by SIGKILL") as lost:
+            await behind
+        assert lost.value.code == "transient.fault"  # not counted against that package
+        admitted = await pool(package, STRICT)  # a new worker takes its place
+        assert admitted.package.sender.organ_id == SENDER
+        assert victim not in pool.pids()
+    finally:
+        await pool.aclose()
+
+
+async def test_a_worker_that_cannot_start_is_a_clear_error_and_a_reload_keeps_the_old(
+    pool: AdmissionPool, node_file: Path, package: bytes
+) -> None:
+    before = pool.pids()
+    text = node_file.read_text()
+    node_file.write_text(re.sub(r'\nca = "[^"]*"', '\nca = "/nowhere/ca.pem"', text, count=1))
+    try:
+        with pytest.raises(ConfigurationError, match="did not start: .*nowhere/ca.pem"):
+            await pool.reload()
+        assert pool.pids() == before  # the workers it had go on
+        admitted = await pool(package, STRICT)
+        assert admitted.package.sender.organ_id == SENDER
+        broken = AdmissionPool(node_file, 1)
+        with pytest.raises(ConfigurationError, match="nowhere/ca.pem"):
+            await broken.start()
+        await broken.aclose()
+    finally:
+        node_file.write_text(text)
 
 
 async def test_a_caller_that_stops_waiting_stops_the_hung_worker_and_another_takes_over(

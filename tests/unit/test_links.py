@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,14 @@ from adapters.store_sqlite import SqliteStore
 from adapters.transport_memory import MemoryTransport
 from exchange.admission import Admission, Admitted, admit
 from exchange.envelope import NodeKey, open_envelope
+from exchange.errors import TransientFault
 from exchange.links import frame, up_queue
 from exchange.node import Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
 from exchange.store import Intake, IntakeResult
 from exchange.topology import Topology
-from exchange.transport import Message
+from exchange.transport import Delivery, Message
 from tests.conftest import example
 from tests.pki import G22, DevPki
 from tests.unit.memory_tree import (
@@ -302,3 +304,19 @@ async def test_a_link_lane_takes_several_packages_at_once(tree: Tree, pki: DevPk
     ]
     assert {a.outcome for a in answers} == {"accepted"}
     assert sorted(await tree.wait(G14, 3)) == sorted(str(a.message_id) for a in answers)
+
+
+async def test_a_link_that_fails_under_its_consumer_raises_its_fault_as_it_came(
+    tree: Tree,
+) -> None:
+    """The parent link's loop waits and reconnects on a transient fault: it must get one,
+    not a group of them, however many packages were in flight."""
+
+    class GoneBroker:
+        async def consume(self, queue: str, *, prefetch: int) -> AsyncIterator[Delivery]:
+            raise TransientFault("the parent's broker went away")
+            yield  # an async generator, as a transport's consume is
+
+    node = tree.nodes["district-31-h53"]
+    with pytest.raises(TransientFault, match="the parent's broker went away"):
+        await node.consume_link(GoneBroker(), "lane", "normal", from_parent=True)  # type: ignore[arg-type]
