@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import admission, fanout, intake, large, ops, pades, route
+from bench import admission, fanout, intake, large, ops, pades, route, sustained
 from bench.report import Section, keep, kept, page, stamp
 
 SCENARIOS: dict[str, Callable[..., Section | None]] = {
@@ -35,6 +35,7 @@ SCENARIOS: dict[str, Callable[..., Section | None]] = {
     "pades": pades.run,
     "ops": ops.run,
     "large": large.run,
+    "sustained": sustained.run,
 }
 TITLES = {
     "admission": "Admission",
@@ -44,6 +45,7 @@ TITLES = {
     "pades": "What reading PDF signatures costs (issue 7)",
     "ops": "What watching a node costs (issue 8)",
     "large": "Large packages over the 4-hop route (issue 9)",
+    "sustained": "Sustained load (issue 10)",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 QUICK = Path("build") / "bench-quick" / "benchmarks.md"

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +92,28 @@ def test_the_large_scenario_carries_packages_and_reads_every_peak() -> None:
         assert float(cells[4]) > 0  # curl MB/s
     peaks = stdout.split("over the whole run, MiB: ")[1].split(", ")
     assert len(peaks) == 5  # four sandbox processes and the national axis's
+
+
+@pytest.mark.integration
+def test_the_sustained_scenario_reports_both_systems_minute_by_minute(tmp_path: Path) -> None:
+    stdout = _bench("sustained", "--quick", "--out", str(tmp_path / "benchmarks.md"))
+    windows = [line for line in stdout.splitlines() if re.match(r"^\| \d+–\d+ \| ", line)]
+    assert len(windows) >= 4  # every window, of both systems
+    for first in ("1 | lienthong", "1 | naive forwarder", "0–3 | lienthong"):
+        answered, p50, p99, rows, rss, processes, store = _cells(stdout, first)[2:]
+        assert float(answered) > 0
+        assert 0 < float(p50) <= float(p99)
+        assert float(rss) > 0
+        assert float(store) > 0
+        assert all(float(part.split()[-1]) > 0 for part in processes.split(" + "))
+        if "lienthong" in first:
+            assert all(float(v) > 0 for v in rows.split(" / "))  # to the mailbox row
+            assert "admission worker" in processes
+    kept = json.loads((tmp_path / "bench" / "results" / "sustained.json").read_text())
+    assert [h["target"] for h in kept["headlines"]] == ["≤ 1.10×", "≤ 2×"]
+    assert all(isinstance(h["met"], bool) for h in kept["headlines"])
+    for plot in kept["plots"]:
+        assert (tmp_path / plot).stat().st_size > 0
 
 
 def test_an_unknown_scenario_is_named() -> None:
