@@ -14,9 +14,11 @@ starts, in a pool of processes (each signature costs about a millisecond of CPU,
 would otherwise be taken from the systems measured); the baseline takes the same packages
 (it keeps no dedup index). The systems run one after the other, lienthong first: two
 sustained loads at once would overload the 2 cores. Every ``WINDOW_S`` the load generator
-reads the resident memory (VmRSS) of each process of the system under load from /proc, and
-the size of its store; latency is timed from publish to answer and, for lienthong, to its
-mailbox row (read-only SQLite reader polling every ``POLL_S``).
+reads, from /proc, the resident memory (VmRSS) and CPU time of each process of the system
+under load, the CPU time of the whole machine (what other tenants take shows), and the size
+of the system's store. Latency is timed from publish to answer and, for lienthong, to the
+time stamped on its mailbox row, read from the store once the load is over (polling the
+store during the load cost the generator a seventh of a core).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import contextlib
 import json
 import math
 import multiprocessing
+import os
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -33,12 +37,12 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import aio_pika
 
 from bench.admission import make_package
-from bench.arrivals import Arrivals
 from bench.documents import numbered
 from bench.intake import (
     AMQP_URL,
@@ -54,11 +58,11 @@ from bench.intake import (
 )
 from bench.report import Section
 from bench.sustained_report import Signing, report
+from bench.tree import cpu_seconds
 
 SHARE = 0.7  # of the calibrated peak
 WINDOW_S, QUICK_WINDOW_S = 10.0, 3.0
 QUICK_MINUTES = 0.3
-POLL_S = 0.005  # the mailbox reader's grain
 DRAIN_S = 120.0  # after the last publish, for the last answers and rows
 SIGNERS = 2  # processes that sign the packages ahead of the load
 CHUNK = 500
@@ -71,6 +75,10 @@ class Sample:
     at: float  # seconds from the start of the load
     rss: dict[str, int]  # process label -> bytes
     store: dict[str, int]  # file or folder -> bytes
+    cpu: dict[str, float]  # process label -> CPU seconds used so far
+    busy: float  # CPU seconds the machine has been busy (every process)
+    broker: float  # CPU seconds of RabbitMQ (shared with every other user of the broker)
+    generator: float  # CPU seconds of the load generator (this process)
 
 
 @dataclass
@@ -83,11 +91,10 @@ class Trace:
     seconds: float
     window: float
     peak: float = 0.0  # its burst's throughput, packages/s
-    generator_cpu: float = 0.0  # the load generator's CPU, share of one core
     sent: list[float] = field(default_factory=list)
     late: list[float] = field(default_factory=list)  # publish time behind its schedule
     answered: list[float] = field(default_factory=list)
-    arrived: list[float] | None = None  # to the mailbox row (lienthong)
+    arrived: list[float] | None = None  # the mailbox row written (lienthong)
     samples: list[Sample] = field(default_factory=list)
 
 
@@ -128,18 +135,26 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def memory(root: int, system: str) -> dict[str, int]:
-    """VmRSS of ``root`` and each of its descendants, by label (numbered when repeated)."""
-    out: dict[str, int] = {}
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(root: int, system: str) -> tuple[dict[str, int], dict[str, float]]:
+    """VmRSS and CPU seconds of ``root`` and each of its descendants, by label (numbered
+    when repeated)."""
+    rss: dict[str, int] = {}
+    cpu: dict[str, float] = {}
     for pid in _tree(root):
         with contextlib.suppress(OSError):  # a worker that ended just now
-            label, rss = _label(pid, root, system), _rss(pid)
+            label = _label(pid, root, system)
             name, n = label, 1
-            while name in out:
+            while name in rss:
                 n += 1
                 name = f"{label} {n}"
-            out[name] = rss
-    return out
+            rss[name], cpu[name] = _rss(pid), _cpu(pid)
+    return rss, cpu
 
 
 async def _sizes(files: dict[str, Path]) -> dict[str, int]:
@@ -194,15 +209,16 @@ async def sustain(
     window: float,
     process: subprocess.Popen[bytes],
     store: dict[str, Path],
-    rows: Arrivals | None,
+    mailbox: Path | None,
 ) -> Trace:
-    """Publish ``packages`` at ``rate``, paced; time each answer (and mailbox row); sample
-    memory and store every ``window`` seconds. Stops with an error on any refusal."""
+    """Publish ``packages`` at ``rate``, paced; time each answer; sample memory, CPU and
+    store every ``window`` seconds; with ``mailbox`` (the node's database), read when each
+    mailbox row was written. Stops with an error on any refusal."""
     count = len(packages)
     trace = Trace(system, rate, count / rate, window, sent=[math.nan] * count)
     trace.late = [math.nan] * count
     trace.answered = [math.nan] * count
-    ids: list[str | None] = [None] * count
+    ids: list[str] = [""] * count
     refused: list[str] = []
     answers = 0
     all_answered = asyncio.Event()
@@ -220,15 +236,15 @@ async def sustain(
             answer = json.loads(message.body)
             if answer.get("outcome") != "accepted":
                 refused.append(str(answer))
-            ids[index] = answer.get("message_id")
+            ids[index] = str(answer.get("message_id"))
             await message.ack()
             answers += 1
             if answers == count:
                 all_answered.set()
 
         await replies.consume(on_reply)
-        seen = count + (rows.poll() if rows is not None else 0)  # rows when all are in
-        start = time.perf_counter()
+        broker = _broker()
+        start, wall = time.perf_counter(), time.time()
 
         async def publish() -> None:
             for index, data in enumerate(packages):
@@ -252,7 +268,18 @@ async def sustain(
         async def sample(at: float) -> None:
             if process.poll() is not None:
                 raise RuntimeError(f"{system} exited ({process.returncode}) under load")
-            trace.samples.append(Sample(at, memory(process.pid, system), await _sizes(store)))
+            rss, cpu = processes(process.pid, system)
+            trace.samples.append(
+                Sample(
+                    at,
+                    rss,
+                    await _sizes(store),
+                    cpu=cpu,
+                    busy=_busy_seconds(),
+                    broker=cpu_seconds(broker),
+                    generator=time.process_time(),
+                )
+            )
 
         async def watch() -> None:
             # whole windows; the last takes the rest (half a window to one and a half)
@@ -261,25 +288,51 @@ async def sustain(
                 await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
                 await sample(at)
 
-        async def drain() -> None:
-            """Polls the mailbox (another process's store) until every answer and row is in."""
-            while True:
-                polled = rows.poll() if rows is not None else seen
-                if all_answered.is_set() and polled >= seen:
-                    return
-                await asyncio.sleep(POLL_S)
-
-        cpu = time.process_time()
-        async with asyncio.timeout(trace.seconds + DRAIN_S), asyncio.TaskGroup() as group:
-            group.create_task(publish())
-            group.create_task(watch())
-            group.create_task(drain())
-        trace.generator_cpu = (time.process_time() - cpu) / (time.perf_counter() - start)
-        if refused:
-            raise RuntimeError(f"{system} refused packages: {refused[:3]}")
-    if rows is not None:
-        trace.arrived = [rows.seen[i or ""] - start for i in ids]
+        async with asyncio.timeout(trace.seconds + DRAIN_S):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(publish())
+                group.create_task(watch())
+            await all_answered.wait()
+            if refused:
+                raise RuntimeError(f"{system} refused packages: {refused[:3]}")
+            if mailbox is not None:
+                written = await _written(mailbox, ids)
+                trace.arrived = [written[i] - wall for i in ids]
     return trace
+
+
+async def _written(db: Path, ids: list[str]) -> dict[str, float]:
+    """When each message's mailbox row (of the recipient) was written, as the node stamped
+    it (``delivered_at``, taken just before the transaction that writes it): read once the
+    load is over, so that reading costs the system measured nothing."""
+    wanted = set(ids)
+    while True:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT message_id, delivered_at FROM mailbox WHERE organ_id = ?", (RECIPIENT,)
+            ).fetchall()
+        connection.close()
+        found = {m: datetime.fromisoformat(at).timestamp() for m, at in rows if m in wanted}
+        if len(found) == len(wanted):
+            return found
+        await asyncio.sleep(0.1)
+
+
+def _broker() -> list[int]:
+    """The local RabbitMQ's processes (the Erlang VM), whose CPU is shown apart."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "beam.smp":
+                found.append(int(entry.name))
+    return found
+
+
+def _busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, any process), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _burst(queue: str, packages: list[bytes], counter: _MailboxCount | None) -> float:
@@ -325,18 +378,12 @@ def _system(
                 "lienthong.db-wal": db.with_name("lienthong.db-wal"),
                 "blobs": db.with_name("blobs"),
             }
-            rows = Arrivals(db, "mailbox", "message_id", f"organ_id = '{RECIPIENT}'")
+            mailbox: Path | None = db
         else:
             naive = folder / "naive.db"
             store = {"naive.db": naive, "naive.db-wal": naive.with_name("naive.db-wal")}
-            rows = None
-        try:
-            trace = asyncio.run(
-                sustain(system, queue, packages, rate, window, process, store, rows)
-            )
-        finally:
-            if rows is not None:
-                rows.close()
+            mailbox = None
+        trace = asyncio.run(sustain(system, queue, packages, rate, window, process, store, mailbox))
         trace.peak = peak
         return trace
     finally:
@@ -370,4 +417,4 @@ def run(*, quick: bool, minutes: float = 10.0, plots: Path | None = None) -> Sec
             system: _system(system, folder, config, node_id, warm, burst, load, window)
             for system in ("lienthong", "naive")
         }
-    return report(traces, signed[0][2], SHARE, plots, POLL_S)
+    return report(traces, signed[0][2], SHARE, plots)

@@ -100,12 +100,14 @@ def test_the_sustained_scenario_reports_both_systems_minute_by_minute(tmp_path: 
     windows = [line for line in stdout.splitlines() if re.match(r"^\| \d+–\d+ \| ", line)]
     assert len(windows) >= 4  # every window, of both systems
     for first in ("1 | lienthong", "1 | naive forwarder", "0–3 | lienthong"):
-        answered, p50, p99, rows, rss, processes, store = _cells(stdout, first)[2:]
+        answered, p50, p99, rows, rss, processes, store, cpu = _cells(stdout, first)[2:]
         assert float(answered) > 0
         assert 0 < float(p50) <= float(p99)
         assert float(rss) > 0
         assert float(store) > 0
-        assert all(float(part.split()[-1]) > 0 for part in processes.split(" + "))
+        for part in processes.split(" + "):  # "node 95.6 (0.62)": MiB (cores)
+            assert re.fullmatch(r"[a-z ]+\d* \d+\.\d \(\d+\.\d\d\)", part), part
+        assert len([float(cores) for cores in cpu.split(" / ")]) == 4
         if "lienthong" in first:
             assert all(float(v) > 0 for v in rows.split(" / "))  # to the mailbox row
             assert "admission worker" in processes
