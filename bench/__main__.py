@@ -23,30 +23,43 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import admission, fanout, intake, large, ops, pades, route, scaleout, sizes
+from bench import (
+    admission,
+    fanout,
+    intake,
+    large,
+    ops,
+    pades,
+    route,
+    scaleout,
+    sizes,
+    sustained,
+)
 from bench.report import Section, keep, kept, page, stamp
 
 SCENARIOS: dict[str, Callable[..., Section | None]] = {
     "admission": admission.run,
     "intake": intake.run,
+    "sizes": sizes.run,
     "route": route.run,
+    "sustained": sustained.run,
+    "scaleout": scaleout.run,
     "fanout": fanout.run,
+    "large": large.run,
     "pades": pades.run,
     "ops": ops.run,
-    "large": large.run,
-    "sizes": sizes.run,
-    "scaleout": scaleout.run,
 }
 TITLES = {
     "admission": "Admission",
     "intake": "Intake",
+    "sizes": "Package sizes, one hop and the 4-hop route (issue 10)",
     "route": "Route (4 hops)",
+    "sustained": "Sustained load (issue 10)",
+    "scaleout": "Scale-out: two service instances of one node (issue 10)",
     "fanout": "Fan-out",
+    "large": "Large packages over the 4-hop route (issue 9)",
     "pades": "What reading PDF signatures costs (issue 7)",
     "ops": "What watching a node costs (issue 8)",
-    "large": "Large packages over the 4-hop route (issue 9)",
-    "sizes": "Package sizes, one hop and the 4-hop route (issue 10)",
-    "scaleout": "Scale-out: two service instances of one node (issue 10)",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 QUICK = Path("build") / "bench-quick" / "benchmarks.md"

@@ -47,11 +47,16 @@ class Run:
     p99_ms: float
 
 
-def _packages(pki: Path, count: int, seed: str) -> list[bytes]:
-    key = SigningKey.from_pem(
+def sender_key(pki: Path) -> SigningKey:
+    """The key the sender agency signs its documents with."""
+    return SigningKey.from_pem(
         (pki / "agencies" / f"{SENDER}.key").read_bytes(),
         (pki / "agencies" / f"{SENDER}.pem").read_bytes(),
     )
+
+
+def _packages(pki: Path, count: int, seed: str) -> list[bytes]:
+    key = sender_key(pki)
     template = make_package(10 * 1024, key)
     # distinct documents: each its own DocumentId (else the node answers "duplicate")
     out = []

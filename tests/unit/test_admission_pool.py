@@ -109,13 +109,13 @@ async def test_a_worker_that_cannot_start_is_a_clear_error_and_a_reload_keeps_th
     text = node_file.read_text()
     node_file.write_text(re.sub(r'\nca = "[^"]*"', '\nca = "/nowhere/ca.pem"', text, count=1))
     try:
-        with pytest.raises(ConfigurationError, match="did not start: .*nowhere/ca.pem"):
+        with pytest.raises(ConfigurationError, match=r"did not start: .*nowhere/ca\.pem"):
             await pool.reload()
         assert pool.pids() == before  # the workers it had go on
         admitted = await pool(package, STRICT)
         assert admitted.package.sender.organ_id == SENDER
         broken = AdmissionPool(node_file, 1)
-        with pytest.raises(ConfigurationError, match="nowhere/ca.pem"):
+        with pytest.raises(ConfigurationError, match=r"nowhere/ca\.pem"):
             await broken.start()
         await broken.aclose()
     finally:

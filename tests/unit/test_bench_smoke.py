@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -155,6 +156,30 @@ def test_the_scaleout_scenario_serves_one_node_once_and_twice_and_finds_no_dupli
         "link copies published twice",
     ):
         assert _cells(stdout, check)[1:] == ["0"]
+
+
+@pytest.mark.integration
+def test_the_sustained_scenario_reports_both_systems_minute_by_minute(tmp_path: Path) -> None:
+    stdout = _bench("sustained", "--quick", "--out", str(tmp_path / "benchmarks.md"))
+    windows = [line for line in stdout.splitlines() if re.match(r"^\| \d+–\d+ \| ", line)]
+    assert len(windows) >= 4  # every window, of both systems
+    for first in ("1 | lienthong", "1 | naive forwarder", "0–3 | lienthong"):
+        answered, p50, p99, rows, rss, processes, store, cpu = _cells(stdout, first)[2:]
+        assert float(answered) > 0
+        assert 0 < float(p50) <= float(p99)
+        assert float(rss) > 0
+        assert float(store) > 0
+        for part in processes.split(" + "):  # "node 95.6 (0.62)": MiB (cores)
+            assert re.fullmatch(r"[a-z ]+\d* \d+\.\d \(\d+\.\d\d\)", part), part
+        assert len([float(cores) for cores in cpu.split(" / ")]) == 4
+        if "lienthong" in first:
+            assert all(float(v) > 0 for v in rows.split(" / "))  # to the mailbox row
+            assert "admission worker" in processes
+    kept = json.loads((tmp_path / "bench" / "results" / "sustained.json").read_text())
+    assert [h["target"] for h in kept["headlines"]] == ["≤ 1.10×", "≤ 2×"]
+    assert all(isinstance(h["met"], bool) for h in kept["headlines"])
+    for plot in kept["plots"]:
+        assert (tmp_path / plot).stat().st_size > 0
 
 
 def test_an_unknown_scenario_is_named() -> None:
