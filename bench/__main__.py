@@ -20,6 +20,7 @@ import inspect
 import io
 import shlex
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,16 +143,25 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "minutes": args.minutes,
     }
+    failed = []
     for name in names:
         command = "python -m bench " + shlex.join(
             [name, *(["--quick"] if args.quick else []), *_given(argv, args)]
         )
-        section = stamp(_run(name, options, plots), command, args.quick)
+        try:
+            section = stamp(_run(name, options, plots), command, args.quick)
+        except Exception:  # noqa: BLE001 (the others still run; the exit status says so)
+            traceback.print_exc()
+            print(f"\nscenario {name} failed: its last kept figures stay", file=sys.stderr)
+            failed.append(name)
+            continue
         keep(section, results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page(kept(results, list(SCENARIOS)), PREAMBLE))
     print(f"\nwrote {out}", file=sys.stderr)
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _given(argv: list[str] | None, args: argparse.Namespace) -> list[str]:
