@@ -124,7 +124,7 @@ def _label(pid: int, root: int, system: str) -> str:
     command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     if b"resource_tracker" in command:
         return "resource tracker"
-    if b"multiprocessing" in command:
+    if b"adapters.admission_worker" in command or b"multiprocessing" in command:
         return "admission worker"
     return f"child {pid}"
 
