@@ -16,6 +16,7 @@ from adapters.config_files import load_node_config, load_trust
 from bench.admission import baseline, make_package
 from bench.intake import SENDER, _node_config
 from bench.timing import spread
+from bench.tree import cpu_seconds
 from exchange.admission import Admission, admit
 from exchange.directory import SubjectBinding
 from exchange.policy import STRICT
@@ -43,35 +44,21 @@ benchmark's process and the workers, from /proc.
 """
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def _workers(executor: ProcessPoolExecutor) -> list[int]:
-    return [p.pid for p in (executor._processes or {}).values()]
-
-
 async def _through(
-    admit_one: Callable[[bytes], Awaitable[object]], packages: list[bytes], pids: list[int]
+    admit_one: Callable[[bytes], Awaitable[object]], packages: list[bytes]
 ) -> tuple[float, float]:
     """Packages per second with ``IN_FLIGHT`` admissions under way at once, and the CPU
-    milliseconds per package of this process and ``pids`` together."""
+    milliseconds per package of this process and its workers (idle ones add nothing)."""
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(data: bytes) -> None:
         async with gate:
             await admit_one(data)
 
-    every = [os.getpid(), *pids]
-    cpu, start = _cpu_seconds(every), time.perf_counter()
+    every = [os.getpid()]
+    cpu, start = cpu_seconds(every), time.perf_counter()
     await asyncio.gather(*(one(d) for d in packages))
-    elapsed, used = time.perf_counter() - start, _cpu_seconds(every) - cpu
+    elapsed, used = time.perf_counter() - start, cpu_seconds(every) - cpu
     return len(packages) / elapsed, used / len(packages) * 1e3
 
 
@@ -103,20 +90,20 @@ def measure(folder: Path, rounds: int, count: int) -> dict[str, tuple[list[float
     async def rounds_of() -> dict[str, tuple[list[float], list[float]]]:
         for n in (1, 2):  # start every worker and let it build its context
             await asyncio.gather(*(pools[n](packages[0], STRICT) for _ in range(n * 4)))
-            await _through(plain_pooled(n), packages[: n * 8], [])
-        systems: dict[str, tuple[Callable[[bytes], Awaitable[object]], list[int]]] = {
-            "in-process": (in_process, []),
-            "lienthong pool, 1 worker": (pooled(1), pools[1].pids()),
-            "lienthong pool, 2 workers": (pooled(2), pools[2].pids()),
-            "baseline pool, 1 worker": (plain_pooled(1), _workers(plain[1])),
-            "baseline pool, 2 workers": (plain_pooled(2), _workers(plain[2])),
+            await _through(plain_pooled(n), packages[: n * 8])
+        systems: dict[str, Callable[[bytes], Awaitable[object]]] = {
+            "in-process": in_process,
+            "lienthong pool, 1 worker": pooled(1),
+            "lienthong pool, 2 workers": pooled(2),
+            "baseline pool, 1 worker": plain_pooled(1),
+            "baseline pool, 2 workers": plain_pooled(2),
         }
         names = list(systems)
         out: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
         for index in range(rounds):
             shift = index % len(names)
             for name in names[shift:] + names[:shift]:
-                rate, cpu = await _through(*systems[name][:1], packages, systems[name][1])
+                rate, cpu = await _through(systems[name], packages)
                 out[name][0].append(rate)
                 out[name][1].append(cpu)
         return out
