@@ -113,6 +113,15 @@ def page(sections: list[Section], preamble: str) -> str:
                 f"| [{s.scenario}](#{s.scenario}) | {h.measure} | {h.ours} | {h.baseline} "
                 f"| {h.ratio} | {h.target} | {_mark(h.met)} | `{s.command}` |"
             )
+    missed = [
+        f"{h.measure} ({s.scenario})" for s in sections for h in s.headlines if h.met is False
+    ]
+    if missed:
+        lines += [
+            "",
+            "Targets not met: " + "; ".join(missed) + ". Where the time goes, from the "
+            "profiles, and what would close each gap: [docs/profiles.md](profiles.md).",
+        ]
     for s in sections:
         lines += ["", f'<a id="{s.scenario}"></a>', "", f"## {s.title}", ""]
         quick = " (a quick run: its numbers mean nothing)" if s.quick else ""
