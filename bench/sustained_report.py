@@ -4,7 +4,7 @@ the plots and the headlines (the load itself is in bench/sustained.py)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -232,30 +232,11 @@ def report(
             f"| {answered:.0f} | {_ms(latency, 0.5)} | {_ms(latency, 0.99)} | {_late(trace)} |"
         )
     parts += ["", "Per minute (latency to the answer; memory, the minute's peak):", ""]
-    parts += [
-        "| minute | system | answered/s | p50 ms | p99 ms | to mailbox row p50 / p99 ms "
-        "| RSS MiB, all processes | per process: MiB (cores) | store MiB "
-        "| CPU, cores: system / generator / broker / rest |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
     by = {name: minutes(trace) for name, trace in traces.items()}
-    for index in range(max(len(m) for m in by.values())):
-        for name, spans in by.items():
-            if index < len(spans):
-                parts.append(_row(str(index + 1), NAMES[name], spans[index]))
+    parts += _spans_table("minute", by, lambda index, _: str(index + 1))
     parts += ["", "<details><summary>Every window</summary>", ""]
-    parts += [
-        "| window, s | system | answered/s | p50 ms | p99 ms | to mailbox row p50 / p99 ms "
-        "| RSS MiB, all processes | per process: MiB (cores) | store MiB "
-        "| CPU, cores: system / generator / broker / rest |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
     by_window = {name: windows(trace) for name, trace in traces.items()}
-    for index in range(max(len(w) for w in by_window.values())):
-        for name, spans in by_window.items():
-            if index < len(spans):
-                span = spans[index]
-                parts.append(_row(f"{span.start:.0f}–{span.end:.0f}", NAMES[name], span))
+    parts += _spans_table("window, s", by_window, lambda _, s: f"{s.start:.0f}–{s.end:.0f}")
     parts += ["", "</details>"]
     drawn = _plots(traces, plots) if plots is not None else []
     return Section(
@@ -311,3 +292,20 @@ def _plots(traces: dict[str, Trace], folder: Path) -> list[str]:
         logy=True,
     )
     return ["bench/sustained-memory.png", "bench/sustained-latency.png"]
+
+
+def _spans_table(
+    first: str, by: dict[str, list[Span]], label: Callable[[int, Span], str]
+) -> list[str]:
+    """One row per span and system, the systems interleaved span by span."""
+    rows = [
+        f"| {first} | system | answered/s | p50 ms | p99 ms | to mailbox row p50 / p99 ms "
+        "| RSS MiB, all processes | per process: MiB (cores) | store MiB "
+        "| CPU, cores: system / generator / broker / rest |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for index in range(max(len(spans) for spans in by.values())):
+        for name, spans in by.items():
+            if index < len(spans):
+                rows.append(_row(label(index, spans[index]), NAMES[name], spans[index]))
+    return rows
