@@ -77,7 +77,7 @@ class NodeClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 while len(answers) < len(ids):
-                    delivery = await anext(stream)
+                    delivery = await _next(stream, self.queues.node_id)
                     await delivery.ack()
                     answers[delivery.message.correlation_id or ""] = Answer.decode(
                         delivery.message.body
@@ -113,7 +113,7 @@ class NodeClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 while True:
-                    delivery = await anext(stream)
+                    delivery = await _next(stream, self.queues.node_id)
                     await delivery.ack()
                     got.append(delivery.message)
                     if int(delivery.message.headers.get("lienthong-last", 0)):
@@ -183,3 +183,14 @@ class NodeClient:
                 yield item, ack
         finally:
             await stream.aclose()
+
+
+async def _next(stream: AsyncIterator[Delivery], node_id: str) -> Delivery:
+    """The next answer on a reply queue; the queue's end (its connection was lost, and an
+    exclusive queue with it) is a transient fault, for the caller to try again."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration as exc:
+        raise TransientFault(
+            f"the connection to node {node_id} was lost while waiting for its answer"
+        ) from exc

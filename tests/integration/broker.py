@@ -12,9 +12,11 @@ import aio_pika
 AMQP_URL = os.environ.get("LIENTHONG_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-async def wait_for_consumers(queues: Iterable[str], count: int = 1, timeout: float = 60) -> None:
+async def wait_for_consumers(
+    queues: Iterable[str], count: int = 1, timeout: float = 60, url: str = AMQP_URL
+) -> None:
     """Until each queue exists and has ``count`` consumers: the node is ready."""
-    connection = await aio_pika.connect(AMQP_URL)
+    connection = await aio_pika.connect(url)
     async with connection, asyncio.timeout(timeout):
         for queue in queues:
             while True:

@@ -143,27 +143,8 @@ class TreeProcesses:
         size: int = 0,
         priority: int = 0,
     ) -> bytes:
-        """A document from ``sender``, signed; ``size`` pads its content to about that many
-        bytes, ``priority`` is its edXML Priority (2-4 take a link's urgent lane)."""
-        data = example("document-new.edxml")
-        tos = "".join(
-            f"<edXML:To><edXML:OrganId>{r}</edXML:OrganId></edXML:To>" for r in recipients
-        )
-        start = data.index(b"<edXML:To>")
-        end = data.rindex(b"</edXML:To>") + len(b"</edXML:To>")
-        data = data[:start] + tos.encode() + data[end:]
-        data = data.replace(b"000.00.00.G22", sender.encode())
-        data = data.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
-        data = data.replace(b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode())
-        data = data.replace(b"<edXML:Priority>0<", f"<edXML:Priority>{priority}<".encode())
-        if size > len(data):
-            filler = (b"Kinh gui cac xa. " * (size // 17 + 1))[: size - len(data)]
-            data = data.replace(b"<edXML:Content>", b"<edXML:Content>" + filler, 1)
-        key = SigningKey.from_pem(
-            (self.pki / "agencies" / f"{sender}.key").read_bytes(),
-            (self.pki / "agencies" / f"{sender}.pem").read_bytes(),
-        )
-        return sign(data, key)
+        """A document from ``sender``, signed; see ``signed_document``."""
+        return signed_document(self.pki, sender, recipients, number, size=size, priority=priority)
 
     def key(self, organ: str) -> SigningKey:
         return SigningKey.from_pem(
@@ -197,3 +178,35 @@ class TreeProcesses:
             [name for node, parent in self.parents.items() for name in queues_of(node, parent)]
             + [Queues(home).mailbox(organ) for organ, home in self.homes.items()]  # push
         )
+
+
+def signed_document(
+    pki: Path,
+    sender: str,
+    recipients: Sequence[str],
+    number: int,
+    *,
+    size: int = 0,
+    priority: int = 0,
+) -> bytes:
+    """The example new document from ``sender`` to ``recipients``, numbered ``number`` (so
+    distinct numbers are distinct packages), signed with the sender's key under ``pki``;
+    ``size`` pads its content to about that many bytes, ``priority`` is its edXML Priority
+    (2-4 take a link's urgent lane)."""
+    data = example("document-new.edxml")
+    tos = "".join(f"<edXML:To><edXML:OrganId>{r}</edXML:OrganId></edXML:To>" for r in recipients)
+    start = data.index(b"<edXML:To>")
+    end = data.rindex(b"</edXML:To>") + len(b"</edXML:To>")
+    data = data[:start] + tos.encode() + data[end:]
+    data = data.replace(b"000.00.00.G22", sender.encode())
+    data = data.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
+    data = data.replace(b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode())
+    data = data.replace(b"<edXML:Priority>0<", f"<edXML:Priority>{priority}<".encode())
+    if size > len(data):
+        filler = (b"Kinh gui cac xa. " * (size // 17 + 1))[: size - len(data)]
+        data = data.replace(b"<edXML:Content>", b"<edXML:Content>" + filler, 1)
+    key = SigningKey.from_pem(
+        (pki / "agencies" / f"{sender}.key").read_bytes(),
+        (pki / "agencies" / f"{sender}.pem").read_bytes(),
+    )
+    return sign(data, key)
