@@ -360,7 +360,7 @@ class SqliteStore:
             probe = self.blobs.root / ".space-probe"
             with contextlib.suppress(StoreFull):
                 await self._write_blob(
-                    lambda _, data: write_atomically(probe, data, self.disk), "", b"x" * 4096
+                    lambda _, data: write_atomically(probe, data, self.blobs.disk), "", b"x" * 4096
                 )
         if "database" in self._full:
             with contextlib.suppress(TransientFault):
