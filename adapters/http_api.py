@@ -20,6 +20,7 @@ from aiohttp import web
 
 from adapters.agency_gate import AgencyGate, Caller
 from adapters.console import add_console_routes
+from adapters.durable import PLAIN, Disk
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
 from adapters.sdk_facade import add_sdk_routes
@@ -38,6 +39,7 @@ from exchange.errors import (
     RateLimited,
     RequestInvalid,
     SenderFault,
+    StoreFull,
     SubmitterNotSender,
     TransientFault,
     Unauthenticated,
@@ -56,6 +58,7 @@ GATE, SETTINGS, LIMITS, MAX_BYTES = (
     web.AppKey("limits", dict),
     web.AppKey("max_bytes", int),  # the inline cap: what is ever read into memory
 )
+DISK = web.AppKey("disk", Disk)  # where spooled bodies are written
 CAP = web.AppKey("cap", int)  # the package cap: a submission past it is refused
 MAX_WAIT_S = 30.0  # the longest a mailbox request waits for mail
 STATUS_OF_CODE = {
@@ -91,7 +94,9 @@ def problem_for(fault: LienthongError) -> web.Response:
         ]
     status = STATUS_OF_CODE.get(fault.code, 422 if isinstance(fault, SenderFault) else 503)
     response = problem(status, fault.code, fault.message, **extra)
-    if isinstance(fault, RateLimited | TransientFault):
+    if isinstance(fault, StoreFull):
+        response.headers["Retry-After"] = str(StoreFull.retry_after_s)
+    elif isinstance(fault, RateLimited | TransientFault):
         response.headers["Retry-After"] = "1"
     return response
 
@@ -221,6 +226,7 @@ async def submit(request: web.Request) -> web.Response:
         inline=request.app[MAX_BYTES],
         cap=request.app[CAP],
         folder=gate.node.store.spool_folder(),
+        disk=request.app[DISK],
     )
     if isinstance(data, Spooled):  # a large package: streamed to a file, never held here
         return answer_response(await gate.submit_spooled(caller, data, as_organ, key=key))
@@ -335,13 +341,14 @@ def build_app(
     max_bytes: int,
     inline_bytes: int | None = None,
     extra: Callable[[web.Application], None] | None = None,
+    disk: Disk = PLAIN,
 ) -> web.Application:
     """``max_bytes``: the package cap; ``inline_bytes`` (default: the same): above it a
     submission is spooled to a file and travels by claim check."""
     inline = min(max_bytes, inline_bytes or max_bytes)
     app = web.Application(middlewares=[errors], client_max_size=inline + 1)
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, inline
-    app[CAP] = max_bytes
+    app[CAP], app[DISK] = max_bytes, disk
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
     if extra is not None:  # the operator's endpoints (adapters/ops_http.py)

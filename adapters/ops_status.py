@@ -27,7 +27,7 @@ from adapters.ops_checks import Certificates
 from adapters.transport_amqp import AmqpTransport
 from exchange.alerting import AlertMemory, Thresholds, evaluate
 from exchange.config import TrustSettings
-from exchange.errors import LienthongError
+from exchange.errors import LienthongError, StoreFull
 from exchange.evidence import EventKind
 from exchange.linkboard import CHILD, DOWN, PARENT, UP, LinkState
 from exchange.links import LANES, down_queue, split_target, up_queue
@@ -159,9 +159,13 @@ class OpsView:
         began = time.monotonic()
         try:
             ops = await self.node.store.operations(datetime.now(UTC) - timedelta(hours=1))
+            full = await self.node.store.disk_full()  # it reads, but it cannot write
         except Exception as exc:  # noqa: BLE001 - whatever the store raised: not ready
             return Probe(False, (time.monotonic() - began) * 1000, str(exc)), None
-        return Probe(True, (time.monotonic() - began) * 1000, None), ops
+        took = (time.monotonic() - began) * 1000
+        if full is not None:
+            return Probe(False, took, f"{StoreFull.code}: {full}"), ops
+        return Probe(True, took, None), ops
 
     async def probe_broker(self) -> Probe:
         began = time.monotonic()

@@ -1,10 +1,12 @@
 """``lienthong serve``: one node, composed from its configuration.
 
 Startup builds, in order: trust, directory, store, transport, the admission pool and
-the node; shutdown (SIGTERM or SIGINT) undoes it in reverse. A test failpoint,
-``LIENTHONG_CRASH_AT=<step>``, kills the process with SIGKILL when the node reaches that
-step (``after-commit``, ``before-ack``, ``mid-relay``, ``admit:<sha256>``): it is how the
-crash tests place a kill -9 exactly.
+the node; shutdown (SIGTERM or SIGINT) undoes it in reverse. Two test failpoints
+(docs/operations.md, "Failpoints"): ``LIENTHONG_CRASH_AT=<step>`` kills the process with
+SIGKILL when the node reaches that step (``after-commit``, ``before-ack``, ``mid-relay``,
+``admit:<sha256>``): it is how the crash tests place a kill -9 exactly;
+``LIENTHONG_FAULTS=<folder>`` makes the store's disk full while ``<folder>/enospc``
+exists (adapters/faults.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from adapters.config_files import (
     load_trust,
 )
 from adapters.directory_file import DirectoryFile
+from adapters.durable import PLAIN, Disk
+from adapters.faults import disk_from
 from adapters.http_api import build_app
 from adapters.metrics import NodeMetrics
 from adapters.notify import notifier_for
@@ -53,11 +57,11 @@ from exchange.receipt import receipt_issuer
 log = structlog.get_logger("lienthong.serve")
 
 
-def open_store(config: NodeConfig) -> SqliteStore | PostgresStore:
+def open_store(config: NodeConfig, disk: Disk = PLAIN) -> SqliteStore | PostgresStore:
     settings = config.store
     if settings.kind == "sqlite":
         assert settings.path is not None
-        return SqliteStore(settings.path, chain=settings.instance)
+        return SqliteStore(settings.path, chain=settings.instance, disk=disk)
     if settings.dsn is None:
         raise ConfigurationError(
             f"{config.source_file}: key 'store.dsn': expected a connection string"
@@ -226,7 +230,8 @@ async def _open_node(
 ) -> tuple[Node, OpsView]:
     """Build one node, and its operator's view; what it opened is closed, in reverse,
     when ``stack`` unwinds."""
-    store = open_store(config)
+    disk = disk_from(os.environ)  # the plain disk, unless a test fills it
+    store = open_store(config, disk)
     stack.push_async_callback(store.close)
     transport = AmqpTransport(config.amqp_url)
     stack.push_async_callback(transport.close)
@@ -247,7 +252,7 @@ async def _open_node(
     stack.push_async_callback(admission.aclose)
     await admission.start()  # the workers are ready before the first package
     spool = store.spool_folder()  # none: the store takes no package above the inline cap
-    blobs = HttpBlobs(config.node_id, spool, config) if spool is not None else None
+    blobs = HttpBlobs(config.node_id, spool, config, disk) if spool is not None else None
     node = build_node(config, transport, store, admission, parent_transport, *directory, blobs)
     view = OpsView(
         node,
@@ -262,6 +267,7 @@ async def _open_node(
             max_bytes=config.max_package_bytes,
             inline_bytes=config.inline_max_bytes,
             extra=lambda app: _faces(app, config, view, blobs),
+            disk=disk,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -26,6 +26,7 @@ face's business (adapters/transfer_http.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Self
 
-from adapters.durable import fsync_folder
-from exchange.errors import TransferBeyondSize, TransferCorrupt, TransferOffsetMismatch
+from adapters.durable import PLAIN, Disk, disk_full, fsync_folder
+from exchange.errors import StoreFull, TransferBeyondSize, TransferCorrupt, TransferOffsetMismatch
 
 CHUNK = 256 * 1024
 MIN_CHUNK, MAX_CHUNK = 64 * 1024, 1024 * 1024
@@ -63,11 +64,11 @@ class _Slot:
 
 
 class Spool:
-    def __init__(self, folder: Path, *, chunk: int = CHUNK) -> None:
+    def __init__(self, folder: Path, *, chunk: int = CHUNK, disk: Disk = PLAIN) -> None:
         if not MIN_CHUNK <= chunk <= MAX_CHUNK:
             raise ValueError(f"a spool chunk is {MIN_CHUNK} to {MAX_CHUNK} bytes, not {chunk}")
         folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.chunk = folder, chunk
+        self.folder, self.chunk, self.disk = folder, chunk, disk
         self._slots: dict[str, _Slot] = {}
 
     def path(self, digest: str) -> Path | None:
@@ -206,8 +207,19 @@ class SpoolWriter:
             )
 
     def _flush(self, data: bytes) -> None:
+        """Appends ``data``; on a full disk, the partial is cut back to what was accepted
+        before (a resumed transfer starts at its length: it must hold only whole chunks)."""
         assert self._file is not None
-        self._file.write(data)
+        start = self._file.tell()
+        try:
+            self.spool.disk.write(self._file, data)
+            self._file.flush()
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            with contextlib.suppress(OSError):
+                self._file.truncate(start)
+            raise StoreFull(f"the spool folder: the disk is full ({exc})") from exc
         self._hash.update(data)
 
     async def complete(self) -> Path:

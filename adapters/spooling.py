@@ -5,6 +5,7 @@ package cap (by its Content-Length before a byte is read, else as the bytes pass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -12,14 +13,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from exchange.errors import PackageTooLarge
+from adapters.durable import PLAIN, Disk, disk_full
+from exchange.errors import PackageTooLarge, StoreFull
 from exchange.large import Spooled
 
 CHUNK = 1024 * 1024
 
 
 async def read_or_spool(
-    request: web.Request, *, inline: int, cap: int, folder: Path | None
+    request: web.Request, *, inline: int, cap: int, folder: Path | None, disk: Disk = PLAIN
 ) -> bytes | Spooled:
     if request.content_length is not None and request.content_length > cap:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
@@ -44,18 +46,21 @@ async def read_or_spool(
     handle = await loop.run_in_executor(None, path.open, "wb")
     try:
         for chunk in chunks:
-            await loop.run_in_executor(None, handle.write, chunk)
+            await loop.run_in_executor(None, disk.write, handle, chunk)
         chunks.clear()  # from here on, never more than one chunk in memory
         async for chunk in stream:
             size += len(chunk)
             _within(size, cap)
             hasher.update(chunk)
-            await loop.run_in_executor(None, handle.write, chunk)
+            await loop.run_in_executor(None, disk.write, handle, chunk)
         await loop.run_in_executor(None, handle.flush)
         await loop.run_in_executor(None, os.fsync, handle.fileno())
-    except BaseException:
-        handle.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # what is still buffered may not fit either
+            handle.close()
         path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and disk_full(exc):
+            raise StoreFull(f"the spool folder: the disk is full ({exc})") from exc
         raise
     handle.close()
     return Spooled(path, hasher.hexdigest(), size)

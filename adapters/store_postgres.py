@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from adapters import bridge_postgres, evidence_postgres, ops_postgres
-from exchange.errors import ConfigurationError, PackageTooLarge, TransientFault
+from exchange.errors import ConfigurationError, PackageTooLarge, StoreFull, TransientFault
 from exchange.evidence import Event, LogEntry
 from exchange.store import (
     Attempt,
@@ -288,6 +288,7 @@ class PostgresStore:
         lease_s: float = 60.0,
     ) -> None:
         self.chain = chain  # this instance's evidence chain
+        self._full: tuple[datetime, str] | None = None  # since when, and why, the disk is full
         # who holds the leases this store object takes: unique to it, and the
         # application_name of its connections, by which others see that it is alive
         self.owner = f"lienthong/{uuid.uuid4().hex[:16]}"
@@ -332,7 +333,21 @@ class PostgresStore:
                 cursor = await conn.execute(query.encode(), params)
                 return await cursor.fetchall() if cursor.description else []
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
+
+    def _fault(self, exc: psycopg.OperationalError) -> TransientFault:
+        """A driver's error as ours: a full disk (SQLSTATE 53100) is ``store.disk_full``
+        and is remembered for ``disk_full`` until a package is committed again."""
+        if isinstance(exc, psycopg.errors.DiskFull):
+            self._full = self._full or (datetime.now(UTC), str(exc))
+            return StoreFull(f"PostgreSQL store: the disk is full ({exc})")
+        return TransientFault(f"PostgreSQL store: {exc}")
+
+    async def disk_full(self) -> str | None:
+        if self._full is None:
+            return None
+        since, error = self._full
+        return f"database: disk full since {since.isoformat(timespec='seconds')} ({error})"
 
     async def close(self) -> None:
         await self._pool.close()
@@ -357,7 +372,7 @@ class PostgresStore:
                         "INSERT INTO schema_version (version) VALUES (%s)", (version,)
                     )
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
         return len(MIGRATIONS)
 
     async def find_digest(self, digest: str) -> IntakeResult | None:
@@ -525,7 +540,8 @@ class PostgresStore:
                         ],
                     )
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
+        self._full = None  # a package committed: the disk takes writes again
         return IntakeResult(Outcome.COMMITTED, intake.message_id, package.level.value)
 
     async def document(self, document_id: str) -> KnownDocument | None:
@@ -639,7 +655,7 @@ class PostgresStore:
                     )
                 await evidence_postgres.append(conn, self.chain, events)
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def failed_outbox(self, limit: int = 100) -> Sequence[FailedRow]:
         rows = await self._execute(
@@ -714,7 +730,7 @@ class PostgresStore:
                     conn, self.chain, [event_of[m] for m in marked if m in event_of]
                 )
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
         return len(marked)
 
     async def withdraw(
@@ -753,7 +769,7 @@ class PostgresStore:
                     (document_id, sender, organ_id, by_message_id, at),
                 )
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
         return found
 
     # --- evidence -------------------------------------------------------------------
@@ -766,7 +782,7 @@ class PostgresStore:
             async with self._pool.connection() as conn, conn.transaction():
                 return await evidence_postgres.append(conn, self.chain, events)
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def pending_reports(
         self, limit: int, *, skip_to: Collection[str] = ()
@@ -889,7 +905,7 @@ class PostgresStore:
                 assert row is not None
                 return int(row[0]), True
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def dead_letters(self, *, include_replayed: bool = False) -> Sequence[DeadLetter]:
         rows = await self._execute(
@@ -908,7 +924,7 @@ class PostgresStore:
             async with self._pool.connection() as conn, conn.transaction():
                 return await ops_postgres.purge(conn, self.chain, dead_letter_id, at, events)
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def operations(self, since: datetime) -> Operations:
         await self._open()
@@ -916,7 +932,7 @@ class PostgresStore:
             async with self._pool.connection() as conn, conn.transaction():
                 return await ops_postgres.operations(conn, since)
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def latest_from(self, organs: Collection[str]) -> Mapping[str, str]:
         await self._open()
@@ -924,7 +940,7 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 return await ops_postgres.latest_from(conn, organs)
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def events_of_kind(self, kind: str, since: datetime, limit: int = 500) -> Sequence[Event]:
         await self._open()
@@ -932,7 +948,7 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 return await ops_postgres.events_of_kind(conn, kind, since, limit)
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def dead_letter_bytes(self, dead_letter_id: int) -> bytes:
         rows = await self._execute(
@@ -993,7 +1009,7 @@ class PostgresStore:
                     await evidence_postgres.append(conn, self.chain, events)
                 return decided
         except psycopg.OperationalError as exc:
-            raise TransientFault(f"PostgreSQL store: {exc}") from exc
+            raise self._fault(exc) from exc
 
     async def link_upstream(
         self, upstream: str, direction: str, doc_id: str, message_id: str, at: datetime

@@ -5,6 +5,11 @@ file, fsynced, renamed into place and its folder fsynced before any row names it
 row never points at bytes that a crash could lose. Blobs no row names any more (an
 intake that died between the blob and its row) are collected by ``collect_garbage``.
 
+A full disk (ENOSPC at a blob file, SQLite's "database or disk is full") is
+``store.disk_full``, a transient fault: nothing was committed, and ``disk_full`` says so
+to the operator's view until a write to that part of the store succeeds again. The disk is
+``adapters.durable.Disk``: the seam where a test fills it (adapters/faults.py).
+
 All SQL runs on one connection in one worker thread, so the event loop never blocks on
 the disk. Several processes may share the file: writers take the lock with
 ``BEGIN IMMEDIATE`` and wait for each other up to ``busy_timeout``.
@@ -27,8 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from adapters import bridge_sqlite, evidence_sqlite, ops_sqlite
-from adapters.durable import fsync_folder, write_atomically
-from exchange.errors import TransientFault
+from adapters.durable import PLAIN, Disk, disk_full, fsync_folder, write_atomically
+from exchange.errors import StoreFull, TransientFault
 from exchange.evidence import Event, LogEntry
 from exchange.store import (
     Attempt,
@@ -161,8 +166,9 @@ _NO_CAP = 2**62  # a mailbox query's size cap when none is asked for
 class BlobFolder:
     """Content-addressed files, durable before anyone refers to them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, disk: Disk = PLAIN) -> None:
         self.root = root
+        self.disk = disk
         self._folders: set[Path] = set()  # made already: folders are never removed
 
     def path(self, digest: str) -> Path:
@@ -177,7 +183,7 @@ class BlobFolder:
             return
         if target.parent not in self._folders:
             self._make_folder(target.parent)
-        write_atomically(target, data)  # two intakes of the same bytes may write at once
+        write_atomically(target, data, self.disk)  # two intakes of the same bytes may write at once
 
     def _make_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -240,11 +246,22 @@ class BlobFolder:
 
 
 class SqliteStore:
-    def __init__(self, folder: Path, *, busy_timeout_ms: int = 10_000, chain: str = "main") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        busy_timeout_ms: int = 10_000,
+        chain: str = "main",
+        disk: Disk = PLAIN,
+    ) -> None:
         self.folder = folder
         self.chain = chain  # this instance's evidence chain
         folder.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobFolder(folder / "blobs")
+        self.disk = disk
+        self.blobs = BlobFolder(folder / "blobs", disk)
+        # the parts of the store ("blobs", "database") whose last write found the disk
+        # full: since when, and what the disk said; a write that succeeds clears its part
+        self._full: dict[str, tuple[datetime, str]] = {}
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         # Blob files are written and fsynced beside the database thread, several at once:
@@ -262,7 +279,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(
+            db = self.disk.connect(
                 self.folder / "lienthong.db", isolation_level=None, check_same_thread=False
             )
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -275,16 +292,22 @@ class SqliteStore:
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             db = self._connect()
+            changes = db.total_changes
             try:
-                return work(db)
+                done = work(db)
             except sqlite3.OperationalError as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                if disk_full(exc):
+                    raise self._mark_full("database", exc) from exc
                 raise TransientFault(f"SQLite store: {exc}") from exc
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            if self._db is db and db.total_changes != changes:  # a write went through
+                self._full.pop("database", None)
+            return done
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
@@ -315,6 +338,39 @@ class SqliteStore:
         """The database and its WAL exist before a read-only connection opens them."""
         if self._db is None:
             self._executor.submit(self._connect).result()
+
+    def _mark_full(self, part: str, exc: BaseException) -> StoreFull:
+        self._full.setdefault(part, (datetime.now(UTC), str(exc)))
+        return StoreFull(f"SQLite store, {part}: the disk is full ({exc})")
+
+    async def _write_blob(self, write: Callable[[str, Any], None], digest: str, data: Any) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._blob_io, write, digest, data)
+        except OSError as exc:
+            if disk_full(exc):
+                raise self._mark_full("blobs", exc) from exc
+            raise
+        self._full.pop("blobs", None)
+
+    async def disk_full(self) -> str | None:
+        """Why writes fail for want of space, and since when; None while they succeed. A
+        part marked full is tried again here (a small file, a small transaction), so the
+        mark goes with the fault even when no other write comes."""
+        if "blobs" in self._full:
+            probe = self.blobs.root / ".space-probe"
+            with contextlib.suppress(StoreFull):
+                await self._write_blob(
+                    lambda _, data: write_atomically(probe, data, self.blobs.disk), "", b"x" * 4096
+                )
+        if "database" in self._full:
+            with contextlib.suppress(TransientFault):
+                await self._run(_probe_space)
+        if not self._full:
+            return None
+        return "; ".join(
+            f"{part}: disk full since {since.isoformat(timespec='seconds')} ({error})"
+            for part, (since, error) in sorted(self._full.items())
+        )
 
     async def close(self) -> None:
         def shut(db: sqlite3.Connection) -> None:
@@ -392,13 +448,9 @@ class SqliteStore:
         package = intake.package
         key = intake.dedup_key
         if isinstance(intake.data, Path):
-            await asyncio.get_running_loop().run_in_executor(
-                self._blob_io, self.blobs.adopt, package.digest, intake.data
-            )
+            await self._write_blob(self.blobs.adopt, package.digest, intake.data)
         else:
-            await asyncio.get_running_loop().run_in_executor(
-                self._blob_io, self.blobs.put, package.digest, intake.data
-            )
+            await self._write_blob(self.blobs.put, package.digest, intake.data)
 
         blob = self.blobs.path(package.digest)
 
@@ -1049,6 +1101,17 @@ def _held(db: sqlite3.Connection, digest: str) -> int | None:
         "SELECT id FROM dead_letters WHERE digest = ? AND replayed_at IS NULL", (digest,)
     ).fetchone()
     return int(row[0]) if row else None
+
+
+def _probe_space(db: sqlite3.Connection) -> None:
+    """A write and its undoing, committed: it passes only when the disk takes writes."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(
+        "INSERT OR REPLACE INTO attempts (digest, count, updated_at) VALUES ('space-probe', 0, ?)",
+        (_now(),),
+    )
+    db.execute("DELETE FROM attempts WHERE digest = 'space-probe'")
+    db.execute("COMMIT")
 
 
 def _count_attempt(db: sqlite3.Connection, digest: str, reason: str | None, delta: int) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.durable import PLAIN, Disk
 from adapters.spool import Spool
 from adapters.transfer_client import pull, push
 from adapters.transfer_http import add_transfer_routes, link_authoriser
@@ -31,9 +32,9 @@ DEADLINE_S = 15 * 60.0
 
 
 class HttpBlobs:
-    def __init__(self, node_id: str, folder: Path, config: NodeConfig) -> None:
+    def __init__(self, node_id: str, folder: Path, config: NodeConfig, disk: Disk = PLAIN) -> None:
         self.node_id = node_id
-        self.spool = Spool(folder / "links")
+        self.spool = Spool(folder / "links", disk=disk)
         self._offered = folder / "offered"  # offered/<child>/<digest>: what a child may pull
         self._parent_url = config.link.transfer_url
         self._token = config.link.transfer_token

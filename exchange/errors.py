@@ -500,6 +500,17 @@ class Draining(TransientFault):
     code = "node.draining"
 
 
+class StoreFull(TransientFault):
+    """The store's disk is full (ENOSPC, SQLite's "database or disk is full", PostgreSQL's
+    53100): nothing was committed, nor acknowledged. Not the sender's fault and not counted
+    against the package: it waits (AMQP) or is answered 503 with Retry-After (HTTP) until an
+    operator frees space; the store's health says so meanwhile."""
+
+    code = "store.disk_full"
+
+    retry_after_s = 30  # space is freed by a person, not in a second
+
+
 class AlertNotSent(TransientFault):
     """A webhook or SMTP server did not take an alert notification (refused, passed its
     deadline, answered an error); it stays pending and goes at the next check."""

@@ -6,7 +6,8 @@ Intake takes each submission through four steps (DESIGN §3, §4):
    original answer at once;
 2. **admission** under the policy of the source that submitted it, in a bounded worker
    pool, after the attempt has been recorded in the store, so that a package that kills
-   the worker is counted and, after ``max_attempts``, dead-lettered;
+   the worker is counted and, after ``max_attempts``, dead-lettered; a transient fault
+   (the store away, its disk full) takes its attempt back: it is not the package's doing;
 3. **commit**: one store transaction holds the bytes, the dedup key and one outbox row
    per destination;
 4. **acknowledge** the input only after the commit, and answer the submitter.
@@ -72,6 +73,7 @@ from exchange.errors import (
     RecipientUnreachable,
     SenderFault,
     StatusUnroutable,
+    StoreFull,
     SubmitterNotSender,
     TransientFault,
 )
@@ -145,6 +147,10 @@ CrashHook = Callable[[str], None]
 # signs the delivery receipt for a package put in these mailboxes now (exchange/receipt.py)
 # (row, recipients, when, the PDF signature records its envelope carries) -> the receipt
 IssueReceipt = Callable[[OutboxRow, Sequence[str], datetime, Sequence[Mapping[str, Any]]], bytes]
+
+
+DISK_FULL_HOLD_S = 60.0  # a submission waits this long in place for space, then is requeued
+MAX_OWED = 10_000  # packages whose taken-back attempt is remembered in memory
 
 
 def _no_crash(_step: str) -> None:
@@ -337,6 +343,9 @@ class Node:
         self._intake_open = asyncio.Event()
         self._intake_open.set()
         self.in_flight = 0  # submissions being admitted right now
+        # attempts taken back (a transient fault is not the package's doing) that the
+        # store could not write, a full disk being the fault: deducted at the next attempt
+        self._owed: dict[str, int] = {}
         self._directory = directory
         self.reports = ReportRelay(
             settings.node_id,
@@ -491,7 +500,7 @@ class Node:
     ) -> None:
         self.in_flight += 1
         try:
-            await self.handle_submission(delivery)
+            await self._submit_holding(delivery, backoff)
             backoff.reset()
         except TransientFault as fault:  # the store or the broker is away: wait, retry
             log.warning("intake.transient", code=fault.code, error=fault.message)
@@ -502,11 +511,44 @@ class Node:
         except Exception as exc:  # a bug met by one package: count it, requeue, go on
             log.exception("intake.crashed", node=self.settings.node_id)
             digest = hashlib.sha256(delivery.message.body).hexdigest()
-            await self.store.record_attempt(digest, f"{type(exc).__name__}: {exc}", delta=0)
+            try:
+                await self.store.record_attempt(digest, f"{type(exc).__name__}: {exc}", delta=0)
+            except TransientFault as fault:  # counted by begin_attempt all the same
+                log.warning("intake.not_recorded", code=fault.code, error=fault.message)
             await _requeue(delivery)
         finally:
             self.in_flight -= 1
             slots.release()
+
+    async def _submit_holding(self, delivery: Delivery, backoff: Backoff) -> None:
+        """``handle_submission``, tried again in place while the store's disk is full, for
+        up to ``DISK_FULL_HOLD_S``, before the delivery goes back to the queue: a person
+        frees the space, and a delivery given back at every try would count towards a
+        quorum queue's delivery limit (whose dead-lettering is for poison, not a disk)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + DISK_FULL_HOLD_S
+        while True:
+            try:
+                await self.handle_submission(delivery)
+            except StoreFull as fault:
+                if loop.time() >= until:
+                    raise
+                log.warning("intake.disk_full", node=self.settings.node_id, error=fault.message)
+                await backoff.wait()
+            else:
+                return
+
+    async def _take_back(self, digest: str) -> None:
+        """The attempt ``begin_attempt`` counted is not the package's: a transient fault
+        (a CRL to renew, the store away or its disk full) is not, and must never bring it
+        to ``max_attempts`` and the dead letters. When even this write fails, the count is
+        owed, and deducted at the package's next attempt."""
+        owed = self._owed.pop(digest, 0) + 1
+        try:
+            await self.store.record_attempt(digest, delta=-owed)
+        except TransientFault:
+            if len(self._owed) < MAX_OWED:
+                self._owed[digest] = owed
 
     async def handle_submission(self, delivery: Delivery) -> Answer:
         message = delivery.message
@@ -552,7 +594,7 @@ class Node:
             await self._settle(delivery, answer, bound, source, started)
             return answer
 
-        attempts = begun.count
+        attempts = begun.count - self._owed.get(digest, 0)
         if attempts > self.settings.max_attempts:
             answer = await self._dead_letter(data, source, attempts)
             await self._settle(delivery, answer, bound, source, started)
@@ -583,13 +625,14 @@ class Node:
             targets, outbox, unreachable = self._plan_entry(package, document, arrived)
         except SenderFault as fault:
             await self.store.clear_attempts(digest)
+            self._owed.pop(digest, None)
             answer = Answer("refused", code=fault.code, reason=fault.message)
             await self._settle(delivery, answer, bound, source, started)
             return answer
         except TransientFault:
             # not the package's doing (a CRL to renew, the store away): take the attempt
             # back and let the consumer requeue it with backoff
-            await self.store.record_attempt(digest, delta=-1)
+            await self._take_back(digest)
             raise
         except LienthongError as fault:
             # permanent: tried again (the attempt is counted), then dead-lettered
@@ -599,9 +642,14 @@ class Node:
             return Answer("retry", code=fault.code, reason=fault.message)
 
         quarantined = _held_reason(package)
-        result = await self._commit(
-            data, package, source, outbox, targets, unreachable, quarantined
-        )
+        try:
+            result = await self._commit(
+                data, package, source, outbox, targets, unreachable, quarantined
+            )
+        except TransientFault:  # the store away or its disk full: nothing was committed
+            await self._take_back(digest)
+            raise
+        self._owed.pop(digest, None)  # the commit ended the count
         self._crash("after-commit")
         if result.outcome is Outcome.TAKEN:
             # a new document may not reuse a DocumentId another sender's document carried:

@@ -453,6 +453,10 @@ class Store(Protocol):
     async def operations(self, since: datetime) -> Operations:
         """What an operator sees at a glance (exchange/store.py Operations)."""
 
+    async def disk_full(self) -> str | None:
+        """Why the store's writes fail for want of space (``store.disk_full``), and since
+        when; None while they succeed. Its reads may go on working meanwhile."""
+
     async def latest_from(self, organs: Collection[str]) -> Mapping[str, str]:
         """The digest of the last package each of these agencies sent through here."""
 

@@ -77,8 +77,12 @@ class NodeProcess:
         )
         return sign(data, key)
 
-    def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "LIENTHONG_CRASH_AT": crash_at or ""}
+    def start(
+        self, crash_at: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """The node's process; ``env`` is added to this one's environment (a failpoint:
+        ``LIENTHONG_FAULTS``, docs/operations.md)."""
+        env = {**os.environ, "LIENTHONG_CRASH_AT": crash_at or "", **(env or {})}
         with open(self.folder / "node.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "adapters.cli", "serve", "--config", str(self.config)],
