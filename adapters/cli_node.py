@@ -131,7 +131,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         store = open_store(config)
-        transport = AmqpTransport(config.amqp_url)
+        transport = AmqpTransport(config.broker_urls)
         try:
             await store.migrate()
             await transport.connect()

@@ -47,7 +47,7 @@ async def _node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> Node:
     assert config.source_file is not None
     admission = InlineAdmission(config.source_file)
     stack.callback(admission.shutdown)
-    node = build_node(config, AmqpTransport(config.amqp_url), store, admission)
+    node = build_node(config, AmqpTransport(config.broker_urls), store, admission)
     for upstream in config.upstreams:
         cache = state_dir(config)
         Bridge(

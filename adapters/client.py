@@ -32,10 +32,14 @@ class Fetched:
 
 
 class NodeClient:
-    def __init__(self, amqp_url: str, node_id: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, amqp_url: str | Sequence[str], node_id: str, *, timeout_s: float = 30.0
+    ) -> None:
+        """``amqp_url``: the node's broker, or its cluster's nodes (tried in turn)."""
         self.transport = AmqpTransport(amqp_url)
+        first = amqp_url if isinstance(amqp_url, str) else amqp_url[0]
         # RabbitMQ refuses a user_id other than the login; the node trusts only it
-        self.user_id = urlsplit(amqp_url).username or "guest"
+        self.user_id = urlsplit(first).username or "guest"
         self.queues = Queues(node_id)
         self.timeout_s = timeout_s
 

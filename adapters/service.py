@@ -233,15 +233,13 @@ async def _open_node(
     disk = disk_from(os.environ)  # the plain disk, unless a test fills it
     store = open_store(config, disk)
     stack.push_async_callback(store.close)
-    transport = AmqpTransport(config.amqp_url)
+    transport = AmqpTransport(config.broker_urls)
     stack.push_async_callback(transport.close)
     # the link to the parent is opened by this node, to the parent's broker; a link that is
     # down is not an error, so this connection is made lazily and retried; its heartbeat
     # notices a link that died without a word
     parent_transport = (
-        AmqpTransport(
-            config.link.parent_url or config.amqp_url, heartbeat_s=config.link.heartbeat_s
-        )
+        AmqpTransport(config.parent_broker_urls, heartbeat_s=config.link.heartbeat_s)
         if config.parent
         else None
     )

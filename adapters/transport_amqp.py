@@ -1,6 +1,8 @@
 """The transport over RabbitMQ, with aio-pika.
 
-- one robust connection, which reconnects and re-declares by itself;
+- one robust connection, which reconnects and re-declares by itself; given the URLs of a
+  cluster's nodes, it tries them in turn, on the first connect and on every reconnect,
+  starting with the node after the one it lost (``FailoverConnection``);
 - publishes go through the default exchange to a named queue, persistent, ``mandatory``
   (a message no queue takes raises ``Unroutable``), and wait for the publisher confirm
   under a deadline (a broker that is slow, nacks or is blocked by a resource alarm
@@ -18,7 +20,7 @@ aio-pika and aiormq errors are translated here, at the seam, into the node's own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -31,11 +33,62 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from yarl import URL
 
 from exchange.errors import TransientFault
 from exchange.transport import Message, PublishFailed, QueueInfo, QueueSpec, Unroutable
 
 log = structlog.get_logger("lienthong.transport")
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection to whichever node of a cluster answers.
+
+    aio-pika's robust connection knows one URL and retries it. This one knows all the
+    nodes: each connection attempt goes round them once, the first that answers wins
+    (one attempt that fails everywhere is what aio-pika retries, after its pause), and
+    a connection that is lost moves on to the next node before reconnecting, so a node
+    that died is tried last. Channels, queues, consumers and the publisher confirm mode
+    are restored by aio-pika on whichever node it reaches: durable and quorum queues are
+    the cluster's, not a node's.
+
+    The hook is aio-pika's private ``__connect_transport`` (one attempt); a test in
+    tests/integration/test_amqp_failover.py fails should a new aio-pika rename it.
+    """
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("no broker URL")
+        self._urls = [URL(u) for u in urls]
+        self._at = 0
+        super().__init__(self._urls[0], **kwargs)
+
+    def _move_on(self) -> None:
+        self._at = (self._at + 1) % len(self._urls)
+        self.url = self._urls[self._at]
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not (self._close_called or self.is_closed) and len(self._urls) > 1:
+            self._move_on()
+        await super()._on_connection_close(closing)
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        attempt = super()._RobustConnection__connect_transport  # type: ignore[misc]
+        for left in range(len(self._urls), 0, -1):
+            tried = self._at
+            try:
+                await attempt()
+            except CONNECTION_EXCEPTIONS as exc:
+                log.warning(
+                    "rabbitmq.node_unreachable", url=_safe(str(self._urls[tried])), error=repr(exc)
+                )
+                if self._at == tried:  # (a failed attempt may have been called a close)
+                    self._move_on()
+                if left == 1:
+                    raise
+            else:
+                return
 
 
 class AmqpDelivery:
@@ -83,9 +136,17 @@ class AmqpDelivery:
 
 class AmqpTransport:
     def __init__(
-        self, url: str, *, connect_timeout: float = 10.0, heartbeat_s: int | None = None
+        self,
+        url: str | Sequence[str],
+        *,
+        connect_timeout: float = 10.0,
+        heartbeat_s: int | None = None,
+        reconnect_interval_s: float = 2.0,
     ) -> None:
-        self._url = with_heartbeat(url, heartbeat_s) if heartbeat_s else url
+        """``url``: one broker, or the nodes of a cluster, tried in turn."""
+        urls = [url] if isinstance(url, str) else list(url)
+        self._urls = [with_heartbeat(u, heartbeat_s) if heartbeat_s else u for u in urls]
+        self._reconnect_interval_s = reconnect_interval_s
         self._connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
@@ -98,17 +159,20 @@ class AmqpTransport:
             if self._connection is not None:
                 return
             try:
-                self._connection = await aio_pika.connect_robust(
-                    self._url,
-                    timeout=self._connect_timeout,
+                connection = FailoverConnection(
+                    self._urls,
                     client_properties={"connection_name": "lienthong"},
+                    reconnect_interval=self._reconnect_interval_s,
                 )
+                self._connection = connection
+                await connection.connect(timeout=self._connect_timeout)
                 self._publisher = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 self._connection = None
-                self.lost = f"RabbitMQ unreachable at {_safe(self._url)}: {exc}"
+                where = ", ".join(_safe(u) for u in self._urls)
+                self.lost = f"RabbitMQ unreachable at {where}: {exc}"
                 raise TransientFault(self.lost) from exc
             self._connection.close_callbacks.add(self._closed)
             self._connection.reconnect_callbacks.add(self._reconnected)
@@ -253,9 +317,10 @@ class AmqpTransport:
             self.lost = f"connection lost: {exc!r}"
             log.warning("rabbitmq.connection_lost", error=repr(exc))
 
-    def _reconnected(self, _connection: object) -> None:
+    def _reconnected(self, connection: object) -> None:
         self.lost = None
-        log.info("rabbitmq.reconnected")
+        url = getattr(connection, "url", None)
+        log.info("rabbitmq.reconnected", url=_safe(str(url)) if url is not None else None)
 
 
 def with_heartbeat(url: str, seconds: int) -> str:

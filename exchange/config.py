@@ -9,7 +9,9 @@ A node file, in TOML::
     parent = "central"             # the node this one links to (optional)
 
     [rabbitmq]
-    url = "amqp://guest:guest@127.0.0.1:5672/"
+    url = "amqp://guest:guest@127.0.0.1:5672/"   # or, on a cluster, a list of its nodes,
+                                   # tried in turn, on every reconnect too:
+                                   # url = ["amqp://u:p@mq1:5672/", "amqp://u:p@mq2:5672/"]
     prefetch = 32
     publish_timeout_s = 10.0
     quorum = false                 # quorum queues (with a delivery limit) when true
@@ -56,7 +58,8 @@ A node file, in TOML::
     # hosted agency: a development set-up only.
 
     [link]                         # the link to node.parent, opened by this node
-    parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url
+    parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url;
+                                   # a list for the parent's cluster, as rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
     heartbeat_s = 15               # AMQP heartbeat of the link (?heartbeat=N in parent_url wins)
     transfer_url = "https://lienthong.tayninh.gov.vn:8480"   # the parent's HTTP face: the
@@ -137,9 +140,27 @@ class Credential:
         return self.organs is None or organ in self.organs
 
 
+def _urls(r: _Reader, table: str, key: str, required: bool) -> tuple[str, ...]:
+    """``table.key``: one amqp:// URL, or a non-empty list of them (a cluster's nodes)."""
+    expected = "an amqp:// URL, or a list of them (a cluster's nodes)"
+    value = r.get(table, key, object, expected, ... if required else None)
+    if value is None:
+        return ()
+    urls = [value] if isinstance(value, str) else value
+    if not (
+        isinstance(urls, list)
+        and urls
+        and all(isinstance(u, str) and u.startswith(("amqp://", "amqps://")) for u in urls)
+    ):
+        raise r._fail(f"{table}.{key}", expected, value)
+    return tuple(urls)
+
+
 @dataclass(frozen=True)
 class LinkSettings:
     parent_url: str | None = None  # the parent's broker; the child opens the link
+    parent_urls: tuple[str, ...] = ()  # all its nodes, when it is a cluster (the first:
+    # parent_url)
     max_bytes: int = 64 * 1024 * 1024  # each link lane refuses publishes past this
     # a copy that waits longer for its link fails; the same value as deadlines.ttl, which
     # is where the node takes it from (link.expire_after_hours is read as its older name)
@@ -164,7 +185,7 @@ class DeadlineSettings:
 class NodeConfig:
     node_id: str
     parent: str | None
-    amqp_url: str
+    amqp_url: str  # the first of amqp_urls
     prefetch: int
     publish_timeout_s: float
     quorum: bool
@@ -178,6 +199,7 @@ class NodeConfig:
     inline_max_bytes: int = INLINE_MAX_BYTES  # above it: a claim check (exchange/large.py)
     directory_check_s: float = 30.0  # how often the root looks for a newer signed directory
     sources: Mapping[str, VerificationPolicy] = field(default_factory=dict)
+    amqp_urls: tuple[str, ...] = ()  # a cluster's nodes, tried in turn (rabbitmq.url a list)
     source_file: Path | None = None
     link: LinkSettings = field(default_factory=LinkSettings)
     credentials: Mapping[str, Credential] = field(default_factory=dict)
@@ -186,6 +208,18 @@ class NodeConfig:
     push: frozenset[str] = frozenset()  # agencies whose mail is pushed to their AMQP queue
     upstreams: tuple[UpstreamSettings, ...] = ()  # axes bridged as a client (config_upstream)
     alerts: AlertSettings | None = None  # where alerts are sent, if anywhere (config_alerts)
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """This node's broker: one URL, or its cluster's nodes, tried in turn."""
+        return self.amqp_urls or (self.amqp_url,)
+
+    @property
+    def parent_broker_urls(self) -> tuple[str, ...]:
+        """Where the link to the parent goes (by default, this node's own broker)."""
+        if self.link.parent_urls:
+            return self.link.parent_urls
+        return (self.link.parent_url,) if self.link.parent_url else self.broker_urls
 
     def policy_for(self, source: str) -> VerificationPolicy:
         """The policy of a source; unknown sources get ``strict``."""
@@ -481,10 +515,13 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             f"'limits.inline_max_bytes' ({inline_max_bytes})"
         )
     upstreams = _upstreams(data, source, base, inline_max_bytes)  # fetched into memory
+    amqp_urls = _urls(r, "rabbitmq", "url", required=True)
+    parent_urls = _urls(r, "link", "parent_url", required=False)
     return NodeConfig(
         node_id=node_id,
         parent=parent,
-        amqp_url=r.get("rabbitmq", "url", str, "an amqp:// URL"),
+        amqp_url=amqp_urls[0],
+        amqp_urls=amqp_urls,
         prefetch=r.positive("rabbitmq", "prefetch", 32),
         publish_timeout_s=r.get("rabbitmq", "publish_timeout_s", float, "seconds", 10.0),
         quorum=r.get("rabbitmq", "quorum", bool, "true or false", False),
@@ -501,7 +538,8 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         source_file=Path(source),
         credentials=credentials,
         link=LinkSettings(
-            parent_url=r.get("link", "parent_url", str, "an amqp:// URL", None),
+            parent_url=parent_urls[0] if parent_urls else None,
+            parent_urls=parent_urls,
             max_bytes=r.positive("link", "max_bytes", 64 * 1024 * 1024),
             expire_after_hours=deadlines.ttl / timedelta(hours=1),
             heartbeat_s=r.positive("link", "heartbeat_s", 15),

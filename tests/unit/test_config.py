@@ -121,6 +121,25 @@ def test_a_link_heartbeat_is_asked_of_the_parents_broker_unless_its_url_names_on
         load(GOOD + "[link]\nheartbeat_s = 0\n")
 
 
+def test_a_cluster_is_named_by_the_list_of_its_nodes_and_one_url_still_works() -> None:
+    one = load(GOOD)
+    assert one.broker_urls == ("amqp://guest:guest@127.0.0.1:5672/",)
+    assert one.parent_broker_urls == one.broker_urls  # the link goes to our own broker
+    nodes = ["amqp://u:p@mq1:5672/", "amqp://u:p@mq2:5672/", "amqp://u:p@mq3:5672/"]
+    cluster = load(
+        GOOD.replace(
+            'url = "amqp://guest:guest@127.0.0.1:5672/"', f"url = {nodes!r}".replace("'", '"')
+        )
+        + '[link]\nparent_url = ["amqp://c:s@p1/", "amqp://c:s@p2/"]\n'
+    )
+    assert cluster.broker_urls == tuple(nodes)
+    assert cluster.amqp_url == nodes[0]  # what reads one URL (the CLI's client) takes the first
+    assert cluster.parent_broker_urls == ("amqp://c:s@p1/", "amqp://c:s@p2/")
+    for bad in ("url = []", "url = [5672]", 'url = ["http://mq1/"]', "url = 5672"):
+        with pytest.raises(ConfigurationError, match=r"key 'rabbitmq\.url': expected an amqp"):
+            load(GOOD.replace('url = "amqp://guest:guest@127.0.0.1:5672/"', bad))
+
+
 def test_admission_may_run_in_the_nodes_own_process() -> None:
     assert load(GOOD.replace("max_attempts = 4", "admission_workers = 0")).admission_workers == 0
     assert load(GOOD).admission_workers == max(1, (os.cpu_count() or 2) - 1)
