@@ -23,7 +23,7 @@ from adapters.console import add_console_routes
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
 from adapters.sdk_facade import add_sdk_routes
-from adapters.spooling import read_or_spool
+from adapters.spooling import body_deadline, read_or_spool
 from exchange.config_http import HttpSettings
 from exchange.errors import (
     ContractViolation,
@@ -37,6 +37,7 @@ from exchange.errors import (
     Quarantined,
     RateLimited,
     RequestInvalid,
+    RequestTimeout,
     SenderFault,
     SubmitterNotSender,
     TransientFault,
@@ -71,6 +72,7 @@ STATUS_OF_CODE = {
     NotTracked.code: 404,
     PackageTooLarge.code: 413,
     RateLimited.code: 429,
+    RequestTimeout.code: 408,
 }
 ANSWER_STATUS = {"accepted": 201, "duplicate": 200, "conflict": 409, "retry": 503}
 
@@ -93,6 +95,8 @@ def problem_for(fault: LienthongError) -> web.Response:
     response = problem(status, fault.code, fault.message, **extra)
     if isinstance(fault, RateLimited | TransientFault):
         response.headers["Retry-After"] = "1"
+    if isinstance(fault, RequestTimeout):  # the rest of that body is not waited for
+        response.force_close()
     return response
 
 
@@ -156,16 +160,18 @@ def operator(request: web.Request) -> str:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The body, read up to the package cap: refused past it without reading further."""
+    """The body, read up to the package cap: refused past it without reading further, and
+    refused if it does not arrive within the body timeout."""
     cap = request.app[MAX_BYTES]
     if request.content_length is not None and request.content_length > cap:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise PackageTooLarge(f"the body is over the cap of {cap} bytes")
-        chunks.append(chunk)
+    async with body_deadline(request.app[SETTINGS].body_timeout_s):
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > cap:
+                raise PackageTooLarge(f"the body is over the cap of {cap} bytes")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -221,6 +227,7 @@ async def submit(request: web.Request) -> web.Response:
         inline=request.app[MAX_BYTES],
         cap=request.app[CAP],
         folder=gate.node.store.spool_folder(),
+        timeout_s=request.app[SETTINGS].body_timeout_s,
     )
     if isinstance(data, Spooled):  # a large package: streamed to a file, never held here
         return answer_response(await gate.submit_spooled(caller, data, as_organ, key=key))
@@ -339,7 +346,13 @@ def build_app(
     """``max_bytes``: the package cap; ``inline_bytes`` (default: the same): above it a
     submission is spooled to a file and travels by claim check."""
     inline = min(max_bytes, inline_bytes or max_bytes)
-    app = web.Application(middlewares=[errors], client_max_size=inline + 1)
+    app = web.Application(
+        middlewares=[errors],
+        client_max_size=inline + 1,
+        # a connection that has not sent a whole request head within this is closed
+        # (aiohttp's keep-alive timer runs from the connection's start, and between requests)
+        handler_args={"keepalive_timeout": settings.header_timeout_s},
+    )
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, inline
     app[CAP] = max_bytes
     for (method, path), handler in ROUTES.items():
@@ -348,5 +361,7 @@ def build_app(
         extra(app)
     add_console_routes(app)  # the operator console's files, /ops/ (docs/console.md)
     if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
-        add_sdk_routes(app, gate, settings.clients, max_bytes=inline)
+        add_sdk_routes(
+            app, gate, settings.clients, max_bytes=inline, body_timeout_s=settings.body_timeout_s
+        )
     return app
