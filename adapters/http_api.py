@@ -112,7 +112,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # a header's bytes that are not UTF-8 come as surrogates: hashed as sent, never a 500
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def authenticate(request: web.Request) -> tuple[str, Caller | None]:
@@ -351,7 +352,11 @@ def build_app(
         client_max_size=inline + 1,
         # a connection that has not sent a whole request head within this is closed
         # (aiohttp's keep-alive timer runs from the connection's start, and between requests)
-        handler_args={"keepalive_timeout": settings.header_timeout_s},
+        # and a refused body is drained at most that long (aiohttp's lingering) before it
+        handler_args={
+            "keepalive_timeout": settings.header_timeout_s,
+            "lingering_time": min(10.0, settings.header_timeout_s),
+        },
     )
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, inline
     app[CAP] = max_bytes
