@@ -85,8 +85,8 @@ async def raw_exchange(port: int, chunks: list[bytes], pause_s: float = 0.0) -> 
 async def delivered(door: Door, organ: str, message_id: str) -> list[str]:
     """The agency's mailbox, once ``message_id`` is in it (a deadline, not a guess)."""
     async with asyncio.timeout(30):
-        while message_id not in (found := await door.node.mailbox(organ)):
-            await asyncio.sleep(0.2)
+        while message_id not in (found := await door.node.mailbox(organ)):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # another process's store: polled
     return found
 
 
@@ -193,7 +193,8 @@ async def test_truncated_multipart_and_invalid_utf8_get_their_codes(
     raw = b"GET /v1/directory HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     raw += b"Authorization: Bearer \xff\xfe\r\n\r\n"
     answer_ = await raw_exchange(door.port, [raw])
-    assert answer_.startswith(b"HTTP/1.1 401 ") and b"auth.unauthenticated" in answer_
+    assert answer_.startswith(b"HTTP/1.1 401 ")
+    assert b"auth.unauthenticated" in answer_
     token = door.bearer("h53")["Authorization"].encode()
     raw = (
         b"POST /v1/packages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: "
@@ -202,7 +203,8 @@ async def test_truncated_multipart_and_invalid_utf8_get_their_codes(
         b"Lienthong-As: 000.00.00.\xff\xfe\r\nContent-Length: 4\r\n\r\n<x/>"
     )
     answer_ = await raw_exchange(door.port, [raw])
-    assert answer_.startswith(b"HTTP/1.1 403 ") and b"agency.not_yours" in answer_
+    assert answer_.startswith(b"HTTP/1.1 403 ")
+    assert b"agency.not_yours" in answer_
     signed = sdk_headers({"servicetype": "eDoc", "messagetype": "edoc"})
     raw = (
         b"POST /vdxp/getReceivedEdocList HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -210,7 +212,8 @@ async def test_truncated_multipart_and_invalid_utf8_get_their_codes(
         + b"XroadVnpt-messagetype: \xff\xfe\r\nContent-Length: 0\r\n\r\n"
     )
     answer_ = await raw_exchange(door.port, [raw])
-    assert answer_.startswith(b"HTTP/1.1 401 ") and b"sdk.header_mismatch" in answer_
+    assert answer_.startswith(b"HTTP/1.1 401 ")
+    assert b"sdk.header_mismatch" in answer_
 
 
 async def test_a_hundred_thousand_recipients_are_refused_before_the_schema_runs(
