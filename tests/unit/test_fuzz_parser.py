@@ -49,7 +49,7 @@ def reparsed(data: bytes | etree._Element) -> etree._Element:
 TREES = st.one_of(edxml_trees(), tree_mutants())
 
 
-@fuzz(250)
+@fuzz(200)
 @given(source=TREES)
 def test_fuzz_reading_a_package_from_any_tree_raises_only_our_errors(
     source: bytes | etree._Element,

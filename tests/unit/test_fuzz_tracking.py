@@ -120,7 +120,7 @@ def view(row: RecipientState) -> tuple[object, ...]:
 FORWARDED = st.one_of(st.none(), st.just(T0 - timedelta(minutes=30)))
 
 
-@fuzz(400)
+@fuzz(300)
 @given(seen=histories(), recipient=st.sampled_from(RECIPIENTS), forwarded_at=FORWARDED)
 def test_fuzz_a_recipients_state_never_goes_back_as_evidence_arrives(
     seen: list[Event], recipient: str, forwarded_at: datetime | None
@@ -141,7 +141,7 @@ def test_fuzz_a_recipients_state_never_goes_back_as_evidence_arrives(
         before = after
 
 
-@fuzz(400)
+@fuzz(250)
 @given(seen=histories(), recipient=st.sampled_from(RECIPIENTS), data=st.data())
 def test_fuzz_the_same_evidence_in_any_order_reads_the_same(
     seen: list[Event], recipient: str, data: st.DataObject
