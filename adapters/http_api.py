@@ -24,7 +24,7 @@ from adapters.durable import PLAIN, Disk
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
 from adapters.sdk_facade import add_sdk_routes
-from adapters.spooling import read_or_spool
+from adapters.spooling import body_deadline, read_or_spool
 from exchange.config_http import HttpSettings
 from exchange.errors import (
     ContractViolation,
@@ -38,6 +38,7 @@ from exchange.errors import (
     Quarantined,
     RateLimited,
     RequestInvalid,
+    RequestTimeout,
     SenderFault,
     StoreFull,
     SubmitterNotSender,
@@ -74,6 +75,7 @@ STATUS_OF_CODE = {
     NotTracked.code: 404,
     PackageTooLarge.code: 413,
     RateLimited.code: 429,
+    RequestTimeout.code: 408,
 }
 ANSWER_STATUS = {"accepted": 201, "duplicate": 200, "conflict": 409, "retry": 503}
 
@@ -98,6 +100,8 @@ def problem_for(fault: LienthongError) -> web.Response:
         response.headers["Retry-After"] = str(StoreFull.retry_after_s)
     elif isinstance(fault, RateLimited | TransientFault):
         response.headers["Retry-After"] = "1"
+    if isinstance(fault, RequestTimeout):  # the rest of that body is not waited for
+        response.force_close()
     return response
 
 
@@ -113,7 +117,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # a header's bytes that are not UTF-8 come as surrogates: hashed as sent, never a 500
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def authenticate(request: web.Request) -> tuple[str, Caller | None]:
@@ -161,16 +166,18 @@ def operator(request: web.Request) -> str:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The body, read up to the package cap: refused past it without reading further."""
+    """The body, read up to the package cap: refused past it without reading further, and
+    refused if it does not arrive within the body timeout."""
     cap = request.app[MAX_BYTES]
     if request.content_length is not None and request.content_length > cap:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise PackageTooLarge(f"the body is over the cap of {cap} bytes")
-        chunks.append(chunk)
+    async with body_deadline(request.app[SETTINGS].body_timeout_s):
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > cap:
+                raise PackageTooLarge(f"the body is over the cap of {cap} bytes")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -227,6 +234,7 @@ async def submit(request: web.Request) -> web.Response:
         cap=request.app[CAP],
         folder=gate.node.store.spool_folder(),
         disk=request.app[DISK],
+        timeout_s=request.app[SETTINGS].body_timeout_s,
     )
     if isinstance(data, Spooled):  # a large package: streamed to a file, never held here
         return answer_response(await gate.submit_spooled(caller, data, as_organ, key=key))
@@ -346,7 +354,17 @@ def build_app(
     """``max_bytes``: the package cap; ``inline_bytes`` (default: the same): above it a
     submission is spooled to a file and travels by claim check."""
     inline = min(max_bytes, inline_bytes or max_bytes)
-    app = web.Application(middlewares=[errors], client_max_size=inline + 1)
+    app = web.Application(
+        middlewares=[errors],
+        client_max_size=inline + 1,
+        # a connection that has not sent a whole request head within this is closed
+        # (aiohttp's keep-alive timer runs from the connection's start, and between requests)
+        # and a refused body is drained at most that long (aiohttp's lingering) before it
+        handler_args={
+            "keepalive_timeout": settings.header_timeout_s,
+            "lingering_time": min(10.0, settings.header_timeout_s),
+        },
+    )
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, inline
     app[CAP], app[DISK] = max_bytes, disk
     for (method, path), handler in ROUTES.items():
@@ -355,5 +373,7 @@ def build_app(
         extra(app)
     add_console_routes(app)  # the operator console's files, /ops/ (docs/console.md)
     if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
-        add_sdk_routes(app, gate, settings.clients, max_bytes=inline)
+        add_sdk_routes(
+            app, gate, settings.clients, max_bytes=inline, body_timeout_s=settings.body_timeout_s
+        )
     return app

@@ -9,7 +9,6 @@ against the calling system's OrganIds. Answers are the SDK's JSON: ``status`` "O
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
@@ -25,6 +24,7 @@ from aiohttp.typedefs import Handler
 
 from adapters.agency_gate import AgencyGate, Caller
 from adapters.rate_limit import TokenBucket
+from adapters.spooling import body_deadline
 from exchange import xroad
 from exchange.config_http import HttpClient
 from exchange.errors import (
@@ -35,6 +35,7 @@ from exchange.errors import (
     NotYours,
     PackageTooLarge,
     RateLimited,
+    RequestTimeout,
     SdkFileHashMismatch,
     SdkHeaderMismatch,
     SdkRequestInvalid,
@@ -51,7 +52,6 @@ log = structlog.get_logger("lienthong.sdk")
 
 MULTIPART_SLACK = 64 * 1024  # a multipart body's framing beyond the file itself
 MAX_JSON_BODY = 64 * 1024  # the JSON body of a call (the SDK sends a few fields)
-BODY_DEADLINE_S = 120.0  # to receive a whole request body
 CHUNK = 64 * 1024
 PAGE = 500  # mailbox entries read at a time
 MAX_LISTED = 1000  # rows in one getReceivedEdocList answer; the rest come once these are done
@@ -83,6 +83,8 @@ def http_status(error: LienthongError, *, raw: bool = False) -> int:
         return 413
     if isinstance(error, RateLimited):
         return 429
+    if isinstance(error, RequestTimeout):
+        return 408
     if isinstance(error, NotInMailbox | NotTracked):
         return 404 if raw else 200
     if isinstance(error, SenderFault):
@@ -102,9 +104,11 @@ class SdkFacade:
         *,
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        body_timeout_s: float = 60.0,
     ) -> None:
         self._gate = gate
         self._max_bytes = max_bytes
+        self._body_timeout_s = body_timeout_s
         self._systems: dict[str, HttpClient] = {}
         self._buckets: dict[str, TokenBucket] = {}
         for client in clients.values():
@@ -142,6 +146,8 @@ class SdkFacade:
                     response.headers["WWW-Authenticate"] = "XroadVnpt"
                 if isinstance(error, RateLimited):
                     response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+                if isinstance(error, RequestTimeout):  # the rest of that body is not waited for
+                    response.force_close()
             log.info(
                 "sdk.request",
                 op=name,
@@ -204,14 +210,11 @@ class SdkFacade:
         if not request.body_exists:
             return
         raw = bytearray()
-        try:
-            async with asyncio.timeout(BODY_DEADLINE_S):
-                while chunk := await request.content.read(CHUNK):
-                    raw += chunk
-                    if len(raw) > MAX_JSON_BODY:
-                        raise SdkRequestInvalid(f"the JSON body is over {MAX_JSON_BODY} bytes")
-        except TimeoutError as exc:
-            raise SdkRequestInvalid(f"the body took over {BODY_DEADLINE_S:g} s") from exc
+        async with body_deadline(self._body_timeout_s):
+            while chunk := await request.content.read(CHUNK):
+                raw += chunk
+                if len(raw) > MAX_JSON_BODY:
+                    raise SdkRequestInvalid(f"the JSON body is over {MAX_JSON_BODY} bytes")
         if not raw.strip():
             return
         try:
@@ -233,7 +236,7 @@ class SdkFacade:
             )
         data = bytearray()
         try:
-            async with asyncio.timeout(BODY_DEADLINE_S):
+            async with body_deadline(self._body_timeout_s):
                 reader = await request.multipart()
                 part = await reader.next()
                 if not isinstance(part, BodyPartReader) or part.name != "file_doc":
@@ -246,8 +249,6 @@ class SdkFacade:
                     raise SdkRequestInvalid("sendEdoc takes one multipart part, file_doc")
         except (ValueError, HttpProcessingError) as exc:
             raise SdkRequestInvalid(f"the multipart body does not parse: {exc}") from exc
-        except TimeoutError as exc:
-            raise SdkRequestInvalid(f"the body took over {BODY_DEADLINE_S:g} s") from exc
         return bytes(data)
 
     # --- the operations ----------------------------------------------------------------------
@@ -363,13 +364,16 @@ def add_sdk_routes(
     prefix: str = "/vdxp",
     max_bytes: int,
     clock: Callable[[], float] = time.monotonic,
+    body_timeout_s: float = 60.0,
 ) -> None:
     """Mount the SDK's endpoints under ``prefix`` (the QLVB's configured endpoint).
 
     ``clients`` are the node's ``[http.clients]``; those with a systemid and an HMAC secret
     may call. ``max_bytes`` is the node's ``max_package_bytes``. ``clock`` drives the rate
     limits (tests move it themselves)."""
-    facade = SdkFacade(gate, clients, max_bytes=max_bytes, clock=clock)
+    facade = SdkFacade(
+        gate, clients, max_bytes=max_bytes, clock=clock, body_timeout_s=body_timeout_s
+    )
     base = prefix.rstrip("/")
     post: dict[str, Operation] = {
         "sendEdoc": facade.send_edoc,

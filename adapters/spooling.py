@@ -9,33 +9,54 @@ import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
 
 from adapters.durable import PLAIN, Disk, disk_full
-from exchange.errors import PackageTooLarge, StoreFull
+from exchange.errors import PackageTooLarge, RequestTimeout, StoreFull
 from exchange.large import Spooled
 
 CHUNK = 1024 * 1024
 
 
+@asynccontextmanager
+async def body_deadline(seconds: float) -> AsyncIterator[None]:
+    """A body that has not arrived within ``seconds`` is refused (http.request_timeout)."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body did not arrive within {seconds:g} s") from exc
+
+
 async def read_or_spool(
-    request: web.Request, *, inline: int, cap: int, folder: Path | None, disk: Disk = PLAIN
+    request: web.Request,
+    *,
+    inline: int,
+    cap: int,
+    folder: Path | None,
+    disk: Disk = PLAIN,
+    timeout_s: float = 60.0,
 ) -> bytes | Spooled:
+    """Up to ``inline`` bytes must arrive within ``timeout_s``; beyond, spooled, each
+    chunk within it."""
     if request.content_length is not None and request.content_length > cap:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
     chunks, size = [], 0
     hasher = hashlib.sha256()
     stream = request.content.iter_chunked(CHUNK)
-    async for chunk in stream:
-        size += len(chunk)
-        hasher.update(chunk)
-        chunks.append(chunk)
-        if size > inline:
-            break
-    else:
-        return b"".join(chunks)
+    async with body_deadline(timeout_s):
+        async for chunk in stream:
+            size += len(chunk)
+            hasher.update(chunk)
+            chunks.append(chunk)
+            if size > inline:
+                break
+        else:
+            return b"".join(chunks)
     if folder is None:
         raise PackageTooLarge(
             f"the body is over the inline cap of {inline} bytes, and this node keeps "
@@ -48,7 +69,11 @@ async def read_or_spool(
         for chunk in chunks:
             await loop.run_in_executor(None, disk.write, handle, chunk)
         chunks.clear()  # from here on, never more than one chunk in memory
-        async for chunk in stream:
+        while True:
+            async with body_deadline(timeout_s):
+                chunk = await anext(stream, b"")
+            if not chunk:
+                break
             size += len(chunk)
             _within(size, cap)
             hasher.update(chunk)

@@ -27,6 +27,7 @@ from pathlib import Path
 from bench import (
     admission,
     fanout,
+    hostile,
     intake,
     large,
     ops,
@@ -49,6 +50,7 @@ SCENARIOS: dict[str, Callable[..., Section | None]] = {
     "large": large.run,
     "pades": pades.run,
     "ops": ops.run,
+    "hostile": hostile.run,
 }
 TITLES = {
     "admission": "Admission",
@@ -61,6 +63,7 @@ TITLES = {
     "large": "Large packages over the 4-hop route (issue 9)",
     "pades": "What reading PDF signatures costs (issue 7)",
     "ops": "What watching a node costs (issue 8)",
+    "hostile": "Hostile input at every door, under load (issue 11)",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 QUICK = Path("build") / "bench-quick" / "benchmarks.md"

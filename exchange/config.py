@@ -54,6 +54,8 @@ A node file, in TOML::
     source = "vendor-gateway"      # its submissions are judged by that source's policy
     organs = ["000.00.00.H53"]     # it may send as and fetch for these only
     trusted = false                # true: may name the source (operators' replays)
+    rate_per_s = 50                # submissions a second (bursts of twice that); the default
+                                   # for a login that is not trusted (trusted: unlimited)
     # Without any [credentials], every login is the "amqp" source and may fetch for any
     # hosted agency: a development set-up only.
 
@@ -127,6 +129,9 @@ class TrustSettings:
     directory_signer: str | None = None  # the node whose key signs directories (the root)
 
 
+DEFAULT_AMQP_RATE = 50.0  # an agency login's submissions a second (docs/amqp-face.md)
+
+
 @dataclass(frozen=True)
 class Credential:
     """What one RabbitMQ login may do. RabbitMQ checks a message's ``user_id`` against the
@@ -135,6 +140,8 @@ class Credential:
     source: str = "amqp"  # the source, so the verification policy, of what it submits
     organs: frozenset[str] | None = None  # may send as and read for these; None: any
     trusted: bool = False  # may name the source itself (operators' replays, bridges)
+    # submissions a second over AMQP, on average (bursts of twice that); None: unlimited
+    rate_per_s: float | None = None
 
     def may_act_for(self, organ: str) -> bool:
         return self.organs is None or organ in self.organs
@@ -503,8 +510,16 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         trusted = table.get("trusted", False)
         if not isinstance(trusted, bool):
             raise ConfigurationError(f"{where}.trusted': expected true or false")
+        rate = table.get("rate_per_s", None if trusted else DEFAULT_AMQP_RATE)
+        if rate is not None and (
+            not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0
+        ):
+            raise ConfigurationError(f"{where}.rate_per_s': expected a positive number")
         credentials[user] = Credential(
-            cred_source, frozenset(organs) if organs is not None else None, trusted
+            cred_source,
+            frozenset(organs) if organs is not None else None,
+            trusted,
+            float(rate) if rate is not None else None,
         )
     deadlines = _deadlines(r)
     inline_max_bytes = r.positive("limits", "inline_max_bytes", INLINE_MAX_BYTES)

@@ -4,6 +4,8 @@ listen, and who may call them.
 ```toml
 [http]
 listen = "127.0.0.1:8480"          # host:port; no [http] table, no HTTP faces
+header_timeout_s = 15              # a connection sends its request's headers within this
+body_timeout_s = 60                # and a body up to the inline cap within this
 
 [http.clients.qlvb-tayninh]        # one table per calling system
 token_sha256 = "9f86d0…"           # REST: the SHA-256 (hex) of its bearer token, never the token
@@ -79,6 +81,12 @@ class HttpSettings:
     clients: Mapping[str, HttpClient] = field(default_factory=dict)
     operators: Mapping[str, HttpOperator] = field(default_factory=dict)
     links: Mapping[str, HttpLink] = field(default_factory=dict)
+    # slowloris: headers dribbled, a body that never ends. A connection that has not sent a
+    # whole request head within header_timeout_s (also: idle between requests) is closed; a
+    # body up to the inline cap must arrive within body_timeout_s, and beyond it (spooled)
+    # each megabyte within it, else 408 (http.request_timeout)
+    header_timeout_s: float = 15.0
+    body_timeout_s: float = 60.0
 
 
 def http_settings(
@@ -91,7 +99,14 @@ def http_settings(
     found = _LISTEN.fullmatch(listen) if isinstance(listen, str) else None
     if found is None or not 0 < int(found["port"]) < 65536:
         raise ConfigurationError(f"{where}.listen': expected host:port, found {listen!r}")
-    unknown = set(table) - {"listen", "clients", "operators", "links"}
+    unknown = set(table) - {
+        "listen",
+        "clients",
+        "operators",
+        "links",
+        "header_timeout_s",
+        "body_timeout_s",
+    }
     if unknown:
         raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
     clients = {
@@ -111,7 +126,13 @@ def http_settings(
     tokens += [link.token_sha256 for link in links.values()]
     if len(tokens) != len(set(tokens)):
         raise ConfigurationError(f"{where}': two credentials share one token")
-    return HttpSettings(found["host"], int(found["port"]), clients, operators, links)
+    timeouts = {}
+    for key in ("header_timeout_s", "body_timeout_s"):
+        value = table.get(key, getattr(HttpSettings, key))
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigurationError(f"{where}.{key}': expected a positive number of seconds")
+        timeouts[key] = float(value)
+    return HttpSettings(found["host"], int(found["port"]), clients, operators, links, **timeouts)
 
 
 def _tables(value: object, where: str) -> Mapping[str, Mapping[str, Any]]:

@@ -116,8 +116,13 @@ def xsd_problems(root: etree._Element, kind: Kind, *, strict: bool = False) -> l
     return problems
 
 
+MAX_RECIPIENTS = 5000  # To elements in one package; past it, nothing else is checked
+
+
 def check(root: etree._Element, *, strict: bool = False) -> tuple[Kind, list[Problem]]:
-    """Every problem with the package against the contract, in document order."""
+    """Every problem with the package against the contract, in document order. A package
+    with more than MAX_RECIPIENTS To elements is refused for that alone, before the schema
+    and the rules spend time on every one of them."""
     if etree.QName(root).namespace != NS or local(root) != "edXML":
         return Kind.EDOC, [
             Problem(
@@ -125,6 +130,16 @@ def check(root: etree._Element, *, strict: bool = False) -> tuple[Kind, list[Pro
                 path="/" + local(root),
                 message=f"the root element must be edXML in namespace {NS}, found {root.tag}",
                 code="contract.schema",
+            )
+        ]
+    recipients = sum(1 for _ in root.iter(f"{{{NS}}}To"))
+    if recipients > MAX_RECIPIENTS:
+        return detect_kind(root), [
+            Problem(
+                line=None,
+                path="/edXML/edXMLHeader/MessageHeader/To",
+                message=f"{recipients} To elements; a package names at most {MAX_RECIPIENTS}",
+                code="contract.too_many_recipients",
             )
         ]
     kind = detect_kind(root)

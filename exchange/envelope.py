@@ -71,10 +71,18 @@ class NodeKey:
         }
 
 
+SIG_FIELDS = frozenset({"alg", "node", "value"})
+
+
 def verify_record(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], what: str) -> str:
+    """The node that signed ``record``. The ``sig`` member must be exactly what a node
+    writes (alg, node, value in canonical base64): anything else in it is unsigned, and
+    the last hop's ``sig`` is covered by no later record, so nothing may ride there."""
     sig = record.get("sig")
     if not isinstance(sig, dict):
         raise EnvelopeInvalid(f"{what} is not signed")
+    if set(sig) != SIG_FIELDS:
+        raise EnvelopeInvalid(f"{what}: its signature must name alg, node and value, no more")
     node = sig.get("node")
     key = keys.get(node) if isinstance(node, str) else None
     if key is None:
@@ -82,6 +90,8 @@ def verify_record(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], 
     try:
         payload = canonical({k: v for k, v in record.items() if k != "sig"})
         value = base64.b64decode(sig.get("value", ""), validate=True)
+        if _b64(value) != sig.get("value"):  # unused bits set: other text, the same bytes
+            raise EnvelopeInvalid(f"{what}: the signature is not in canonical base64")
         if isinstance(key, ed25519.Ed25519PublicKey) and sig.get("alg") == "Ed25519":
             key.verify(value, payload)
         elif isinstance(key, ec.EllipticCurvePublicKey) and sig.get("alg") == "ES256":
@@ -212,6 +222,13 @@ def _load(wire: bytes) -> dict[str, Any]:
     return document
 
 
+def _digest(record: Mapping[str, Any]) -> str:
+    try:
+        return hashlib.sha256(canonical(record)).hexdigest()
+    except ValueError as exc:  # a lone surrogate (JSON "\ud800") is not UTF-8
+        raise EnvelopeInvalid(f"a record of the envelope cannot be written back: {exc}") from exc
+
+
 def envelope_record(wire: bytes) -> Mapping[str, Any]:
     """The entry node's record of an envelope this node stored (checked when it came in)."""
     record: Mapping[str, Any] = _load(wire)["envelope"]
@@ -261,7 +278,7 @@ def open_envelope(wire: bytes, data: bytes | None, keys: Mapping[str, NodePublic
             raise EnvelopeInvalid(
                 f"hop {index + 1} names node {hop.get('node')!r} but {node} signed it"
             )
-        if hop.get("prev") != hashlib.sha256(canonical(previous)).hexdigest():
+        if hop.get("prev") != _digest(previous):
             raise EnvelopeInvalid(f"hop {index + 1} does not follow the record before it")
         trail.append(node)
         times.append(str(hop.get("at", "")))
@@ -272,8 +289,21 @@ def open_envelope(wire: bytes, data: bytes | None, keys: Mapping[str, NodePublic
         previous = hop
     if not trail or trail[0] != signer:
         raise EnvelopeInvalid("the first hop must be the entry node's")
+    try:
+        return _envelope(body, signer, trail, times, bridged)
+    except (KeyError, TypeError, ValueError) as exc:  # signed, by a node that wrote nonsense
+        raise EnvelopeInvalid(
+            f"the envelope of node {signer} does not parse: {type(exc).__name__}: {exc}"[:300]
+        ) from exc
+
+
+def _envelope(
+    body: Mapping[str, Any], signer: str, trail: list[str], times: list[str], bridged: list[str]
+) -> Envelope:
     if len(trail) > int(body.get("hop_limit", DEFAULT_HOP_LIMIT)):
         raise HopLimitExceeded(f"message {body.get('message_id')} is past its hop limit")
+    if not isinstance(body.get("recipients", []), list):
+        raise TypeError("'recipients' is not a list")
     return Envelope(
         message_id=str(body["message_id"]),
         sha256=str(body["sha256"]),

@@ -444,6 +444,21 @@ class RateLimited(TransientFault):
     code = "http.rate_limited"
 
 
+class IntakeRateLimited(TransientFault):
+    """An AMQP login submits more packages a second than its ``rate_per_s`` allows: the
+    node answers at once, without admitting them, so one agency's flood does not hold up
+    the others'."""
+
+    code = "intake.rate_limited"
+
+
+class RequestTimeout(SenderFault):
+    """An HTTP request's body did not arrive within ``http.body_timeout_s`` (a body that
+    never finishes, or dribbles): refused, and the connection closed."""
+
+    code = "http.request_timeout"
+
+
 # --- upstream axes (docs/bridge.md) -----------------------------------------------------
 
 

@@ -65,6 +65,7 @@ from exchange.errors import (
     DocumentIdTaken,
     EnvelopeInvalid,
     HopLimitExceeded,
+    IntakeRateLimited,
     LienthongError,
     NotDeadLettered,
     NotTracked,
@@ -105,6 +106,7 @@ from exchange.model import BusinessType, Kind, Level, Package
 from exchange.observe import NO_OBSERVER, Observer, observe_routes, since_origin
 from exchange.pades import to_record
 from exchange.policy import PRESETS, VerificationPolicy
+from exchange.rate_limit import TokenBucket
 from exchange.report_relay import ReportRelay
 from exchange.routing import (
     RECALL_REQUEST,
@@ -346,6 +348,7 @@ class Node:
         # attempts taken back (a transient fault is not the package's doing) that the
         # store could not write, a full disk being the fault: deducted at the next attempt
         self._owed: dict[str, int] = {}
+        self._buckets: dict[str, TokenBucket] = {}  # an AMQP login's rate (its user_id)
         self._directory = directory
         self.reports = ReportRelay(
             settings.node_id,
@@ -566,6 +569,12 @@ class Node:
             recipients=None,
         )
 
+        limited = self._over_rate(message.user_id)
+        if limited is not None:  # answered at once, before the store or admission is asked
+            answer = Answer("refused", code=limited.code, reason=limited.message)
+            await self._settle(delivery, answer, bound, source, started)
+            return answer
+
         begun = await self.store.begin_attempt(digest)
         known = begun.known
         if known is not None:
@@ -777,6 +786,23 @@ class Node:
             raise AdmissionTimedOut(
                 f"admission took longer than {self.settings.admission_timeout_s} s"
             ) from None
+
+    def _over_rate(self, user_id: str | None) -> IntakeRateLimited | None:
+        """The refusal of a submission past its AMQP login's ``rate_per_s``, or None. The
+        HTTP faces limit their callers themselves; an unknown login has no rate."""
+        credential = (self.settings.credentials or {}).get(user_id or "")
+        if credential is None or credential.rate_per_s is None or user_id is None:
+            return None
+        rate = credential.rate_per_s
+        bucket = self._buckets.get(user_id)
+        if bucket is None:
+            bucket = self._buckets[user_id] = TokenBucket(rate, max(1.0, 2 * rate))
+        if bucket.take():
+            return None
+        return IntakeRateLimited(
+            f"{user_id} may submit {rate:g} packages a second; "
+            f"submit again in {max(0.1, bucket.wait_s()):.1f} s"
+        )
 
     def credential_of(self, message: Message) -> Credential | None:
         """The caller's credential, by the user_id RabbitMQ validated (or, for a call

@@ -4,7 +4,9 @@ The transport state of one (package, recipient) moves accepted → forwarded →
 fetched, or ends failed with a reason. The business state of one (DocumentId, recipient)
 follows the edXML status codes 01 → 02 | 03 → 04 → 05 → 06, with a recall beside it
 (13 → 15 | 16). Both are derived from every event known, whatever order they arrived
-in: a 05 that overtook its 03 still reads 05, and a late 03 does not move it back.
+in: a 05 that overtook its 03 still reads 05, and a late 03 does not move it back. Two
+answers stamped the same instant (a 02 and a 03, a 15 and a 16) read the same whichever
+came first: the higher code counts.
 """
 
 from __future__ import annotations
@@ -68,12 +70,12 @@ def business_state(
                 recall = (when, code)
         elif event.party != recipient:
             continue
-        elif code in RECALL_ANSWERS:
-            if recall is None or recall[1] == "13" or when >= recall[0]:
+        elif code in RECALL_ANSWERS:  # the later answer; at the same instant, the higher code
+            if recall is None or recall[1] == "13" or (when, code) > recall:
                 recall = (when, code)
-        elif code in PROGRESS:
-            candidate = (PROGRESS[code], when, code)
-            if best is None or candidate[:2] > best[:2]:
+        elif code in PROGRESS:  # the furthest, then the later; then the higher code, so
+            candidate = (PROGRESS[code], when, code)  # that arrival order never decides
+            if best is None or candidate > best:
                 best = candidate
     return (
         best[2] if best else None,
@@ -110,9 +112,11 @@ def recipient_state(
     failed: Event | None = None
     bridged: Event | None = None
     note: str | None = None
+    receipt = False  # any delivery to the recipient that brought a signed receipt
     for event in transport_events:
         if event.kind is EventKind.DELIVERED and recipient in event.detail.get("recipients", ()):
             delivered = delivered or event
+            receipt = receipt or bool(event.detail.get("receipt"))
         elif event.kind is EventKind.BRIDGED and recipient in event.detail.get("recipients", ()):
             bridged = bridged or event
         elif event.party != recipient:
@@ -124,7 +128,6 @@ def recipient_state(
         elif event.kind is EventKind.REVOKED:
             note = str(event.detail.get("outcome") or "") or None
     code, code_at, recall = business_state(recipient, status_events)
-    receipt = delivered is not None and bool(delivered.detail.get("receipt"))
     if fetched is not None:
         state = RecipientState(recipient, "fetched", fetched.at, fetched.node)
     elif failed is not None:

@@ -67,6 +67,7 @@ _SDK_CODES = {
     errors.DocumentIdTaken.code: "409",
     errors.PackageTooLarge.code: "413",
     errors.RateLimited.code: "429",
+    errors.RequestTimeout.code: "408",
     "intake.poison": "500",
 }
 _TIMESTAMP = re.compile(r"(\d{2})(\d{2})(\d{4})T(\d{2})(\d{2})(\d{2})\+(\d{3,4})")

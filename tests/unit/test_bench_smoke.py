@@ -192,3 +192,16 @@ def test_an_unknown_scenario_is_named() -> None:
     )
     assert result.returncode == 2
     assert "unknown scenario(s): nonsense" in result.stderr
+
+
+def test_the_hostile_scenario_attacks_every_door_and_loses_nothing() -> None:
+    stdout = _bench("hostile", "--quick")
+    for row in ("baseline", "under attack"):
+        p50, p99 = _cells(stdout, row)[1:3]
+        assert NUMBER.match(p50), p50
+        assert NUMBER.match(p99), p99
+        assert _cells(stdout, row)[5] == "0 (0–0)"  # lost
+    for kind in ("slowloris (headers dribbled)", "corpus at REST", "AMQP flood from one login"):
+        tried, let_in = _cells(stdout, kind)[1:]
+        assert int(tried) > 0
+        assert let_in == "0"

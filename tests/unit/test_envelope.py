@@ -174,3 +174,53 @@ def test_a_ten_thousand_recipient_envelope_travels_in_the_body() -> None:
 def test_a_broken_link_frame_is_an_invalid_envelope(body: bytes) -> None:
     with pytest.raises(EnvelopeInvalid, match="link message"):
         unframe(body)
+
+
+# Found by tests/unit/test_fuzz_envelope.py: the last hop's signature member is covered by
+# no later record, so what rode in it, or a second spelling of its value, went unnoticed.
+
+
+def _last_sig_changed(nodes: dict[str, NodeKey], change: dict[str, object]) -> bytes:
+    document = json.loads(append_hop(sealed(nodes), nodes["district"]))
+    document["hops"][-1]["sig"].update(change)
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_anything_riding_in_the_last_hops_signature_is_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    with pytest.raises(EnvelopeInvalid, match="alg, node and value"):
+        open_envelope(_last_sig_changed(nodes, {"note": "not signed by anyone"}), DATA, keys)
+
+
+def test_a_signature_spelled_in_non_canonical_base64_is_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    value = json.loads(append_hop(sealed(nodes), nodes["district"]))["hops"][-1]["sig"]["value"]
+    assert value.endswith("==")  # Ed25519: 64 bytes, the last character carries 4 spare bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    same_bytes = value[:-3] + alphabet[alphabet.index(value[-3]) ^ 1] + "=="
+    with pytest.raises(EnvelopeInvalid, match="canonical base64"):
+        open_envelope(_last_sig_changed(nodes, {"value": same_bytes}), DATA, keys)
+
+
+def test_a_lone_surrogate_in_a_signature_is_refused_with_our_error(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    document = json.loads(append_hop(sealed(nodes), nodes["district"]))
+    document["envelope"]["sig"]["x"] = "\ud800"
+    wire = json.dumps(document, sort_keys=True).encode()  # written as the escape \ud800
+    with pytest.raises(EnvelopeInvalid):
+        open_envelope(wire, DATA, keys)
+
+
+def test_an_envelope_a_known_node_signed_without_its_fields_is_refused(
+    nodes: dict[str, NodeKey], keys: dict[str, NodePublicKey]
+) -> None:
+    document = json.loads(sealed(nodes))
+    body = {k: v for k, v in document["envelope"].items() if k not in ("sig", "size")}
+    document["envelope"] = nodes["commune"].sign(body)
+    document["hops"] = []
+    wire = append_hop(canonical(document), nodes["commune"])
+    with pytest.raises(EnvelopeInvalid, match="does not parse"):
+        open_envelope(wire, None, keys)  # a claim: the bytes' size is not compared first

@@ -53,6 +53,36 @@ def test_refused_or_registered_the_later_answer_counts_and_work_goes_on_from_it(
     assert business_state(H41, [status_event("02", H41, 1), status_event("04", H41, 5)])[0] == "04"
 
 
+def test_two_answers_stamped_the_same_instant_read_the_same_in_either_order() -> None:
+    """Found by tests/unit/test_fuzz_tracking.py: the first one seen used to win."""
+    refused, registered = status_event("02", H41, 5), status_event("03", H41, 5)
+    assert business_state(H41, [refused, registered])[0] == "03"
+    assert business_state(H41, [registered, refused])[0] == "03"
+    asked = Event(
+        EventKind.STATUS, "s13", T0, "n", document_id=DOC, party=COMMUNE, detail={"code": "13"}
+    )
+    agreed, declined = status_event("15", H41, 5), status_event("16", H41, 5)
+    assert business_state(H41, [asked, agreed, declined])[2] == "16"
+    assert business_state(H41, [asked, declined, agreed])[2] == "16"
+
+
+def test_a_signed_receipt_counts_whichever_delivery_is_seen_first() -> None:
+    """Found by tests/unit/test_fuzz_tracking.py: only the first delivery's receipt counted."""
+
+    def delivered(receipt: str) -> Event:
+        return Event(
+            EventKind.DELIVERED,
+            f"d|{receipt}",
+            T0,
+            "n",
+            detail={"recipients": [H41], "receipt": receipt},
+        )
+
+    for events in ([delivered(""), delivered("<r/>")], [delivered("<r/>"), delivered("")]):
+        state = recipient_state(H41, T0, None, events, [], now=T0)
+        assert (state.transport, state.receipt) == ("delivered", True)
+
+
 def test_a_recall_is_asked_of_everyone_and_answered_by_each() -> None:
     asked = Event(
         EventKind.STATUS, "s13", T0, "n", document_id=DOC, party=COMMUNE, detail={"code": "13"}

@@ -1,0 +1,255 @@
+"""``python -m bench hostile``: legitimate agencies' latency while attackers hit every door.
+
+One node (its own process, the real RabbitMQ) with its REST API, SDK facade and AMQP face.
+Legitimate agencies submit at a steady paced rate, half over REST (H53's system), half over
+AMQP (a login for H53), for ``seconds``; once without attack (baseline) and once while
+attackers hit every door at the same time: slowloris connections, the admission corpus at
+REST and at the SDK facade, tampered HMACs, wrong tokens, one agency's token sending as
+another, a flood from one AMQP login. Rounds alternate; figures are median (min–max).
+
+Reported: the legitimate p50/p99 with and without the attack (target: p99 ≤ 3×), packages
+lost (every accepted legitimate package is in its recipient's mailbox exactly once), and
+per kind of hostile input, how many were tried and how many were let in (target: 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from adapters.client import NodeClient
+from bench.report import Headline, Section
+from bench.timing import spread
+from tests.integration.broker import AMQP_URL
+from tests.integration.doors import (
+    INVALID,
+    Door,
+    close_door,
+    open_door,
+    sdk_send_request,
+    wait_open,
+)
+from tests.integration.harness import COMMUNE, G22, H53
+
+SLOW_CONNECTIONS = 50
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Attack:
+    def __init__(self, door: Door) -> None:
+        self.door = door
+        self.tried: Counter[str] = Counter()
+        self.let_in: Counter[str] = Counter()
+
+    def note(self, kind: str, admitted: bool) -> None:
+        self.tried[kind] += 1
+        if admitted:
+            self.let_in[kind] += 1
+
+    async def slowloris(self, stop: asyncio.Event) -> None:
+        async def one() -> None:
+            while not stop.is_set():
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.door.port)
+                except OSError:
+                    await asyncio.sleep(0.5)
+                    continue
+                self.note("slowloris (headers dribbled)", False)
+                try:
+                    writer.write(b"POST /v1/packages HTTP/1.1\r\nHost: x\r\n")
+                    while not stop.is_set() and not reader.at_eof():
+                        writer.write(b"X")
+                        await writer.drain()
+                        await asyncio.sleep(0.5)
+                    answered = await reader.read(64)
+                    if answered.startswith(b"HTTP/1.1 2"):
+                        self.let_in["slowloris (headers dribbled)"] += 1
+                except ConnectionError:
+                    pass
+                finally:
+                    writer.close()
+
+        await asyncio.gather(*(one() for _ in range(SLOW_CONNECTIONS)))
+
+    async def http(self, stop: asyncio.Event, http: aiohttp.ClientSession) -> None:
+        door = self.door
+        n = 0
+        while not stop.is_set():
+            n += 1
+            path = INVALID[n % len(INVALID)]
+            status, _ = await door.rest_submit(http, door.corpus(path, G22), who="g22")
+            self.note("corpus at REST", status < 300)
+            status, body = await door.sdk_send(http, door.corpus(path, COMMUNE))
+            self.note("corpus at the SDK facade", body.get("status") == "OK")
+            data = door.package(COMMUNE, [G22])
+            headers, form = sdk_send_request(data)
+            headers["XroadVnpt-hash-header"] = "0" * 64
+            async with http.post(f"{door.base}/vdxp/sendEdoc", data=form, headers=headers) as got:
+                self.note("tampered HMAC", got.status < 300)
+            async with http.post(
+                f"{door.base}/v1/packages",
+                data=door.package(H53, [G22]),
+                headers={"Authorization": "Bearer not-a-token"},
+            ) as got:
+                self.note("wrong bearer token", got.status < 300)
+            status, _ = await door.rest_submit(http, door.package(H53, [G22]), who="g22")
+            self.note("another agency's token", status < 300)
+
+    async def flood(self, stop: asyncio.Event) -> None:
+        async with NodeClient(self.door.flood_url, self.door.node.node_id, timeout_s=60) as c:
+            while not stop.is_set():
+                junk = [f"<flood id='{uuid.uuid4()}'/>".encode() for _ in range(50)]
+                for answer in await c.submit(junk, as_organ=G22):
+                    self.note("AMQP flood from one login", answer.outcome == "accepted")
+
+
+async def _round(door: Door, attack: bool, seconds: float, rate: float) -> dict[str, object]:
+    latencies: list[float] = []
+    accepted: list[str] = []
+    refused: Counter[str] = Counter()
+    stop = asyncio.Event()
+    attacker = Attack(door)
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
+        NodeClient(AMQP_URL, door.node.node_id, timeout_s=120) as amqp,
+    ):
+
+        async def one(over: str) -> None:
+            data = door.package(H53, [G22])
+            started = time.perf_counter()
+            if over == "rest":
+                status, body = await door.rest_submit(http, data)
+                ok, ident = status == 201, str(body.get("message_id"))
+                code = str(body.get("code"))
+            else:
+                (answer,) = await amqp.submit([data], as_organ=H53)
+                ok, ident, code = (
+                    answer.outcome == "accepted",
+                    str(answer.message_id),
+                    str(answer.code),
+                )
+            latencies.append(time.perf_counter() - started)
+            if ok:
+                accepted.append(ident)
+            else:
+                refused[code] += 1
+
+        attackers = []
+        if attack:
+            attackers = [
+                asyncio.create_task(attacker.slowloris(stop)),
+                asyncio.create_task(attacker.http(stop, http)),
+                asyncio.create_task(attacker.flood(stop)),
+            ]
+            await asyncio.sleep(1.0)  # the attack is on before the first measured package
+        sends = []
+        start = time.perf_counter()
+        for i in range(int(seconds * rate)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            sends.append(asyncio.create_task(one("rest" if i % 2 == 0 else "amqp")))
+        await asyncio.gather(*sends)
+        stop.set()
+        await asyncio.gather(*attackers, return_exceptions=True)
+    async with asyncio.timeout(120):
+        while not set(accepted) <= set(found := await door.node.mailbox(G22)):  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+    counts = Counter(found)
+    lost = sum(1 for ident in accepted if counts[ident] != 1)
+    return {
+        "p50": _p(latencies, 0.5) * 1000,
+        "p99": _p(latencies, 0.99) * 1000,
+        "sent": len(latencies),
+        "refused": sum(refused.values()),
+        "lost": lost,
+        "tried": attacker.tried,
+        "let_in": attacker.let_in,
+    }
+
+
+def run(*, rounds: int, quick: bool, plots: Path | None = None) -> Section:
+    del plots
+    repeats = 1 if quick else max(3, rounds)
+    seconds, rate = (4.0, 10.0) if quick else (60.0, 30.0)
+    results: dict[bool, list[dict[str, object]]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        door = open_door(Path(tmp), header_timeout_s=5, body_timeout_s=5, flood_rate=20)
+        try:
+            asyncio.run(wait_open(door))
+            for repeat in range(repeats):
+                for attack in (False, True) if repeat % 2 == 0 else (True, False):
+                    results[attack].append(asyncio.run(_round(door, attack, seconds, rate)))
+        finally:
+            asyncio.run(close_door(door))
+    return _section(results, seconds, rate, repeats)
+
+
+def _section(
+    results: dict[bool, list[dict[str, object]]], seconds: float, rate: float, repeats: int
+) -> Section:
+    def col(attack: bool, key: str) -> list[float]:
+        return [float(r[key]) for r in results[attack]]  # type: ignore[arg-type]
+
+    ratios = [a / b for a, b in zip(col(True, "p99"), col(False, "p99"), strict=True)]
+    tried: Counter[str] = Counter()
+    let_in: Counter[str] = Counter()
+    for r in results[True]:
+        tried.update(r["tried"])  # type: ignore[arg-type]
+        let_in.update(r["let_in"])  # type: ignore[arg-type]
+    lost = int(sum(col(True, "lost")) + sum(col(False, "lost")))
+    lines = [
+        f"Legitimate agencies submit {rate:g} packages/s (half REST, half AMQP) for "
+        f"{seconds:g} s per round, {repeats} round(s) each way, alternating; "
+        "median (min–max) over the rounds.",
+        "",
+        "| round | p50 ms | p99 ms | sent | refused | lost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for attack, name in ((False, "baseline"), (True, "under attack")):
+        lines.append(
+            f"| {name} | {spread(col(attack, 'p50'), '{:.1f}')} | "
+            f"{spread(col(attack, 'p99'), '{:.1f}')} | {spread(col(attack, 'sent'))} | "
+            f"{spread(col(attack, 'refused'))} | {spread(col(attack, 'lost'))} |"
+        )
+    lines += [
+        "",
+        f"p99 under attack / baseline, per round: {spread(ratios, '{:.2f}')}.",
+        "",
+        "| hostile input | tried | let in |",
+        "|---|---|---|",
+        *(f"| {kind} | {tried[kind]} | {let_in[kind]} |" for kind in sorted(tried)),
+        "",
+    ]
+    worst = max(ratios)
+    return Section(
+        "hostile",
+        "Hostile input at every door, under load (issue 11)",
+        "\n".join(lines),
+        headlines=[
+            Headline(
+                "legitimate p99 under attack / without",
+                spread(col(True, "p99"), "{:.1f}"),
+                spread(col(False, "p99"), "{:.1f}"),
+                spread(ratios, "{:.2f}"),
+                "≤ 3×",
+                worst <= 3.0,
+            ),
+            Headline("legitimate packages lost", str(lost), "", "", "0", lost == 0),
+            Headline(
+                "hostile inputs let in",
+                f"{sum(let_in.values())} of {sum(tried.values())}",
+                "",
+                "",
+                "0",
+                sum(let_in.values()) == 0,
+            ),
+        ],
+    )
