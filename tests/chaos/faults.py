@@ -91,7 +91,7 @@ class Injector:
             await asyncio.sleep(fault.down_s)
             stand.enospc(fault.target, False)
         elif fault.kind == "rabbitmq":
-            await asyncio.to_thread(stand.rabbit.restart)
+            await asyncio.to_thread(stand.broker.restart)
         elif fault.kind == "postgres":
             await asyncio.to_thread(stand.postgres.restart)
         else:

@@ -16,14 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from adapters.client import NodeClient
-from exchange.errors import LienthongError
 from tests.chaos.stand import Stand
 
 BATCH_EVERY_S = 0.25  # a sender submits what is due in one request, four times a second
 ANSWER_TIMEOUT_S = 20.0
 RETRY_PAUSE_S = 1.0
 AT_ONCE = 4  # batches in flight per sender
-RETRIED = (LienthongError, OSError, TimeoutError, ConnectionError, RuntimeError)
 TRANSIENT_REFUSALS = {"node.draining", "store.disk_full", "store.unavailable"}
 
 
@@ -121,11 +119,11 @@ class Load:
             while work:
                 try:
                     if client[0] is None:
-                        fresh = NodeClient(self.stand.rabbit.url, home, timeout_s=ANSWER_TIMEOUT_S)
+                        fresh = NodeClient(self.stand.url, home, timeout_s=ANSWER_TIMEOUT_S)
                         await fresh.__aenter__()
                         client[0] = fresh
                     answers = await client[0].submit([w[2] for w in work], as_organ=sender)
-                except RETRIED as exc:
+                except Exception as exc:  # an agency system tries again, whatever failed
                     self._note(type(exc).__name__)
                     broken, client[0] = client[0], None
                     if broken is not None:

@@ -21,7 +21,8 @@ from typing import Any
 from tests.chaos.faults import Injector, schedule
 from tests.chaos.ledger import Findings, Ledger
 from tests.chaos.load import Load
-from tests.chaos.services import PrivatePostgres, PrivateRabbit
+from tests.chaos.rabbit_cluster import SingleBroker
+from tests.chaos.services import PrivatePostgres
 from tests.chaos.stand import Stand
 
 REPORTS = Path(__file__).resolve().parents[2] / "build" / "chaos"
@@ -72,9 +73,9 @@ class Report:
 
 
 async def chaos_run(folder: Path, plan: Plan) -> tuple[Report, Findings]:
-    rabbit = await asyncio.to_thread(PrivateRabbit().start)
+    broker = await asyncio.to_thread(SingleBroker().__enter__)
     postgres = await asyncio.to_thread(PrivatePostgres().start)
-    stand = Stand(folder, rabbit, postgres, suffix=f"-c{uuid.uuid4().hex[:4]}")
+    stand = Stand(folder, broker, postgres, suffix=f"-c{uuid.uuid4().hex[:4]}")
     report = Report(asdict(plan), datetime.now(UTC).isoformat(timespec="seconds"))
     report.commit = _commit()
     try:
@@ -114,7 +115,7 @@ async def chaos_run(folder: Path, plan: Plan) -> tuple[Report, Findings]:
         return report, findings
     finally:
         await stand.stop()
-        await asyncio.to_thread(rabbit.close)
+        await asyncio.to_thread(broker.stop_all)
         await asyncio.to_thread(postgres.close)
 
 

@@ -1,14 +1,13 @@
-"""Services the chaos suite owns, so that it may restart them: a private PostgreSQL
-cluster and a private RabbitMQ node, each on its own loopback port and data directory.
+"""A PostgreSQL the chaos suite owns, so that it may restart it: a private cluster on its
+own loopback port and data directory (the RabbitMQ nodes it owns are in rabbit_cluster.py).
 
-The machine's own RabbitMQ (5672) and PostgreSQL (5432) are shared with every other test
-and are never touched. These run as the services' system users (``postgres``,
-``rabbitmq``), in folders made for them under /tmp, and are stopped and removed at the end.
+The machine's own PostgreSQL (5432) is shared with every other test and never touched.
+This one runs as the ``postgres`` system user, in a folder made for it under /tmp, and is
+stopped and removed at the end.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -97,85 +96,5 @@ class PrivatePostgres:
     def close(self) -> None:
         try:
             self.stop("immediate")
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class PrivateRabbit:
-    """One RabbitMQ node of its own (node name, AMQP and distribution ports, data folder,
-    no plugins). ``restart()`` stops it cleanly and starts it; ``kill()`` is SIGKILL."""
-
-    def __init__(self, name: str | None = None) -> None:
-        self.port = free_port()
-        self.dist_port = free_port()
-        self.folder = _folder_for("rabbitmq", "lt-chaos-rabbit-")
-        self.node = f"{name or f'lt-chaos-{self.port}'}@localhost"
-        (self.folder / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
-        )
-        (self.folder / "enabled_plugins").write_text("[].\n")
-        for path in self.folder.iterdir():
-            shutil.chown(path, "rabbitmq", "rabbitmq")
-        self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def _env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
-            "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
-            "RABBITMQ_PID_FILE": str(self.folder / "rabbit.pid"),
-        }
-
-    def ctl(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            ["rabbitmqctl", "-n", self.node, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
-        return done.stdout
-
-    def start(self) -> PrivateRabbit:
-        subprocess.run(
-            ["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True
-        )
-        deadline = time.monotonic() + 90
-        while True:  # until the node answers the CLI at all, then until it has booted
-            try:
-                self.ctl("await_startup", "-t", "60", timeout=70)
-                break
-            except subprocess.CalledProcessError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        wait_port(self.port, 30, f"RabbitMQ {self.node}")
-        return self
-
-    def stop(self) -> None:
-        subprocess.run(
-            ["rabbitmqctl", "-n", self.node, "stop", str(self.folder / "rabbit.pid")],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-        self.restarts += 1
-
-    def close(self) -> None:
-        try:
-            self.stop()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)

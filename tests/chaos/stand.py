@@ -19,12 +19,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from adapters.sandbox_tree import Topology, load_topology, topology_file, write_tree
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from exchange.links import down_queue
-from tests.chaos.services import PrivatePostgres, PrivateRabbit
+from tests.chaos.rabbit_cluster import SingleBroker
+from tests.chaos.services import PrivatePostgres
 from tests.faultproxy import FaultProxy
 from tests.integration.broker import wait_for_consumers
 from tests.integration.tree import signed_document
@@ -36,9 +38,10 @@ SQLITE_STORE = '[store]\nkind = "sqlite"\npath = "store"\n'
 
 class Stand:
     def __init__(
-        self, folder: Path, rabbit: PrivateRabbit, postgres: PrivatePostgres, suffix: str
+        self, folder: Path, broker: SingleBroker, postgres: PrivatePostgres, suffix: str
     ) -> None:
-        self.folder, self.rabbit, self.postgres = folder, rabbit, postgres
+        self.folder, self.broker, self.postgres = folder, broker, postgres
+        self.url = broker.url()
         self.topology: Topology = load_topology(topology_file(), suffix)
         self.ids = {n.id.removesuffix(suffix): n.id for n in self.topology.nodes}
         self.pg_node = self.ids[POSTGRES_NODE]
@@ -63,9 +66,11 @@ class Stand:
 
     async def start(self) -> None:
         for child in self.children:
-            self.proxies[child] = await FaultProxy(upstream_port=self.rabbit.port).start()
-        parent_urls = {child: proxy.url(self.rabbit.url) for child, proxy in self.proxies.items()}
-        self.files = write_tree(self.folder, self.topology, self.rabbit.url, parent_urls)
+            self.proxies[child] = await FaultProxy(
+                upstream_port=urlsplit(self.url).port or 5672
+            ).start()
+        parent_urls = {child: proxy.url(self.url) for child, proxy in self.proxies.items()}
+        self.files = write_tree(self.folder, self.topology, self.url, parent_urls)
         pg = self.files[self.pg_node]
         text = pg.read_text(encoding="utf-8")
         assert SQLITE_STORE in text, "the sandbox node file changed its [store] table"
@@ -114,7 +119,7 @@ class Stand:
         """Until every node consumes its inbound queue and every child its link."""
         queues = [f"lienthong.{node}.inbound" for node in self.nodes]
         queues += [down_queue(n.parent, n.id, "normal") for n in self.topology.nodes if n.parent]
-        await wait_for_consumers(queues, timeout=timeout, url=self.rabbit.url)
+        await wait_for_consumers(queues, timeout=timeout, url=self.url)
 
     def enospc(self, node: str, on: bool) -> None:
         flag = self.faults(node) / "enospc"

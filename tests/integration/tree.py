@@ -193,12 +193,11 @@ def signed_document(
     distinct numbers are distinct packages), signed with the sender's key under ``pki``;
     ``size`` pads its content to about that many bytes, ``priority`` is its edXML Priority
     (2-4 take a link's urgent lane)."""
-    data = example("document-new.edxml")
+    data = example("document-new.edxml").replace(b"000.00.00.G22", sender.encode())
     tos = "".join(f"<edXML:To><edXML:OrganId>{r}</edXML:OrganId></edXML:To>" for r in recipients)
     start = data.index(b"<edXML:To>")
     end = data.rindex(b"</edXML:To>") + len(b"</edXML:To>")
-    data = data[:start] + tos.encode() + data[end:]
-    data = data.replace(b"000.00.00.G22", sender.encode())
+    data = data[:start] + tos.encode() + data[end:]  # after the sender: it may be one of them
     data = data.replace(b"125/UBND-VP<", f"{number}/UBND-VP<".encode())
     data = data.replace(b"<edXML:CodeNumber>125<", f"<edXML:CodeNumber>{number}<".encode())
     data = data.replace(b"<edXML:Priority>0<", f"<edXML:Priority>{priority}<".encode())
