@@ -6,6 +6,13 @@ when, and for how long. One fault at a time, each healed before the next begins.
 - ``postgres``: stop PostgreSQL the hard way and start it (the node on it loses its pool).
 - ``link``: cut a child's link at its proxy; restored ``down_s`` later.
 - ``enospc``: a node's store refuses writes with ENOSPC for ``down_s``.
+
+On a RabbitMQ cluster, instead of restarting "the broker":
+
+- ``leader``: SIGKILL the broker node leading a random node's inbound queue; it is started
+  again ``down_s`` later and rejoins;
+- ``partition``: freeze a broker node (SIGSTOP) for twice ``net_ticktime``, so the others
+  count it gone; then thaw it and heal the partition (RabbitMQ's own recovery).
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.chaos.rabbit_cluster import NET_TICKTIME_S
 from tests.chaos.stand import Stand
 
 KINDS = ("kill", "link", "enospc", "rabbitmq", "postgres")
 WEIGHTS = (4, 3, 2, 1, 1)  # broker and database restarts are the slow ones
+CLUSTER_KINDS = ("leader", "partition", "kill", "enospc", "postgres")
+CLUSTER_WEIGHTS = (3, 2, 3, 2, 1)
 
 
 @dataclass
@@ -43,15 +53,20 @@ def schedule(
     rng = random.Random(seed)
     faults: list[Fault] = []
     at = every_s / 2
-    kinds = list(KINDS) if cover else []
+    every, weights = (CLUSTER_KINDS, CLUSTER_WEIGHTS) if stand.cluster else (KINDS, WEIGHTS)
+    kinds = list(every) if cover else []
     while at < seconds:
-        kind = kinds.pop(0) if kinds else rng.choices(KINDS, WEIGHTS)[0]
+        kind = kinds.pop(0) if kinds else rng.choices(every, weights)[0]
         if kind == "kill":
             target, down = rng.choice(stand.nodes), rng.uniform(0.5, 4)
         elif kind == "link":
             target, down = rng.choice(stand.children), rng.uniform(2, 12)
         elif kind == "enospc":
             target, down = rng.choice(stand.nodes), rng.uniform(2, 8)
+        elif kind == "leader":
+            target, down = rng.choice(stand.nodes), rng.uniform(3, 10)
+        elif kind == "partition":
+            target, down = str(rng.randrange(3)), 2.0 * NET_TICKTIME_S
         else:
             target, down = kind, 0.0
         faults.append(Fault(round(at, 2), kind, target, round(down, 2)))
@@ -94,6 +109,22 @@ class Injector:
             await asyncio.to_thread(stand.broker.restart)
         elif fault.kind == "postgres":
             await asyncio.to_thread(stand.postgres.restart)
+        elif fault.kind == "leader":
+            cluster = stand.cluster
+            assert cluster is not None
+            leader = await asyncio.to_thread(cluster.leader_of, f"lienthong.{fault.target}.inbound")
+            fault.target = f"{fault.target} (broker {leader + 1})"
+            await asyncio.to_thread(cluster.kill, leader)
+            await asyncio.sleep(fault.down_s)
+            await asyncio.to_thread(cluster.start, leader)
+        elif fault.kind == "partition":
+            cluster, frozen = stand.cluster, int(fault.target)
+            assert cluster is not None
+            fault.target = f"broker {frozen + 1}"
+            cluster.freeze(frozen)
+            await asyncio.sleep(fault.down_s)
+            cluster.thaw(frozen)
+            await asyncio.to_thread(cluster.heal, frozen, 10.0)
         else:
             raise ValueError(f"no such fault: {fault.kind}")
 

@@ -119,7 +119,7 @@ class Load:
             while work:
                 try:
                     if client[0] is None:
-                        fresh = NodeClient(self.stand.url, home, timeout_s=ANSWER_TIMEOUT_S)
+                        fresh = NodeClient(self.stand.urls, home, timeout_s=ANSWER_TIMEOUT_S)
                         await fresh.__aenter__()
                         client[0] = fresh
                     answers = await client[0].submit([w[2] for w in work], as_organ=sender)

@@ -21,7 +21,7 @@ from typing import Any
 from tests.chaos.faults import Injector, schedule
 from tests.chaos.ledger import Findings, Ledger
 from tests.chaos.load import Load
-from tests.chaos.rabbit_cluster import SingleBroker
+from tests.chaos.rabbit_cluster import RabbitCluster, SingleBroker
 from tests.chaos.services import PrivatePostgres
 from tests.chaos.stand import Stand
 
@@ -36,6 +36,7 @@ class Plan:
     fault_every_s: float
     seed: int = 11
     drain_s: float = 240  # after healing: how long the tree may take to settle
+    cluster: bool = False  # a three-node RabbitMQ cluster with quorum queues, not one node
 
 
 @dataclass
@@ -73,7 +74,9 @@ class Report:
 
 
 async def chaos_run(folder: Path, plan: Plan) -> tuple[Report, Findings]:
-    broker = await asyncio.to_thread(SingleBroker().__enter__)
+    broker: SingleBroker | RabbitCluster = await asyncio.to_thread(
+        (RabbitCluster(3) if plan.cluster else SingleBroker()).__enter__
+    )
     postgres = await asyncio.to_thread(PrivatePostgres().start)
     stand = Stand(folder, broker, postgres, suffix=f"-c{uuid.uuid4().hex[:4]}")
     report = Report(asdict(plan), datetime.now(UTC).isoformat(timespec="seconds"))

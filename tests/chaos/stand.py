@@ -1,5 +1,7 @@
 """The chaos stand: the sandbox tree, each node its own ``lienthong serve`` process, on a
-RabbitMQ and a PostgreSQL the suite owns, with every child's link through a fault proxy.
+RabbitMQ and a PostgreSQL the suite owns: either one broker node, with every child's link
+through a fault proxy, or a three-node cluster with quorum queues, every node and link
+given all three brokers' URLs (and no proxies: the cluster's faults are its own).
 
     central ─┬─ province-h53 ── district-31-h53 ── commune-22-31-h53
              └─ province-h41   (this one on PostgreSQL; the others on SQLite)
@@ -25,7 +27,7 @@ from adapters.sandbox_tree import Topology, load_topology, topology_file, write_
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
 from exchange.links import down_queue
-from tests.chaos.rabbit_cluster import SingleBroker
+from tests.chaos.rabbit_cluster import RabbitCluster, SingleBroker
 from tests.chaos.services import PrivatePostgres
 from tests.faultproxy import FaultProxy
 from tests.integration.broker import wait_for_consumers
@@ -38,10 +40,16 @@ SQLITE_STORE = '[store]\nkind = "sqlite"\npath = "store"\n'
 
 class Stand:
     def __init__(
-        self, folder: Path, broker: SingleBroker, postgres: PrivatePostgres, suffix: str
+        self,
+        folder: Path,
+        broker: SingleBroker | RabbitCluster,
+        postgres: PrivatePostgres,
+        suffix: str,
     ) -> None:
         self.folder, self.broker, self.postgres = folder, broker, postgres
-        self.url = broker.url()
+        self.cluster = broker if isinstance(broker, RabbitCluster) else None
+        self.urls = self.cluster.urls() if self.cluster else [broker.nodes[0].url]
+        self.url = self.urls[0]
         self.topology: Topology = load_topology(topology_file(), suffix)
         self.ids = {n.id.removesuffix(suffix): n.id for n in self.topology.nodes}
         self.pg_node = self.ids[POSTGRES_NODE]
@@ -87,6 +95,19 @@ class Stand:
             self.start_node(node)
         await self.ready()
 
+    def _on_cluster(self) -> None:
+        """Every node file names the cluster's brokers (links follow ``rabbitmq.url``)
+        and declares quorum queues."""
+        listed = ", ".join(f'"{url}"' for url in self.urls)
+        for node in self.nodes:
+            file = self.files[node]
+            text = file.read_text(encoding="utf-8")
+            assert f'url = "{self.url}"\n' in text, "the sandbox node file changed its [rabbitmq]"
+            file.write_text(
+                text.replace(f'url = "{self.url}"\n', f"url = [{listed}]\nquorum = true\n"),
+                encoding="utf-8",
+            )
+
     def start_node(self, node: str) -> None:
         logs = self.folder / "logs"
         logs.mkdir(exist_ok=True)
@@ -119,7 +140,7 @@ class Stand:
         """Until every node consumes its inbound queue and every child its link."""
         queues = [f"lienthong.{node}.inbound" for node in self.nodes]
         queues += [down_queue(n.parent, n.id, "normal") for n in self.topology.nodes if n.parent]
-        await wait_for_consumers(queues, timeout=timeout, url=self.url)
+        await wait_for_consumers(queues, timeout=timeout, url=self.url)  # any broker node
 
     def enospc(self, node: str, on: bool) -> None:
         flag = self.faults(node) / "enospc"
