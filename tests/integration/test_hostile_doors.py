@@ -230,7 +230,7 @@ async def test_a_hundred_thousand_recipients_are_refused_before_the_schema_runs(
     ) as got:
         answer = await got.json(content_type=None)
     assert (got.status, code_of(answer)) == (200, "contract.invalid")
-    assert "5000" in str(answer["ErrorDesc"])
+    assert "20000" in str(answer["ErrorDesc"])
 
 
 async def test_a_tampered_or_replayed_sdk_call_gets_its_code(
