@@ -22,7 +22,7 @@ BATCH_EVERY_S = 0.25  # a sender submits what is due in one request, four times 
 ANSWER_TIMEOUT_S = 20.0
 RETRY_PAUSE_S = 1.0
 AT_ONCE = 4  # batches in flight per sender
-TRANSIENT_REFUSALS = {"node.draining", "store.disk_full", "store.unavailable"}
+TRANSIENT_REFUSALS = {"node.draining", "store.disk_full", "intake.rate_limited"}
 
 
 @dataclass(frozen=True)

@@ -73,12 +73,13 @@ class Stand:
         return self.home(node) / "faults"
 
     async def start(self) -> None:
-        for child in self.children:
-            self.proxies[child] = await FaultProxy(
-                upstream_port=urlsplit(self.url).port or 5672
-            ).start()
+        port = urlsplit(self.url).port or 5672
+        for child in [] if self.cluster else self.children:
+            self.proxies[child] = await FaultProxy(upstream_port=port).start()
         parent_urls = {child: proxy.url(self.url) for child, proxy in self.proxies.items()}
         self.files = write_tree(self.folder, self.topology, self.url, parent_urls)
+        if self.cluster:
+            self._on_cluster()
         pg = self.files[self.pg_node]
         text = pg.read_text(encoding="utf-8")
         assert SQLITE_STORE in text, "the sandbox node file changed its [store] table"
