@@ -101,6 +101,7 @@ def test_the_ops_scenario_reads_status_while_the_node_takes_packages() -> None:
     assert int(reads) > 0
 
 
+@pytest.mark.ondemand  # the longest smoke runs (25-45 s each): with the benchmarks
 @pytest.mark.integration
 def test_the_large_scenario_carries_packages_and_reads_every_peak() -> None:
     stdout = _bench("large", "--quick", timeout=300)
@@ -115,6 +116,7 @@ def test_the_large_scenario_carries_packages_and_reads_every_peak() -> None:
     assert all(NUMBER.match(cell) for cell in headline[2:5]), headline
 
 
+@pytest.mark.ondemand  # the longest smoke runs (25-45 s each): with the benchmarks
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_the_sizes_scenario_measures_every_size_and_system_on_both_chains(tmp_path: Path) -> None:
@@ -158,6 +160,7 @@ def test_the_scaleout_scenario_serves_one_node_once_and_twice_and_finds_no_dupli
         assert _cells(stdout, check)[1:] == ["0"]
 
 
+@pytest.mark.ondemand  # the longest smoke runs (25-45 s each): with the benchmarks
 @pytest.mark.integration
 def test_the_sustained_scenario_reports_both_systems_minute_by_minute(tmp_path: Path) -> None:
     stdout = _bench("sustained", "--quick", "--out", str(tmp_path / "benchmarks.md"))
