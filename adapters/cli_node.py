@@ -37,7 +37,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     packages = [Path(f).read_bytes() for f in args.files]
 
     async def go() -> int:
-        async with NodeClient(config.amqp_url, config.node_id, timeout_s=args.timeout) as client:
+        async with NodeClient(config.broker_urls, config.node_id, timeout_s=args.timeout) as client:
             answers = await client.submit(packages, as_organ=args.as_organ, source=args.source)
         failed = 0
         for path, answer in zip(args.files, answers, strict=True):
@@ -60,7 +60,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     async def go() -> int:
-        async with NodeClient(config.amqp_url, config.node_id, timeout_s=args.timeout) as client:
+        async with NodeClient(config.broker_urls, config.node_id, timeout_s=args.timeout) as client:
             fetched = await client.fetch(args.as_organ, limit=args.limit)
             for item in fetched:
                 target = out / f"{item.message_id}.edxml"

@@ -70,7 +70,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_node_config(args.config)
 
     async def go() -> dict[str, Any] | None:
-        async with NodeClient(config.amqp_url, config.node_id, timeout_s=args.timeout) as client:
+        async with NodeClient(config.broker_urls, config.node_id, timeout_s=args.timeout) as client:
             try:
                 return await client.status(args.as_organ, args.ident)
             except NotTracked as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from exchange.node import AS_HEADER, OP_HEADER, SOURCE_HEADER, Answer, Queues
 from exchange.transport import Delivery, Message, QueueSpec
 
 Acknowledge = Callable[[], Awaitable[None]]
+RATE_LIMITED = "intake.rate_limited"
+RATE_PAUSE_S = 1.0  # a login's bucket refills at its rate: a second is a burst again
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,34 @@ class NodeClient:
         return name
 
     async def submit(
-        self, packages: Sequence[bytes], *, as_organ: str, source: str = "amqp"
+        self,
+        packages: Sequence[bytes],
+        *,
+        as_organ: str,
+        source: str = "amqp",
+        wait_for_rate: bool = True,
     ) -> list[Answer]:
-        """Send packages; return the node's answer to each, in order."""
+        """Send packages; return the node's answer to each, in order. Those the node
+        answers ``intake.rate_limited`` (the login's rate) are sent again after a pause,
+        for up to ``timeout_s`` in all, unless ``wait_for_rate`` is False: a batch larger
+        than the rate takes longer, it is not refused."""
+        answers = await self._submit_once(packages, as_organ=as_organ, source=source)
+        deadline = time.monotonic() + self.timeout_s
+        while wait_for_rate and time.monotonic() < deadline:
+            again = [i for i, a in enumerate(answers) if a.code == RATE_LIMITED]
+            if not again:
+                break
+            await asyncio.sleep(RATE_PAUSE_S)
+            retried = await self._submit_once(
+                [packages[i] for i in again], as_organ=as_organ, source=source
+            )
+            for i, answer in zip(again, retried, strict=True):
+                answers[i] = answer
+        return answers
+
+    async def _submit_once(
+        self, packages: Sequence[bytes], *, as_organ: str, source: str
+    ) -> list[Answer]:
         reply = await self._reply_queue()
         ids = [str(uuid.uuid4()) for _ in packages]
         for data, request_id in zip(packages, ids, strict=True):

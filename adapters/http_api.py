@@ -172,7 +172,7 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > cap:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
     chunks, size = [], 0
-    async with body_deadline(request.app[SETTINGS].body_timeout_s):
+    async with body_deadline(request.app[SETTINGS].body_timeout_s, request.content_length or cap):
         async for chunk in request.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > cap:

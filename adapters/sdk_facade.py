@@ -236,7 +236,8 @@ class SdkFacade:
             )
         data = bytearray()
         try:
-            async with body_deadline(self._body_timeout_s):
+            expected = request.content_length or self._max_bytes
+            async with body_deadline(self._body_timeout_s, expected):
                 reader = await request.multipart()
                 part = await reader.next()
                 if not isinstance(part, BodyPartReader) or part.name != "file_doc":

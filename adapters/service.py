@@ -233,7 +233,9 @@ async def _open_node(
     disk = disk_from(os.environ)  # the plain disk, unless a test fills it
     store = open_store(config, disk)
     stack.push_async_callback(store.close)
-    transport = AmqpTransport(config.broker_urls)
+    # a heartbeat here too: a broker node that froze or was cut off is noticed in under a
+    # minute (aiormq's default is three), and the connection moves to the next node
+    transport = AmqpTransport(config.broker_urls, heartbeat_s=config.link.heartbeat_s)
     stack.push_async_callback(transport.close)
     # the link to the parent is opened by this node, to the parent's broker; a link that is
     # down is not an error, so this connection is made lazily and retried; its heartbeat

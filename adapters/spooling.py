@@ -22,14 +22,48 @@ from exchange.large import Spooled
 CHUNK = 1024 * 1024
 
 
+# A body that arrives slower than this on average has stalled: 64 KiB/s is about half a
+# megabit, a slow commune uplink still sends 8 MiB in a little over two minutes
+FLOOR_BYTES_PER_S = 64 * 1024
+
+
 @asynccontextmanager
-async def body_deadline(seconds: float) -> AsyncIterator[None]:
-    """A body that has not arrived within ``seconds`` is refused (http.request_timeout)."""
+async def body_deadline(seconds: float, expected: int = 0) -> AsyncIterator[None]:
+    """A body of about ``expected`` bytes that has not arrived within ``seconds`` plus the
+    time it takes at the floor rate is refused (http.request_timeout)."""
+    allowed = seconds + expected / FLOOR_BYTES_PER_S
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(allowed):
             yield
     except TimeoutError as exc:
-        raise RequestTimeout(f"the body did not arrive within {seconds:g} s") from exc
+        raise RequestTimeout(f"the body did not arrive within {allowed:.0f} s") from exc
+
+
+class BodyClock:
+    """The deadline of a streamed body: ``timeout_s`` to begin, and a second more for each
+    ``FLOOR_BYTES_PER_S`` received. A body that keeps to the floor rate on average never
+    runs out; one that dribbles (a byte a minute) does, however long it has been going."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.started = asyncio.get_running_loop().time()
+        self.received = 0
+
+    async def next(self, stream: AsyncIterator[bytes]) -> bytes:
+        """The next chunk (b"" at the end), within what is left of the deadline."""
+        loop = asyncio.get_running_loop()
+        left = self.started + self.timeout_s + self.received / FLOOR_BYTES_PER_S - loop.time()
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                chunk = await anext(stream, b"")
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"the body stalled: {self.received} bytes in {loop.time() - self.started:.0f} s "
+                f"(a body must arrive within {self.timeout_s:g} s plus a second per "
+                f"{FLOOR_BYTES_PER_S // 1024} KiB)"
+            ) from exc
+        self.received += len(chunk)
+        return chunk
 
 
 async def read_or_spool(
@@ -41,22 +75,22 @@ async def read_or_spool(
     disk: Disk = PLAIN,
     timeout_s: float = 60.0,
 ) -> bytes | Spooled:
-    """Up to ``inline`` bytes must arrive within ``timeout_s``; beyond, spooled, each
-    chunk within it."""
+    """The body, read on a ``BodyClock`` of ``timeout_s``: up to ``inline`` bytes in
+    memory, beyond that spooled."""
     if request.content_length is not None and request.content_length > cap:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the cap is {cap}")
     chunks, size = [], 0
     hasher = hashlib.sha256()
     stream = request.content.iter_chunked(CHUNK)
-    async with body_deadline(timeout_s):
-        async for chunk in stream:
-            size += len(chunk)
-            hasher.update(chunk)
-            chunks.append(chunk)
-            if size > inline:
-                break
-        else:
-            return b"".join(chunks)
+    clock = BodyClock(timeout_s)
+    while chunk := await clock.next(stream):
+        size += len(chunk)
+        hasher.update(chunk)
+        chunks.append(chunk)
+        if size > inline:
+            break
+    else:
+        return b"".join(chunks)
     if folder is None:
         raise PackageTooLarge(
             f"the body is over the inline cap of {inline} bytes, and this node keeps "
@@ -70,8 +104,7 @@ async def read_or_spool(
             await loop.run_in_executor(None, disk.write, handle, chunk)
         chunks.clear()  # from here on, never more than one chunk in memory
         while True:
-            async with body_deadline(timeout_s):
-                chunk = await anext(stream, b"")
+            chunk = await clock.next(stream)
             if not chunk:
                 break
             size += len(chunk)

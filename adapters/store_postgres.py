@@ -16,6 +16,7 @@ that hangs to the end of its lease: at-least-once, with the receiver's dedup.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -344,9 +345,17 @@ class PostgresStore:
         return TransientFault(f"PostgreSQL store: {exc}")
 
     async def disk_full(self) -> str | None:
-        if self._full is None:
+        """Why writes fail for want of space, and since when; None while they succeed.
+        While marked, a one-row write is tried here, so the mark goes with the fault even
+        when no package comes to be committed (a node fed by links, a /readyz watcher)."""
+        full = self._full
+        if full is None:
             return None
-        since, error = self._full
+        with contextlib.suppress(TransientFault):
+            await self._execute("UPDATE schema_version SET version = version")
+            self._full = None
+            return None
+        since, error = full
         return f"database: disk full since {since.isoformat(timespec='seconds')} ({error})"
 
     async def close(self) -> None:

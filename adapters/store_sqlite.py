@@ -176,14 +176,17 @@ class BlobFolder:
         # made the file system allocate a new directory inode for most intakes
         return self.root / digest[:2] / digest
 
-    def put(self, digest: str, data: bytes) -> None:
+    def put(self, digest: str, data: bytes) -> bool:
+        """Keep ``data`` as the blob of ``digest``; True when bytes were written (False:
+        they were there already)."""
         target = self.path(digest)
         with contextlib.suppress(FileNotFoundError):  # new, or collected just now: write it
             os.utime(target)  # young again: the collector leaves it to the intake now using it
-            return
+            return False
         if target.parent not in self._folders:
             self._make_folder(target.parent)
         write_atomically(target, data, self.disk)  # two intakes of the same bytes may write at once
+        return True
 
     def _make_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,21 +215,23 @@ class BlobFolder:
                 fsync_folder(inner.parent)
         return moved
 
-    def adopt(self, digest: str, spooled: Path) -> None:
+    def adopt(self, digest: str, spooled: Path) -> bool:
         """Take over a spooled file (checked to hold ``digest``) as the blob: a rename on
-        one file system, durable before anyone refers to it."""
+        one file system, durable before anyone refers to it. True when it was taken
+        (False: the same bytes were there already)."""
         target = self.path(digest)
         if target.exists():  # the same bytes stored before (or this very file, adopted once)
             os.utime(target)
             if spooled.resolve() != target.resolve():
                 spooled.unlink(missing_ok=True)
-            return
+            return False
         if target.parent not in self._folders:
             self._make_folder(target.parent)
         with open(spooled, "rb+") as handle:
             os.fsync(handle.fileno())
         spooled.replace(target)
         fsync_folder(target.parent)
+        return True
 
     def get(self, digest: str) -> bytes:
         try:
@@ -343,14 +348,19 @@ class SqliteStore:
         self._full.setdefault(part, (datetime.now(UTC), str(exc)))
         return StoreFull(f"SQLite store, {part}: the disk is full ({exc})")
 
-    async def _write_blob(self, write: Callable[[str, Any], None], digest: str, data: Any) -> None:
+    async def _write_blob(
+        self, write: Callable[[str, Any], bool | None], digest: str, data: Any
+    ) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._blob_io, write, digest, data)
+            wrote = await asyncio.get_running_loop().run_in_executor(
+                self._blob_io, write, digest, data
+            )
         except OSError as exc:
             if disk_full(exc):
                 raise self._mark_full("blobs", exc) from exc
             raise
-        self._full.pop("blobs", None)
+        if wrote is not False:  # bytes reached the disk: there is room again
+            self._full.pop("blobs", None)
 
     async def disk_full(self) -> str | None:
         """Why writes fail for want of space, and since when; None while they succeed. A

@@ -63,7 +63,8 @@ A node file, in TOML::
     parent_url = "amqp://province-h53:secret@10.0.0.5:5672/"   # default: rabbitmq.url;
                                    # a list for the parent's cluster, as rabbitmq.url
     max_bytes = 67108864           # each lane refuses publishes past this (64 MiB)
-    heartbeat_s = 15               # AMQP heartbeat of the link (?heartbeat=N in parent_url wins)
+    heartbeat_s = 15               # AMQP heartbeat of the link and of the node's own broker
+                                   # connection (?heartbeat=N in a URL wins)
     transfer_url = "https://lienthong.tayninh.gov.vn:8480"   # the parent's HTTP face: the
                                    # bytes of large packages (docs/large-packages.md)
     transfer_token_file = "secrets/link-token"   # this node's [http.links.<id>] token there

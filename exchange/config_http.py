@@ -5,7 +5,7 @@ listen, and who may call them.
 [http]
 listen = "127.0.0.1:8480"          # host:port; no [http] table, no HTTP faces
 header_timeout_s = 15              # a connection sends its request's headers within this
-body_timeout_s = 60                # and a body up to the inline cap within this
+body_timeout_s = 60                # and a body within this, plus a second per 64 KiB
 
 [http.clients.qlvb-tayninh]        # one table per calling system
 token_sha256 = "9f86d0…"           # REST: the SHA-256 (hex) of its bearer token, never the token
@@ -83,8 +83,8 @@ class HttpSettings:
     links: Mapping[str, HttpLink] = field(default_factory=dict)
     # slowloris: headers dribbled, a body that never ends. A connection that has not sent a
     # whole request head within header_timeout_s (also: idle between requests) is closed; a
-    # body up to the inline cap must arrive within body_timeout_s, and beyond it (spooled)
-    # each megabyte within it, else 408 (http.request_timeout)
+    # body must arrive within body_timeout_s plus a second per 64 KiB it brings (a floor
+    # rate), else 408 (http.request_timeout)
     header_timeout_s: float = 15.0
     body_timeout_s: float = 60.0
 

@@ -151,7 +151,6 @@ CrashHook = Callable[[str], None]
 IssueReceipt = Callable[[OutboxRow, Sequence[str], datetime, Sequence[Mapping[str, Any]]], bytes]
 
 
-DISK_FULL_HOLD_S = 60.0  # a submission waits this long in place for space, then is requeued
 MAX_OWED = 10_000  # packages whose taken-back attempt is remembered in memory
 
 
@@ -401,31 +400,41 @@ class Node:
             await self.transport.declare(QueueSpec(self.queues.mailbox(organ), quorum=q))
         if self.settings.topology is None:
             return  # no tree, no links to children
+        # link lanes are replicated like the rest on a cluster: a classic lane lives on one
+        # broker node, and with it down the node could not even declare its queues again
         me, bound = self.settings.node_id, self.settings.link_max_bytes
         for lane in LANES:
             await self.transport.declare(
-                QueueSpec(up_queue(me, lane), max_length_bytes=bound, exchange=up_gate(me))
+                QueueSpec(
+                    up_queue(me, lane), quorum=q, max_length_bytes=bound, exchange=up_gate(me)
+                )
             )
             for child in self.settings.children:
                 await self.transport.declare(
-                    QueueSpec(down_queue(me, child, lane), max_length_bytes=bound)
+                    QueueSpec(down_queue(me, child, lane), quorum=q, max_length_bytes=bound)
                 )
         for child in self.settings.children:  # the directory's own lane, unbounded: it is small
-            await self.transport.declare(QueueSpec(down_queue(me, child, DIRECTORY_LANE)))
+            await self.transport.declare(QueueSpec(down_queue(me, child, DIRECTORY_LANE), quorum=q))
 
     async def declare_parent_link(self) -> None:
         """The child's side of its link, on the parent's broker (the child opens it)."""
         parent, bound = self.settings.parent, self.settings.link_max_bytes
         assert parent is not None
+        q, me = self.settings.quorum, self.settings.node_id
         for lane in LANES:
             await self.parent_transport.declare(
-                QueueSpec(up_queue(parent, lane), max_length_bytes=bound, exchange=up_gate(parent))
+                QueueSpec(
+                    up_queue(parent, lane),
+                    quorum=q,
+                    max_length_bytes=bound,
+                    exchange=up_gate(parent),
+                )
             )
             await self.parent_transport.declare(
-                QueueSpec(down_queue(parent, self.settings.node_id, lane), max_length_bytes=bound)
+                QueueSpec(down_queue(parent, me, lane), quorum=q, max_length_bytes=bound)
             )
         await self.parent_transport.declare(
-            QueueSpec(down_queue(parent, self.settings.node_id, DIRECTORY_LANE))
+            QueueSpec(down_queue(parent, me, DIRECTORY_LANE), quorum=q)
         )
 
     async def run(self) -> None:
@@ -524,19 +533,19 @@ class Node:
             slots.release()
 
     async def _submit_holding(self, delivery: Delivery, backoff: Backoff) -> None:
-        """``handle_submission``, tried again in place while the store's disk is full, for
-        up to ``DISK_FULL_HOLD_S``, before the delivery goes back to the queue: a person
-        frees the space, and a delivery given back at every try would count towards a
-        quorum queue's delivery limit (whose dead-lettering is for poison, not a disk)."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + DISK_FULL_HOLD_S
+        """``handle_submission``, tried again in place for as long as the store's disk is
+        full: a person frees the space. A delivery given back at every try would count
+        towards a quorum queue's delivery limit, whose dead-lettering is for poison, not
+        for a disk (after a weekend of full disk, healthy packages would sit in the dead
+        queue); held, the intake's slots fill and the node takes nothing new meanwhile.
+        The rate of the submitter's login is charged once, at the first try."""
+        first = True
         while True:
             try:
-                await self.handle_submission(delivery)
+                await self.handle_submission(delivery, charge_rate=first)
             except StoreFull as fault:
-                if loop.time() >= until:
-                    raise
                 log.warning("intake.disk_full", node=self.settings.node_id, error=fault.message)
+                first = False
                 await backoff.wait()
             else:
                 return
@@ -553,7 +562,7 @@ class Node:
             if len(self._owed) < MAX_OWED:
                 self._owed[digest] = owed
 
-    async def handle_submission(self, delivery: Delivery) -> Answer:
+    async def handle_submission(self, delivery: Delivery, *, charge_rate: bool = True) -> Answer:
         message = delivery.message
         data = message.body
         credential = self.credential_of(message)
@@ -569,7 +578,11 @@ class Node:
             recipients=None,
         )
 
-        limited = self._over_rate(message.user_id)
+        # a login's rate is charged once per submission it can be told about: never again
+        # for a redelivery (its first try was charged), never for one without reply_to
+        # (refused without a word, the package would be lost)
+        rated = charge_rate and message.reply_to is not None and not delivery.redelivered
+        limited = self._over_rate(message.user_id) if rated else None
         if limited is not None:  # answered at once, before the store or admission is asked
             answer = Answer("refused", code=limited.code, reason=limited.message)
             await self._settle(delivery, answer, bound, source, started)
@@ -590,11 +603,13 @@ class Node:
                 )
             else:
                 answer = answer_for(known)
+            self._owed.pop(digest, None)  # known: its count is over
             await self._settle(delivery, answer, bound, source, started)
             return answer
 
         held = begun.held
         if held is not None:  # a poison package is not tried again until an operator replays it
+            self._owed.pop(digest, None)
             answer = Answer(
                 "dead-lettered",
                 code="intake.poison",
@@ -605,6 +620,7 @@ class Node:
 
         attempts = begun.count - self._owed.get(digest, 0)
         if attempts > self.settings.max_attempts:
+            self._owed.pop(digest, None)
             answer = await self._dead_letter(data, source, attempts)
             await self._settle(delivery, answer, bound, source, started)
             return answer

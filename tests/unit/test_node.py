@@ -25,6 +25,7 @@ from exchange.node import AS_HEADER, OP_HEADER, Answer, Node, NodeSettings
 from exchange.policy import VerificationPolicy
 from exchange.signing import sign
 from exchange.status_view import document_status
+from exchange.topology import Topology
 from exchange.transport import Message, QueueSpec
 from tests.conftest import example
 from tests.pki import G22, H53, DevPki
@@ -585,3 +586,60 @@ async def test_a_request_nested_past_the_parsers_stack_is_dropped_not_fatal(node
     await replies.aclose()
     assert not served.done()
     served.cancel()
+
+
+async def test_a_login_over_its_rate_is_refused_only_where_it_can_be_told(
+    node: Node, pki: DevPki
+) -> None:
+    """Past its rate a login is answered ``intake.rate_limited``; a submission without
+    reply_to is never refused so (it would be lost without a word), and a package held for
+    a full disk is not charged again at each try."""
+    node.settings = NodeSettings(
+        node.settings.node_id,
+        hosted=node.settings.hosted,
+        credentials={"vendor": Credential(organs=frozenset({G22}), rate_per_s=1)},
+    )
+    documents = [
+        sign(example("document-new.edxml").replace(b"125/UBND-VP", b"%d/UBND-VP" % n), pki.key(G22))
+        for n in range(6)
+    ]
+    answers = [await submit(node, data, user_id="vendor") for data in documents[:3]]
+    assert [a.outcome for a in answers[:2]] == ["accepted", "accepted"]  # a burst of two
+    assert (answers[2].outcome, answers[2].code) == ("refused", "intake.rate_limited")
+    for data in documents[3:]:  # no reply_to: taken, however fast
+        await node.transport.publish(
+            node.queues.inbound, Message(data, message_id="quiet", user_id="vendor"), timeout=5
+        )
+        stream = node.transport.consume(node.queues.inbound, prefetch=1)
+        answer = await node.handle_submission(await asyncio.wait_for(anext(stream), 5))
+        await stream.aclose()
+        assert answer.outcome == "accepted", answer
+    # a submission held for a full disk is tried again uncharged
+    (held,) = documents[2:3]
+    await node.transport.publish(
+        node.queues.inbound,
+        Message(held, message_id="held", reply_to=ANSWERS, user_id="vendor"),
+        timeout=5,
+    )
+    stream = node.transport.consume(node.queues.inbound, prefetch=1)
+    retried = await node.handle_submission(
+        await asyncio.wait_for(anext(stream), 5), charge_rate=False
+    )
+    await stream.aclose()
+    assert retried.outcome == "accepted", retried
+
+
+async def test_link_lanes_are_quorum_queues_when_the_node_asks_for_them(
+    tmp_path: Path, admission: Admission
+) -> None:
+    """On a cluster a classic lane lives on one broker node; with it down the node could
+    not declare its queues again, and would stop."""
+    tree = Topology({"central": None, "province-h53": "central", "d": "province-h53"}, {})
+    settings = NodeSettings(
+        "province-h53", hosted=frozenset({H53}), quorum=True, parent="central", topology=tree
+    )
+    async with one_node(tmp_path, admission, settings) as built:
+        specs = memory(built).queues
+        lanes = [spec.spec for name, spec in specs.items() if name.startswith("lienthong.link.")]
+        assert lanes, "the node declares its link lanes"
+        assert all(spec.quorum for spec in lanes), [s.name for s in lanes if not s.quorum]
