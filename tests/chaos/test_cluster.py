@@ -124,6 +124,7 @@ async def _ledger(node: NodeProcess, accepted: dict[str, str], timeout_s: float 
         assert not stray, f"{organ}: {len(stray)} package(s) delivered that were not accepted"
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("scenario", ["quick", "full"])
 async def test_a_node_rides_out_a_leader_kill_and_a_partition(
     tmp_path: Path, scenario: str
