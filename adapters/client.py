@@ -226,3 +226,10 @@ async def _next(stream: AsyncIterator[Delivery], node_id: str) -> Delivery:
         raise TransientFault(
             f"the connection to node {node_id} was lost while waiting for its answer"
         ) from exc
+    except asyncio.CancelledError as exc:  # aio-pika cancels a call whose channel it lost
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the caller's own
+        raise TransientFault(
+            f"the connection to node {node_id} was lost while waiting for its answer"
+        ) from exc

@@ -123,7 +123,12 @@ class Load:
                         await fresh.__aenter__()
                         client[0] = fresh
                     answers = await client[0].submit([w[2] for w in work], as_organ=sender)
-                except Exception as exc:  # an agency system tries again, whatever failed
+                except (Exception, asyncio.CancelledError) as exc:
+                    # an agency system tries again, whatever failed; aio-pika may cancel a
+                    # call whose channel it lost: only our own cancellation ends the batch
+                    task = asyncio.current_task()
+                    if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
+                        raise
                     self._note(type(exc).__name__)
                     broken, client[0] = client[0], None
                     if broken is not None:
