@@ -2,7 +2,7 @@
 injected on a recorded schedule, then the ledger checked (tests/chaos/ledger.py).
 
 - ``test_quick_chaos``: the CI cut, under two minutes, every kind of fault at least once.
-- ``test_long_chaos``: on demand, on one broker node: ``LIENTHONG_CHAOS_MINUTES`` (30),
+- ``test_long_chaos``: on demand, on one broker node: ``LIENTHONG_CHAOS_MINUTES`` (35),
   ``LIENTHONG_CHAOS_RATE`` (packages/s, 60), ``LIENTHONG_CHAOS_FAULT_EVERY_S`` (15).
 - ``test_cluster_chaos``: on demand, the same tree on a three-node RabbitMQ cluster with
   quorum queues, its leaders killed and its nodes partitioned:
@@ -44,7 +44,7 @@ async def test_quick_chaos(tmp_path: Path) -> None:
 async def test_long_chaos(tmp_path: Path) -> None:
     plan = Plan(
         "long",
-        seconds=_env("LIENTHONG_CHAOS_MINUTES", 30) * 60,
+        seconds=_env("LIENTHONG_CHAOS_MINUTES", 35) * 60,
         rate=_env("LIENTHONG_CHAOS_RATE", 60),
         fault_every_s=_env("LIENTHONG_CHAOS_FAULT_EVERY_S", 15),
         drain_s=600,
