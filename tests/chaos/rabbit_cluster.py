@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 SBIN = Path("/usr/lib/rabbitmq/bin")  # the real scripts, run as whoever we are
 NET_TICKTIME_S = 8
@@ -322,18 +323,25 @@ class RabbitCluster(_Nodes):
         self._await_startup(i)
         self.wait_all_running()
 
+    def _status(self, i: int) -> dict[str, Any] | None:
+        """``cluster_status`` as live node i sees it; None when it cannot say."""
+        if not self.running(i):
+            return None
+        try:
+            status: dict[str, Any] = json.loads(
+                self.ctl(i, "cluster_status", "--formatter", "json")
+            )
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError):
+            return None
+        return status
+
     def running_nodes(self, asking: int | None = None) -> set[str]:
         """The nodes ``cluster_status`` calls running, as one live node sees it."""
-
         candidates = [asking] if asking is not None else range(len(self.nodes))
         for i in candidates:
-            if not self.running(i):
-                continue
-            try:
-                status = json.loads(self.ctl(i, "cluster_status", "--formatter", "json"))
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError):
-                continue
-            return set(status.get("running_nodes", []))
+            status = self._status(i)
+            if status is not None:
+                return set(status.get("running_nodes", []))
         return set()
 
     def wait_all_running(self, timeout_s: float | None = None) -> None:
@@ -350,15 +358,9 @@ class RabbitCluster(_Nodes):
 
     def partitions(self) -> dict[str, list[str]]:
         """What each live node reports as partitioned from it (empty: none)."""
-
         seen: dict[str, list[str]] = {}
-        for i, _node in enumerate(self.nodes):
-            if not self.running(i):
-                continue
-            try:
-                status = json.loads(self.ctl(i, "cluster_status", "--formatter", "json"))
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError):
-                continue
+        for i in range(len(self.nodes)):
+            status = self._status(i) or {}
             for name, others in (status.get("partitions") or {}).items():
                 seen.setdefault(name, []).extend(others)
         return seen
