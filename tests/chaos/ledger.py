@@ -16,11 +16,11 @@ be run again and again while the tree drains.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from exchange.evidence import EventKind
+from exchange.evidence import Event, EventKind
 from tests.chaos.load import Sent
 from tests.chaos.stand import Stand
 
@@ -124,30 +124,18 @@ class Ledger:
                     after = self._cursor.get((node, chain), 0)
                     entries = await store.log_entries(chain=chain, after=after, limit=PAGE)
                     for entry in entries:
-                        self._take(entry.event.kind, entry.event)
+                        self._take(entry.event)
                     if not entries:
                         break
                     self._cursor[(node, chain)] = entries[-1].seq
         finally:
             await store.close()
 
-    def _take(self, kind: EventKind, event: object) -> None:
-        message_id = getattr(event, "message_id", None)
-        detail = getattr(event, "detail", {}) or {}
-        if message_id is None:
+    def _take(self, event: Event) -> None:
+        if event.message_id is None:
             return
-        if kind is EventKind.DELIVERED:
-            for recipient in detail.get("recipients", ()):
-                self._delivered.add((message_id, recipient))
-        elif kind is EventKind.FAILED and detail.get("reason"):
-            party = getattr(event, "party", None)
-            if party:
-                self._failed[(message_id, party)] = str(detail["reason"])
-
-
-def by_recipient(findings: Findings) -> dict[str, int]:
-    """How many copies are missing, per recipient (for a report)."""
-    counts: dict[str, int] = defaultdict(int)
-    for _message, recipient in findings.missing:
-        counts[recipient] += 1
-    return dict(counts)
+        if event.kind is EventKind.DELIVERED:
+            for recipient in event.detail.get("recipients", ()):
+                self._delivered.add((event.message_id, recipient))
+        elif event.kind is EventKind.FAILED and event.detail.get("reason") and event.party:
+            self._failed[(event.message_id, event.party)] = str(event.detail["reason"])
