@@ -135,7 +135,7 @@ class NodeProcess:
         store = self.open_store()
         try:
             return [
-                e.message_id for e in await store.mailbox(organ, unfetched_only=False, limit=10_000)
+                e.message_id for e in await store.mailbox(organ, unfetched_only=False, limit=10**7)
             ]
         finally:
             await store.close()
@@ -145,7 +145,7 @@ class NodeProcess:
         store = self.open_store()
         try:
             return [
-                e.digest for e in await store.mailbox(organ, unfetched_only=False, limit=10_000)
+                e.digest for e in await store.mailbox(organ, unfetched_only=False, limit=10**7)
             ]
         finally:
             await store.close()
