@@ -144,9 +144,7 @@ class NodeProcess:
         """The SHA-256 of every package in a mailbox: what arrived, not what it was called."""
         store = self.open_store()
         try:
-            return [
-                e.digest for e in await store.mailbox(organ, unfetched_only=False, limit=10**7)
-            ]
+            return [e.digest for e in await store.mailbox(organ, unfetched_only=False, limit=10**7)]
         finally:
             await store.close()
 
