@@ -172,6 +172,17 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_certs_tls(args: argparse.Namespace) -> int:
+    written = pki_files.init_tls(
+        Path(args.dir), args.node, names=tuple(args.name or ()), addresses=tuple(args.ip or ())
+    )
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"{args.dir}: nothing to do, every certificate exists")
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from adapters import sandbox
 
@@ -246,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", action="append", metavar="NODEID")
     p.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
     p.set_defaults(func=cmd_certs_init)
+    p = certs.add_parser(
+        "tls", help="a dev TLS CA and a certificate per node, for AMQPS and HTTPS (docs/tls.md)"
+    )
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--node", action="append", required=True, metavar="NODEID")
+    p.add_argument("--name", action="append", metavar="DNSNAME", help="also valid for this name")
+    p.add_argument("--ip", action="append", metavar="ADDRESS", help="also valid for this address")
+    p.set_defaults(func=cmd_certs_tls)
 
     cli_node.add_commands(sub)
     cli_directory.add_commands(sub)

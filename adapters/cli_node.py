@@ -14,6 +14,7 @@ from adapters import cli_http, cli_ops, cli_quarantine, cli_status, logs
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store, serve
+from adapters.tls import client_context
 from adapters.transport_amqp import AmqpTransport
 from exchange.node import Queues, operator_event, replay_dead_letter
 
@@ -131,7 +132,10 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         store = open_store(config)
-        transport = AmqpTransport(config.broker_urls)
+        transport = AmqpTransport(
+            config.broker_urls,
+            ssl_context=client_context(config.amqp_tls) if config.amqp_tls else None,
+        )
         try:
             await store.migrate()
             await transport.connect()

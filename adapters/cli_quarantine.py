@@ -15,6 +15,7 @@ from adapters.admission_pool import InlineAdmission
 from adapters.bridge import Bridge
 from adapters.config_files import load_node_config
 from adapters.service import build_node, open_store, state_dir
+from adapters.tls import client_context
 from adapters.transport_amqp import AmqpTransport
 from exchange.config import NodeConfig
 from exchange.envelope import envelope_record
@@ -47,7 +48,15 @@ async def _node(config: NodeConfig, stack: contextlib.AsyncExitStack) -> Node:
     assert config.source_file is not None
     admission = InlineAdmission(config.source_file)
     stack.callback(admission.shutdown)
-    node = build_node(config, AmqpTransport(config.broker_urls), store, admission)
+    node = build_node(
+        config,
+        AmqpTransport(
+            config.broker_urls,
+            ssl_context=client_context(config.amqp_tls) if config.amqp_tls else None,
+        ),
+        store,
+        admission,
+    )
     for upstream in config.upstreams:
         cache = state_dir(config)
         Bridge(

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from exchange.devpki import Issued, issue, make_ca
+from exchange.devpki import Issued, issue, issue_tls, make_ca
 from exchange.directory import Directory, directory_from_mapping
 from exchange.errors import ConfigurationError
 from exchange.organ import parse_organ_id
@@ -108,3 +108,20 @@ def load_directory(path: str | Path) -> Directory:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
     return directory_from_mapping(data, source=str(path))
+
+
+def init_tls(
+    root: Path, nodes: list[str], *, names: tuple[str, ...] = (), addresses: tuple[str, ...] = ()
+) -> list[Path]:
+    """A development TLS CA (``root/ca.pem``) and a certificate per node (``root/<node>.pem``,
+    its CN the node id; ``names`` and ``addresses`` added to each subjectAltName, e.g. the
+    host a broker or an HTTP face is reached at). Existing files are kept."""
+    written: list[Path] = []
+    ca, new = _ensure(root, "ca", lambda: make_ca("lienthong dev TLS CA", key_type="ec"))
+    written += new
+    for node in nodes:
+        _, new = _ensure(
+            root, node, lambda n=node: issue_tls(ca, n, names=names, addresses=addresses)
+        )
+        written += new
+    return written

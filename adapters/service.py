@@ -44,6 +44,7 @@ from adapters.ops_http import add_ops_routes
 from adapters.ops_status import OpsView
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import SqliteStore
+from adapters.tls import broker_login, client_context, server_context
 from adapters.transfer_node import HttpBlobs
 from adapters.transport_amqp import AmqpTransport
 from adapters.upstreams import bridges_for
@@ -141,6 +142,11 @@ def build_node(
         checkpoint_every_s=config.store.checkpoint_every_s,
         push=config.push,
         inline_max_bytes=config.inline_max_bytes,
+        link_login=broker_login(config.parent_broker_urls, config.link.tls)
+        if config.parent
+        else None,
+        own_login=broker_login(config.broker_urls, config.amqp_tls),
+        verify_login=config.link.verify_login,
     )
     return Node(
         settings,
@@ -235,13 +241,21 @@ async def _open_node(
     stack.push_async_callback(store.close)
     # a heartbeat here too: a broker node that froze or was cut off is noticed in under a
     # minute (aiormq's default is three), and the connection moves to the next node
-    transport = AmqpTransport(config.broker_urls, heartbeat_s=config.link.heartbeat_s)
+    transport = AmqpTransport(
+        config.broker_urls,
+        heartbeat_s=config.link.heartbeat_s,
+        ssl_context=client_context(config.amqp_tls) if config.amqp_tls else None,
+    )
     stack.push_async_callback(transport.close)
     # the link to the parent is opened by this node, to the parent's broker; a link that is
     # down is not an error, so this connection is made lazily and retried; its heartbeat
     # notices a link that died without a word
     parent_transport = (
-        AmqpTransport(config.parent_broker_urls, heartbeat_s=config.link.heartbeat_s)
+        AmqpTransport(
+            config.parent_broker_urls,
+            heartbeat_s=config.link.heartbeat_s,
+            ssl_context=client_context(config.link.tls) if config.link.tls else None,
+        )
         if config.parent
         else None
     )
@@ -272,8 +286,19 @@ async def _open_node(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, config.http.host, config.http.port).start()
-        log.info("http.start", node=config.node_id, listen=f"{config.http.host}:{config.http.port}")
+        tls = config.http.tls
+        await web.TCPSite(
+            runner,
+            config.http.host,
+            config.http.port,
+            ssl_context=server_context(tls) if tls is not None else None,
+        ).start()
+        log.info(
+            "http.start",
+            node=config.node_id,
+            listen=f"{'https' if tls else 'http'}://{config.http.host}:{config.http.port}",
+            client_certificates=tls is not None and tls.client_ca is not None,
+        )
     log.info(
         "node.start",
         node=config.node_id,

@@ -20,6 +20,7 @@ aio-pika and aiormq errors are translated here, at the seam, into the node's own
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -142,12 +143,15 @@ class AmqpTransport:
         connect_timeout: float = 10.0,
         heartbeat_s: int | None = None,
         reconnect_interval_s: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``url``: one broker, or the nodes of a cluster, tried in turn."""
+        """``url``: one broker, or the nodes of a cluster, tried in turn; ``ssl_context``
+        for amqps:// URLs (adapters/tls.py)."""
         urls = [url] if isinstance(url, str) else list(url)
         self._urls = [with_heartbeat(u, heartbeat_s) if heartbeat_s else u for u in urls]
         self._reconnect_interval_s = reconnect_interval_s
         self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._inspector: AbstractChannel | None = None  # passive declares: a 404 closes it
@@ -163,6 +167,7 @@ class AmqpTransport:
                     self._urls,
                     client_properties={"connection_name": "lienthong"},
                     reconnect_interval=self._reconnect_interval_s,
+                    ssl_context=self._ssl_context,
                 )
                 self._connection = connection
                 await connection.connect(timeout=self._connect_timeout)

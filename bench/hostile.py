@@ -14,6 +14,7 @@ per kind of hostile input, how many were tried and how many were let in (target:
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 import uuid
@@ -188,7 +189,15 @@ def run(*, rounds: int, quick: bool, plots: Path | None = None) -> Section:
             asyncio.run(wait_open(door))
             for repeat in range(repeats):
                 for attack in (False, True) if repeat % 2 == 0 else (True, False):
-                    results[attack].append(asyncio.run(_round(door, attack, seconds, rate)))
+                    got = asyncio.run(_round(door, attack, seconds, rate))
+                    results[attack].append(got)
+                    print(  # a full run takes a quarter of an hour: say where it is
+                        f"hostile: round {repeat + 1}/{repeats} "
+                        f"{'attack' if attack else 'baseline'}: p99 {got['p99']:.0f} ms, "
+                        f"lost {got['lost']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             asyncio.run(close_door(door))
     return _section(results, seconds, rate, repeats)

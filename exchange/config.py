@@ -15,6 +15,7 @@ A node file, in TOML::
     prefetch = 32
     publish_timeout_s = 10.0
     quorum = false                 # quorum queues (with a delivery limit) when true
+    # [rabbitmq.tls]: ca, cert, key, peer, with an amqps:// url (exchange/config_tls.py)
 
     [store]
     kind = "sqlite"                # or "postgres"
@@ -68,6 +69,8 @@ A node file, in TOML::
     transfer_url = "https://lienthong.tayninh.gov.vn:8480"   # the parent's HTTP face: the
                                    # bytes of large packages (docs/large-packages.md)
     transfer_token_file = "secrets/link-token"   # this node's [http.links.<id>] token there
+    verify_login = false           # a parent: each child publishes under its own login
+    # [link.tls]: ca, cert, key, peer (the parent's node id), with an amqps:// parent_url
 
     [deadlines]                    # when a delivered document is due (docs/deadlines.md)
     time_zone = "Asia/Ho_Chi_Minh"
@@ -96,6 +99,7 @@ if TYPE_CHECKING:
     from exchange.config_http import HttpSettings
 from exchange.calendar import DEFAULT_TIME_ZONE, WEEKDAY_NAMES, WorkingCalendar
 from exchange.config_alerts import AlertSettings, alert_settings
+from exchange.config_tls import TlsClient, check_tls_urls, tls_client
 from exchange.errors import ConfigurationError
 from exchange.large import INLINE_MAX_BYTES, MAX_PACKAGE_BYTES
 from exchange.policy import PRESETS, VerificationPolicy
@@ -178,6 +182,10 @@ class LinkSettings:
     heartbeat_s: int = 15
     transfer_url: str | None = None  # the parent's HTTP face, for large packages' bytes
     transfer_token: str | None = field(default=None, repr=False)  # never logged
+    tls: TlsClient | None = None  # AMQPS to the parent's broker (exchange/config_tls.py)
+    # a parent: each package from a child must be published under that child's login (its
+    # certificate's CN, with AMQPS and auth=external), checked by RabbitMQ as user_id
+    verify_login: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,7 @@ class NodeConfig:
     push: frozenset[str] = frozenset()  # agencies whose mail is pushed to their AMQP queue
     upstreams: tuple[UpstreamSettings, ...] = ()  # axes bridged as a client (config_upstream)
     alerts: AlertSettings | None = None  # where alerts are sent, if anywhere (config_alerts)
+    amqp_tls: TlsClient | None = None  # AMQPS to this node's broker (exchange/config_tls.py)
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
@@ -533,6 +542,18 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
     upstreams = _upstreams(data, source, base, inline_max_bytes)  # fetched into memory
     amqp_urls = _urls(r, "rabbitmq", "url", required=True)
     parent_urls = _urls(r, "link", "parent_url", required=False)
+    amqp_tls = tls_client(r.table("rabbitmq").get("tls"), f"{source}: key 'rabbitmq.tls", base)
+    check_tls_urls(amqp_urls, amqp_tls, source, "rabbitmq")
+    link_tls = tls_client(
+        r.table("link", required=False).get("tls"),
+        f"{source}: key 'link.tls",
+        base,
+        default_peer=parent,
+    )
+    if parent_urls:
+        check_tls_urls(parent_urls, link_tls, source, "link")
+    elif link_tls is None:
+        link_tls = amqp_tls  # the link goes to this node's own broker
     return NodeConfig(
         node_id=node_id,
         parent=parent,
@@ -561,12 +582,15 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
             heartbeat_s=r.positive("link", "heartbeat_s", 15),
             transfer_url=r.get("link", "transfer_url", str, "an http(s):// URL", None),
             transfer_token=_secret(r, "link", "transfer_token_file", base),
+            tls=link_tls,
+            verify_login=r.get("link", "verify_login", bool, "true or false", False),
         ),
         deadlines=deadlines,
         http=_http(data, source, base, sources),
         push=_push(data, source),
         upstreams=upstreams,
         alerts=alert_settings(data.get("alerts"), source, base),
+        amqp_tls=amqp_tls,
     )
 
 

@@ -7,6 +7,10 @@ listen = "127.0.0.1:8480"          # host:port; no [http] table, no HTTP faces
 header_timeout_s = 15              # a connection sends its request's headers within this
 body_timeout_s = 60                # and a body within this, plus a second per 64 KiB
 
+[http.tls]                         # HTTPS (exchange/config_tls.py): cert, key, client_ca
+cert = "tls/http.pem"
+key = "tls/http.key"
+
 [http.clients.qlvb-tayninh]        # one table per calling system
 token_sha256 = "9f86d0…"           # REST: the SHA-256 (hex) of its bearer token, never the token
 systemid = "000.00.00.H53"         # SDK facade: its XroadVnpt-systemid …
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.config import Credential
+from exchange.config_tls import TlsServer, tls_server
 from exchange.errors import ConfigurationError
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -87,6 +92,7 @@ class HttpSettings:
     # rate), else 408 (http.request_timeout)
     header_timeout_s: float = 15.0
     body_timeout_s: float = 60.0
+    tls: TlsServer | None = None  # HTTPS, client certificates optional ([http.tls])
 
 
 def http_settings(
@@ -106,6 +112,7 @@ def http_settings(
         "links",
         "header_timeout_s",
         "body_timeout_s",
+        "tls",
     }
     if unknown:
         raise ConfigurationError(f"{where}': unknown key(s) {', '.join(sorted(unknown))}")
@@ -132,7 +139,15 @@ def http_settings(
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             raise ConfigurationError(f"{where}.{key}': expected a positive number of seconds")
         timeouts[key] = float(value)
-    return HttpSettings(found["host"], int(found["port"]), clients, operators, links, **timeouts)
+    return HttpSettings(
+        found["host"],
+        int(found["port"]),
+        clients,
+        operators,
+        links,
+        **timeouts,
+        tls=tls_server(table.get("tls"), f"{where}.tls", base),
+    )
 
 
 def _tables(value: object, where: str) -> Mapping[str, Mapping[str, Any]]:

@@ -7,6 +7,7 @@ certificates carry the OrganId as their CN, so the development binding
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -154,3 +155,42 @@ def make_crl(ca: Issued, revoked: list[x509.Certificate], *, when: datetime | No
             .build()
         )
     return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def issue_tls(
+    ca: Issued,
+    common_name: str,
+    *,
+    names: tuple[str, ...] = (),
+    addresses: tuple[str, ...] = (),
+    days: int = 825,
+) -> Issued:
+    """A TLS certificate for a node or a broker (docs/tls.md): its CN is the node id (the
+    login a broker gives it with EXTERNAL); its subjectAltName carries the node id and the
+    ``names`` and ``addresses`` it serves under; usable as server and as client."""
+    key = new_key("ec")
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys((common_name, *names))]
+    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, "tls"))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(key, cert)

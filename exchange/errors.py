@@ -282,6 +282,13 @@ class EnvelopeInvalid(SenderFault):
     code = "envelope.invalid"
 
 
+class LinkLoginMismatch(SenderFault):
+    """With ``[link] verify_login``: a package from a child that was not published under
+    that child's own login (with AMQPS and auth=external, its certificate's CN)."""
+
+    code = "link.login_mismatch"
+
+
 class CheckpointInvalid(SenderFault):
     """A checkpoint of a node's evidence chain (or a parent's file of them) that is
     malformed, not signed, or not signed by the node it names (docs/evidence.md)."""

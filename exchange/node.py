@@ -67,6 +67,7 @@ from exchange.errors import (
     HopLimitExceeded,
     IntakeRateLimited,
     LienthongError,
+    LinkLoginMismatch,
     NotDeadLettered,
     NotTracked,
     PackageTooLarge,
@@ -228,6 +229,9 @@ class NodeSettings:
     checkpoint_every_s: float = 300.0  # how often the evidence chain's head is signed
     push: frozenset[str] = frozenset()  # agencies whose mail goes to their AMQP queue too
     inline_max_bytes: int = INLINE_MAX_BYTES  # above it, a claim check (exchange/large.py)
+    link_login: str | None = None  # the user_id of what this node publishes up its link
+    own_login: str | None = None  # this node's login on its own broker (replays carry it)
+    verify_login: bool = False  # a child's packages must come under the child's login
 
     @property
     def children(self) -> tuple[str, ...]:
@@ -1537,6 +1541,15 @@ class Node:
         except EnvelopeInvalid as fault:  # nothing in it can be trusted, nor reported
             return await self._dead_letter_link(delivery, lane, fault, started)
         came_from = envelope.last_node
+        if self.settings.verify_login and not from_parent:
+            published_by = delivery.message.user_id
+            if published_by is None or published_by not in (came_from, self.settings.own_login):
+                mismatch = LinkLoginMismatch(
+                    f"a package whose last hop is node {came_from} was published by "
+                    f"{'login ' + published_by if published_by else 'no login'}: each child "
+                    "publishes under its own node id ([link] verify_login)"
+                )
+                return await self._dead_letter_link(delivery, lane, mismatch, started)
         self._heard(came_from, wire)
         # the same package again (a republish after a crash): for a claim, found before its
         # bytes are pulled again; inline, the commit finds it (one store round trip less)
@@ -1697,6 +1710,8 @@ class Node:
     async def _publish_to(self, node: str, lane: str, message: Message) -> None:
         timeout = self.settings.publish_timeout_s
         if node == self.settings.parent:  # through the parent's gate: all its login may write
+            if self.settings.link_login is not None:  # RabbitMQ checks it against the login
+                message = replace(message, user_id=self.settings.link_login)
             await self.parent_transport.publish(
                 up_queue(node, lane), message, timeout=timeout, exchange=up_gate(node)
             )
@@ -2206,6 +2221,7 @@ class Node:
                 self.queues,
                 dead_letter_id,
                 timeout=self.settings.publish_timeout_s,
+                user_id=self.settings.own_login,
             )
         except KeyError:
             raise NotDeadLettered(f"dead letter {dead_letter_id} is not here") from None
@@ -2462,7 +2478,7 @@ async def replay_dead_letter(
             Message(
                 data,
                 headers={} if via_link else {SOURCE_HEADER: letter.source},
-                user_id=None if via_link else user_id,
+                user_id=user_id,  # the replaying login: RabbitMQ checks it
             ),
             timeout=timeout,
         )

@@ -15,6 +15,9 @@ cookie (a HOME of its own in the temp folder), and is started from the installed
     with SingleBroker() as broker:             # one node, same code
         broker.url(); broker.restart()         # a clean stop, then a start
 
+    with SingleBroker(tls=BrokerTls(ca, cert, key)) as broker:   # AMQPS only, client
+        broker.url()                           # certificates required, EXTERNAL login by CN
+
 Faults are recorded in ``.faults`` (what, which node, when) for the caller's report.
 """
 
@@ -65,6 +68,30 @@ def _bindable(port: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS-only listener: the broker's certificate and key, the CA every client's
+    certificate must chain to (no certificate, no connection), and logins taken from the
+    certificate's CN (the EXTERNAL mechanism)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def conf(self, port: int) -> str:
+        return (
+            "listeners.tcp = none\n"
+            f"listeners.ssl.default = 127.0.0.1:{port}\n"
+            f"ssl_options.cacertfile = {self.ca}\n"
+            f"ssl_options.certfile = {self.cert}\n"
+            f"ssl_options.keyfile = {self.key}\n"
+            "ssl_options.verify = verify_peer\n"
+            "ssl_options.fail_if_no_peer_cert = true\n"
+            "ssl_cert_login_from = common_name\n"
+            "auth_mechanisms.1 = EXTERNAL\n"
+        )
+
+
 @dataclass
 class BrokerNode:
     """One private node: its name, ports, folder, and its process while it runs."""
@@ -75,6 +102,7 @@ class BrokerNode:
     folder: Path
     home: Path  # HOME: where the shared Erlang cookie lives
     process: subprocess.Popen[bytes] | None = None
+    tls: BrokerTls | None = None  # AMQPS only
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
@@ -97,16 +125,23 @@ class BrokerNode:
             RABBITMQ_CTL_ERL_ARGS=f"-kernel net_ticktime {NET_TICKTIME_S}",
             ERL_EPMD_ADDRESS="127.0.0.1",
         )
+        if self.tls is not None:  # these would open a plain listener beside the TLS one
+            del env["RABBITMQ_NODE_PORT"], env["RABBITMQ_NODE_IP_ADDRESS"]
         return env
 
     def write_files(self, extra_conf: str = "") -> None:
         for sub in ("mnesia", "log"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         (self.folder / "rabbitmq-env.conf").write_text("")
-        (self.folder / "enabled_plugins").write_text("[].\n")
+        plugins = "rabbitmq_auth_mechanism_ssl" if self.tls else ""
+        (self.folder / "enabled_plugins").write_text(f"[{plugins}].\n")
+        listen = (
+            self.tls.conf(self.amqp_port)
+            if self.tls
+            else f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+        )
         (self.folder / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
-            "cluster_partition_handling = pause_minority\n"
+            listen + "cluster_partition_handling = pause_minority\n"
             "vm_memory_high_watermark.relative = 0.2\n"
             "disk_free_limit.absolute = 50MB\n"
             "log.console = false\n"
@@ -115,6 +150,8 @@ class BrokerNode:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"amqps://127.0.0.1:{self.amqp_port}/?auth=external"
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
 
     def pids(self) -> list[int]:
@@ -151,6 +188,7 @@ class _Nodes:
     startup_timeout_s: float = 90.0
     extra_conf: str = ""
     keep_folder: bool = False
+    tls: BrokerTls | None = None
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     nodes: list[BrokerNode] = field(default_factory=list)
     faults: list[tuple[float, str, int]] = field(default_factory=list)
@@ -173,6 +211,7 @@ class _Nodes:
                 dist_port=_free_port(20000, 24000, taken),
                 folder=self.root / f"n{i + 1}",
                 home=home,
+                tls=self.tls,
             )
             node.write_files(self.extra_conf)
             self.nodes.append(node)

@@ -35,7 +35,10 @@ class TreeProcesses:
     broker itself, e.g. through a fault proxy. The other options hold for every node:
     ``link_max_bytes`` bounds every link lane (parent and child declare the same queues,
     so it is one number for the whole tree), ``link_heartbeat_s`` is each link's AMQP
-    heartbeat, ``publish_timeout_s`` each publish's deadline."""
+    heartbeat, ``publish_timeout_s`` each publish's deadline. Per node: ``broker_urls`` puts
+    its own broker elsewhere, ``link_lines`` adds keys to its ``[link]``, and ``extra`` is
+    TOML appended to its node file (its own tables); ``ids`` names the nodes (by default,
+    each name with a random suffix)."""
 
     def __init__(
         self,
@@ -48,10 +51,14 @@ class TreeProcesses:
         link_heartbeat_s: int | None = None,
         publish_timeout_s: float = 10.0,
         ttl_hours: float | None = None,
+        broker_urls: Mapping[str, str] | None = None,
+        link_lines: Mapping[str, Sequence[str]] | None = None,
+        extra: Mapping[str, str] | None = None,
+        ids: Mapping[str, str] | None = None,
     ) -> None:
         self.folder = folder
         suffix = uuid.uuid4().hex[:6]
-        self.ids = {name: f"{name}-{suffix}" for name in parents}
+        self.ids = dict(ids) if ids else {name: f"{name}-{suffix}" for name in parents}
         self.parents = {self.ids[n]: (self.ids[p] if p else None) for n, p in parents.items()}
         self.homes = {organ: self.ids[home] for organ, home in homes.items()}
         self.pki = folder / "pki"
@@ -82,15 +89,18 @@ class TreeProcesses:
             link = [f'parent_url = "{url}"'] if url else []
             link += [f"max_bytes = {link_max_bytes}"] if link_max_bytes else []
             link += [f"heartbeat_s = {link_heartbeat_s}"] if link_heartbeat_s else []
+            link += list((link_lines or {}).get(name, ()))
+            broker = (broker_urls or {}).get(name, AMQP_URL)
             (folder_n / "node.toml").write_text(
                 f'[node]\nid = "{node}"\n' + (f'parent = "{parent}"\n' if parent else "") + "\n"
-                f'[rabbitmq]\nurl = "{AMQP_URL}"\nprefetch = 16\n'
+                f'[rabbitmq]\nurl = "{broker}"\nprefetch = 16\n'
                 f"publish_timeout_s = {publish_timeout_s}\n\n"
                 '[store]\nkind = "sqlite"\npath = "store"\n\n'
                 f'[trust]\nca = "{self.pki}/ca.pem"\ndirectory = "{self.pki}/directory.toml"\n'
                 f'node_key = "{self.pki}/nodes/{node}.key"\nnode_certs = "{self.pki}/nodes"\n'
                 + ("\n[link]\n" + "\n".join(link) + "\n" if link else "")
                 + (f"\n[deadlines]\nttl_hours = {ttl_hours}\n" if ttl_hours else "")
+                + (extra or {}).get(name, "")
             )
 
     def config(self, name: str) -> Path:
