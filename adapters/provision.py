@@ -138,17 +138,31 @@ def _write_secret(target: Path, secret: str) -> None:
 def cmd_provision_link(args: argparse.Namespace) -> int:
     config = load_node_config(args.config)  # the parent's node file
     vhost = unquote(urlsplit(config.amqp_url).path.lstrip("/")) or "/"
-    login = args.login or f"link-{args.child}"
-    password = secrets.token_urlsafe(24)
-    created, rules = provision_link(config.node_id, vhost, args.child, login, password)
-    _write_secret(Path(args.password_file), password)
+    if args.certificate:  # logged in by its certificate's CN (EXTERNAL): no password at all
+        login = args.child
+        created, rules = provision_link(
+            config.node_id, vhost, args.child, login, secrets.token_urlsafe(24)
+        )
+        cleared = _rabbitmqctl("clear_password", login)
+        if cleared.returncode != 0:
+            raise ConfigurationError(f"rabbitmqctl clear_password: {cleared.stderr.strip()}")
+        where = "it logs in by a certificate whose CN is its node id, and has no password"
+        url = "amqps://<this broker>:5671/?auth=external"
+    else:
+        if not args.password_file:
+            raise ConfigurationError("--password-file is needed, or --certificate")
+        login = args.login or f"link-{args.child}"
+        password = secrets.token_urlsafe(24)
+        created, rules = provision_link(config.node_id, vhost, args.child, login, password)
+        _write_secret(Path(args.password_file), password)
+        where = f"its password is in {args.password_file} (mode 600)"
+        url = f"amqp://{login}:<password>@<this broker>:5672/"
     print(
         f"{'created' if created else 'updated'} link login {login} for child {args.child} on "
-        f"node {config.node_id}'s broker (vhost {vhost}); its password is in "
-        f"{args.password_file} (mode 600)\n"
+        f"node {config.node_id}'s broker (vhost {vhost}); {where}\n"
         f"  configure {rules[0]}\n  write     {rules[1]}\n  read      {rules[2]}\n"
-        f"In the child's node file:\n\n[link]\n"
-        f'parent_url = "amqp://{login}:<password>@<this broker>:5672/"'
+        f'In the child\'s node file:\n\n[link]\nparent_url = "{url}"'
+        + ("\n\n[link.tls]  # docs/tls.md\nca = …\ncert = …\nkey = …" if args.certificate else "")
     )
     return 0
 
@@ -182,5 +196,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--config", required=True, help="the parent's node file")
     p.add_argument("--child", required=True, help="the child node's id")
     p.add_argument("--login", help="the login (default: link-<child>)")
-    p.add_argument("--password-file", required=True, help="where to write its password")
+    p.add_argument("--password-file", help="where to write its password")
+    p.add_argument(
+        "--certificate",
+        action="store_true",
+        help="no password: the child logs in with its TLS certificate (CN = its node id)",
+    )
     p.set_defaults(func=cmd_provision_link)

@@ -1543,11 +1543,13 @@ class Node:
         came_from = envelope.last_node
         if self.settings.verify_login and not from_parent:
             published_by = delivery.message.user_id
-            if published_by is None or published_by not in (came_from, self.settings.own_login):
+            logins = (came_from, f"link-{came_from}", self.settings.own_login)
+            if published_by is None or published_by not in logins:
                 mismatch = LinkLoginMismatch(
                     f"a package whose last hop is node {came_from} was published by "
                     f"{'login ' + published_by if published_by else 'no login'}: each child "
-                    "publishes under its own node id ([link] verify_login)"
+                    "publishes under its own login: its node id, or link-<node id> "
+                    "([link] verify_login)"
                 )
                 return await self._dead_letter_link(delivery, lane, mismatch, started)
         self._heard(came_from, wire)
