@@ -33,9 +33,10 @@ from adapters.service import open_store
 from exchange.bundle import build_bundle, verify_bundle
 from exchange.bundle_receipts import receipt_checker
 from exchange.checkpoint import make_checkpoint_file, open_checkpoint_file
-from exchange.envelope import NodePublicKey
+from exchange.envelope import KeyRing, PeerKey
 from exchange.errors import ConfigurationError
 from exchange.evidence_export import document_segment, kept_checkpoints, package_copies
+from exchange.trust import fingerprint
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 CHECKPOINTS = "checkpoints"  # the word that asks for a parent's checkpoints of a child
@@ -59,13 +60,21 @@ def _usage(message: str) -> ConfigurationError:
     return ConfigurationError(f"evidence: {message} (see lienthong evidence --help)")
 
 
-def node_keys_of(certs: Mapping[str, x509.Certificate]) -> dict[str, NodePublicKey]:
-    """The node keys (ECDSA or Ed25519) of pinned node certificates, by node id."""
-    keys: dict[str, NodePublicKey] = {}
-    for node, cert in certs.items():
-        key = cert.public_key()
-        if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            keys[node] = key
+def node_keys_of(
+    certs: Mapping[str, x509.Certificate | tuple[x509.Certificate, ...]],
+) -> dict[str, PeerKey]:
+    """The node keys (ECDSA or Ed25519) of pinned node certificates, by node id; each
+    certificate's key, for a node that rotated its key."""
+    keys: dict[str, PeerKey] = {}
+    for node, pinned in certs.items():
+        ring = tuple(
+            (fingerprint(cert), key)
+            for cert in (pinned if isinstance(pinned, tuple) else (pinned,))
+            if isinstance(key := cert.public_key(), ec.EllipticCurvePublicKey)
+            or isinstance(key, ed25519.Ed25519PublicKey)
+        )
+        if ring:
+            keys[node] = KeyRing(ring)
     return keys
 
 

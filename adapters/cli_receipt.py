@@ -27,7 +27,9 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigurationError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
 
 
-def _node_certs(args: argparse.Namespace) -> dict[str, x509.Certificate]:
+def _node_certs(
+    args: argparse.Namespace,
+) -> dict[str, x509.Certificate | tuple[x509.Certificate, ...]]:
     folder = (
         Path(args.node_certs) if args.node_certs else load_node_config(args.config).trust.node_certs
     )

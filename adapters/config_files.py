@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.pki_files import load_directory
 from exchange.config import NodeConfig, node_config_from_mapping
 from exchange.directory import Directory
 from exchange.directory_doc import SignedDirectory, open_directory
-from exchange.envelope import NodeKey, NodePublicKey
+from exchange.envelope import KeyRing, NodeKey, PeerKey
 from exchange.errors import ConfigurationError, DirectoryRefused
 from exchange.receipt import ReceiptSigner
-from exchange.trust import TrustStore
+from exchange.trust import TrustStore, fingerprint
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -106,29 +108,59 @@ def hosted_agencies(config: NodeConfig, directory: Directory) -> frozenset[str]:
 
 
 def load_node_key(config: NodeConfig) -> NodeKey:
-    return NodeKey.from_pem(config.node_id, _read(config.trust.node_key, "node key"))
+    """The node's key, with the kid of its certificate (``trust.node_certs/<node id>.pem``,
+    the one of this key when the file holds several) and the envelope version it writes."""
+    key = NodeKey.from_pem(config.node_id, _read(config.trust.node_key, "node key"))
+    own = config.trust.node_certs / f"{config.node_id}.pem"
+    kid = None
+    if own.exists():
+        mine = key.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        for cert in _certificates(own):
+            spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            if spki == mine:
+                kid = fingerprint(cert)
+    if kid is None and config.wire_version >= 2:
+        raise ConfigurationError(
+            f"{config.trust.node_key}: no certificate of this key in {own}; envelope version 2 "
+            "names it in every signature"
+        )
+    return replace(key, kid=kid, version=config.wire_version)
 
 
-def load_peer_keys(config: NodeConfig) -> dict[str, NodePublicKey]:
-    keys: dict[str, NodePublicKey] = {}
+def _certificates(pem: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(_read(pem, "node certificate"))
+    except ValueError as exc:
+        raise ConfigurationError(f"{pem}: not a PEM certificate: {exc}") from exc
+
+
+def load_peer_keys(config: NodeConfig) -> dict[str, PeerKey]:
+    """Every node's pinned keys, from ``trust.node_certs/<node id>.pem``; a file may hold
+    several certificates: a node's current one and those it had (docs/operations.md,
+    "Rotating keys")."""
+    keys: dict[str, PeerKey] = {}
     for pem in sorted(config.trust.node_certs.glob("*.pem")):
-        cert = x509.load_pem_x509_certificate(pem.read_bytes())
-        key = cert.public_key()
-        if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            keys[pem.stem] = key
+        ring = tuple(
+            (fingerprint(cert), key)
+            for cert in _certificates(pem)
+            if isinstance(
+                key := cert.public_key(), ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+            )
+        )
+        if ring:
+            keys[pem.stem] = KeyRing(ring)
     return keys
 
 
-def load_node_certs(folder: Path) -> dict[str, x509.Certificate]:
-    """The node certificates pinned in ``folder`` (``<node id>.pem``), by node id."""
+def load_node_certs(folder: Path) -> dict[str, x509.Certificate | tuple[x509.Certificate, ...]]:
+    """The node certificates pinned in ``folder`` (``<node id>.pem``), by node id; several
+    in one file (a node that rotated its key) as a tuple."""
     if not folder.is_dir():
         raise ConfigurationError(f"{folder}: not a folder of node certificates (<node id>.pem)")
-    certs: dict[str, x509.Certificate] = {}
+    certs: dict[str, x509.Certificate | tuple[x509.Certificate, ...]] = {}
     for pem in sorted(folder.glob("*.pem")):
-        try:
-            certs[pem.stem] = x509.load_pem_x509_certificate(_read(pem, "node certificate"))
-        except ValueError as exc:
-            raise ConfigurationError(f"{pem}: not a PEM certificate: {exc}") from exc
+        found = _certificates(pem)
+        certs[pem.stem] = found[0] if len(found) == 1 else tuple(found)
     return certs
 
 

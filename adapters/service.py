@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,8 +48,10 @@ from adapters.store_sqlite import SqliteStore
 from adapters.tls import broker_login, client_context, server_context
 from adapters.transfer_node import HttpBlobs
 from adapters.transport_amqp import AmqpTransport
+from adapters.trust_watch import TrustWatch
 from adapters.upstreams import bridges_for
 from exchange.config import NodeConfig
+from exchange.config_tls import TlsClient, TlsServer
 from exchange.directory import Directory
 from exchange.directory_doc import SignedDirectory
 from exchange.errors import ConfigurationError
@@ -172,15 +175,19 @@ async def serve(*configs: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    watches: list[TrustWatch] = []
+    # SIGHUP: look at the trust files now (they are looked at every few seconds anyway)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _poke(watches))
     directories = load_directories(configs)  # each file once, however many nodes name it
     async with contextlib.AsyncExitStack() as stack:
         opened = [
             await _open_node(config, stack, directories[directory_key(config)])
             for config in configs
         ]
-        nodes = [node for node, _ in opened]
+        nodes = [node for node, _, _ in opened]
+        watches += [watch for _, _, watch in opened]
         bridges = []
-        for config, (node, view) in zip(configs, opened, strict=True):
+        for config, (node, view, _) in zip(configs, opened, strict=True):
             mine = bridges_for(config, node, state_dir(config))
             view.bridges.extend(mine)
             bridges += mine
@@ -188,9 +195,10 @@ async def serve(*configs: NodeConfig) -> None:
             stack.push_async_callback(bridge.close)
         try:
             async with asyncio.TaskGroup() as group:
-                for config, (node, view) in zip(configs, opened, strict=True):
+                for config, (node, view, watch) in zip(configs, opened, strict=True):
                     me = node.settings.node_id
                     group.create_task(node.run(), name=f"node-{me}")
+                    group.create_task(watch.run(), name=f"trust-{me}")
                     group.create_task(view.watch(), name=f"ops-{me}")
                     notifier = notifier_for(config, me, view.status)
                     if notifier is not None:
@@ -202,6 +210,11 @@ async def serve(*configs: NodeConfig) -> None:
         except asyncio.CancelledError:
             for node in nodes:
                 log.info("node.stop", node=node.settings.node_id)
+
+
+def _poke(watches: list[TrustWatch]) -> None:
+    for watch in watches:
+        watch.poke.set()
 
 
 def _faces(
@@ -233,7 +246,7 @@ async def _open_node(
     config: NodeConfig,
     stack: contextlib.AsyncExitStack,
     directory: tuple[Directory, SignedDirectory | None],
-) -> tuple[Node, OpsView]:
+) -> tuple[Node, OpsView, TrustWatch]:
     """Build one node, and its operator's view; what it opened is closed, in reverse,
     when ``stack`` unwinds."""
     disk = disk_from(os.environ)  # the plain disk, unless a test fills it
@@ -241,10 +254,10 @@ async def _open_node(
     stack.push_async_callback(store.close)
     # a heartbeat here too: a broker node that froze or was cut off is noticed in under a
     # minute (aiormq's default is three), and the connection moves to the next node
+    contexts: list[tuple[TlsClient | TlsServer, ssl.SSLContext]] = []  # reloaded in place
+    own_tls = _context(config.amqp_tls, contexts)
     transport = AmqpTransport(
-        config.broker_urls,
-        heartbeat_s=config.link.heartbeat_s,
-        ssl_context=client_context(config.amqp_tls) if config.amqp_tls else None,
+        config.broker_urls, heartbeat_s=config.link.heartbeat_s, ssl_context=own_tls
     )
     stack.push_async_callback(transport.close)
     # the link to the parent is opened by this node, to the parent's broker; a link that is
@@ -254,7 +267,7 @@ async def _open_node(
         AmqpTransport(
             config.parent_broker_urls,
             heartbeat_s=config.link.heartbeat_s,
-            ssl_context=client_context(config.link.tls) if config.link.tls else None,
+            ssl_context=_context(config.link.tls, contexts),
         )
         if config.parent
         else None
@@ -291,7 +304,7 @@ async def _open_node(
             runner,
             config.http.host,
             config.http.port,
-            ssl_context=server_context(tls) if tls is not None else None,
+            ssl_context=_context(tls, contexts),
         ).start()
         log.info(
             "http.start",
@@ -309,4 +322,16 @@ async def _open_node(
         if config.admission_workers
         else "thread",
     )
-    return node, view
+    node.peer_keys_source = lambda: load_peer_keys(config)  # a neighbour rotated its key
+    watch = TrustWatch(config, node, admission.reload, contexts)
+    return node, view, watch
+
+
+def _context(
+    tls: TlsClient | TlsServer | None, contexts: list[tuple[TlsClient | TlsServer, ssl.SSLContext]]
+) -> ssl.SSLContext | None:
+    if tls is None:
+        return None
+    context = client_context(tls) if isinstance(tls, TlsClient) else server_context(tls)
+    contexts.append((tls, context))
+    return context

@@ -29,7 +29,7 @@ from exchange.bundle_format import (
     read_bundle,
 )
 from exchange.checkpoint import Checkpoint, checkpoints_match, open_checkpoint, open_checkpoint_file
-from exchange.envelope import NodePublicKey, canonical
+from exchange.envelope import PeerKey, canonical
 from exchange.errors import CheckpointInvalid, EvidenceUnreadable
 from exchange.evidence import Event, EventKind, LogEntry, broken_links
 from exchange.evidence_summary import ARRIVALS, document_lines, when
@@ -109,7 +109,7 @@ def _package_problems(bundle: Bundle, about: list[LogEntry]) -> list[str]:
 
 
 def _open(
-    records: Sequence[Mapping[str, Any]], keys: Mapping[str, NodePublicKey], node: str
+    records: Sequence[Mapping[str, Any]], keys: Mapping[str, PeerKey], node: str
 ) -> tuple[list[Checkpoint], list[str]]:
     opened: list[Checkpoint] = []
     problems: list[str] = []
@@ -131,7 +131,7 @@ def _open(
 
 
 def _parent_records(
-    bundle: Bundle, keys: Mapping[str, NodePublicKey], supplied: Sequence[Mapping[str, Any]]
+    bundle: Bundle, keys: Mapping[str, PeerKey], supplied: Sequence[Mapping[str, Any]]
 ) -> tuple[list[Mapping[str, Any]], list[str], list[str]]:
     """The parent's checkpoints: those the bundle carries (in a file the parent signed),
     and those the verifier supplies; with problems and notes."""
@@ -159,7 +159,7 @@ def _parent_records(
 
 def _checkpoint_problems(
     bundle: Bundle,
-    keys: Mapping[str, NodePublicKey],
+    keys: Mapping[str, PeerKey],
     supplied: Sequence[Mapping[str, Any]],
     about: list[LogEntry],
 ) -> tuple[list[str], list[str]]:
@@ -226,7 +226,7 @@ def _receipt_problems(
 
 def verify_bundle(
     bundle_bytes: bytes,
-    node_keys: Mapping[str, NodePublicKey],
+    node_keys: Mapping[str, PeerKey],
     parent_checkpoints: Sequence[Mapping[str, Any]] = (),
     *,
     check_receipt: ReceiptCheck | None = None,

@@ -22,7 +22,9 @@ def _names(value: object) -> set[str]:
     return {str(v) for v in value} if isinstance(value, list) else set()
 
 
-def receipt_checker(node_certs: Mapping[str, x509.Certificate]) -> ReceiptCheck:
+def receipt_checker(
+    node_certs: Mapping[str, x509.Certificate | tuple[x509.Certificate, ...]],
+) -> ReceiptCheck:
     """The receipt hook of ``verify_bundle``, pinning ``node_certs`` (by node id)."""
 
     def check(data: bytes, event: Event, package_sha256: str | None) -> list[str]:

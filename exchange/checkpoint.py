@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from exchange.envelope import NodeKey, NodePublicKey, canonical, verify_record
+from exchange.envelope import NodeKey, PeerKey, canonical, verify_record
 from exchange.errors import CheckpointInvalid, EnvelopeInvalid
 from exchange.evidence import Event, EventKind, LogEntry
 
@@ -84,7 +84,7 @@ def read_checkpoint(record: Mapping[str, Any]) -> Checkpoint:
     return Checkpoint(node, chain, seq, digest, at, dict(record))
 
 
-def open_checkpoint(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey]) -> Checkpoint:
+def open_checkpoint(record: Mapping[str, Any], keys: Mapping[str, PeerKey]) -> Checkpoint:
     """The checkpoint, once its signature verifies with the key of the node it names."""
     checkpoint = read_checkpoint(record)
     try:
@@ -155,7 +155,7 @@ def make_checkpoint_file(
 
 
 def open_checkpoint_file(
-    data: bytes | Mapping[str, Any], keys: Mapping[str, NodePublicKey]
+    data: bytes | Mapping[str, Any], keys: Mapping[str, PeerKey]
 ) -> tuple[str, str, list[dict[str, Any]]]:
     """(keeper, node, checkpoint records) of a checkpoint file whose keeper's signature
     verifies; each checkpoint's own signature is the verifier's to check."""

@@ -7,6 +7,8 @@ A node file, in TOML::
     [node]
     id = "province-h53"            # letters, digits, '-', '_', '.'
     parent = "central"             # the node this one links to (optional)
+    wire_version = 1               # the envelope version it writes: 1 until every node
+                                   # reads 2 (docs/wire.md, "Versions")
 
     [rabbitmq]
     url = "amqp://guest:guest@127.0.0.1:5672/"   # or, on a cluster, a list of its nodes,
@@ -225,6 +227,7 @@ class NodeConfig:
     upstreams: tuple[UpstreamSettings, ...] = ()  # axes bridged as a client (config_upstream)
     alerts: AlertSettings | None = None  # where alerts are sent, if anywhere (config_alerts)
     amqp_tls: TlsClient | None = None  # AMQPS to this node's broker (exchange/config_tls.py)
+    wire_version: int = 1  # the envelope version this node writes (docs/wire.md, "Versions")
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
@@ -591,7 +594,17 @@ def node_config_from_mapping(data: Mapping[str, Any], source: str, base: Path) -
         upstreams=upstreams,
         alerts=alert_settings(data.get("alerts"), source, base),
         amqp_tls=amqp_tls,
+        wire_version=_wire_version(r),
     )
+
+
+def _wire_version(r: _Reader) -> int:
+    from exchange.envelope import READS, WRITES
+
+    version: int = r.get("node", "wire_version", int, "an envelope version", WRITES)
+    if version not in READS:
+        raise r._fail("node.wire_version", f"one of {', '.join(map(str, READS))}", version)
+    return version
 
 
 def _http(

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exchange.directory import Directory, directory_from_mapping
-from exchange.envelope import NodeKey, NodePublicKey, canonical, verify_record
+from exchange.envelope import NodeKey, PeerKey, canonical, verify_record
 from exchange.errors import (
     ConfigurationError,
     DirectoryRefused,
@@ -65,7 +65,7 @@ def sign_directory(
     return canonical(key.sign(record))
 
 
-def open_directory(wire: bytes, keys: Mapping[str, NodePublicKey], signer: str) -> SignedDirectory:
+def open_directory(wire: bytes, keys: Mapping[str, PeerKey], signer: str) -> SignedDirectory:
     """The directory in ``wire``, if ``signer``'s key signed it and it holds a directory."""
     try:
         record = json.loads(wire)

@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 
 from exchange.directory_doc import SignedDirectory, newer, open_directory
-from exchange.envelope import NodePublicKey
+from exchange.envelope import PeerKey
 from exchange.errors import DirectoryRefused, DirectoryStale, LienthongError, TransientFault
 from exchange.links import DIRECTORY_LANE, down_queue
 from exchange.transport import Message, Transport
@@ -54,7 +54,7 @@ class DirectorySync:
         node_id: str,
         *,
         signer: str,
-        keys: Mapping[str, NodePublicKey],
+        keys: Mapping[str, PeerKey],
         home: DirectoryHome,
         transport: Transport,
         kept: SignedDirectory,

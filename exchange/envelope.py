@@ -28,11 +28,25 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from exchange.errors import EnvelopeInvalid, HopLimitExceeded, PermanentFault
 
-VERSION = 1
+VERSION = 2  # the newest envelope version this code reads and can write
+READS = (1, 2)  # this version and the one before (docs/wire.md, "Versions")
+WRITES = 1  # written by default: the older, which every neighbour of this release reads
 DEFAULT_HOP_LIMIT = 8
 
 NodePrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 NodePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The keys pinned for one node: its current one and those it had before a rotation,
+    each with its kid (the SHA-256 fingerprint of its node certificate, hex). A record of
+    version 2 names its kid; a version 1 record is tried against each."""
+
+    keys: tuple[tuple[str, NodePublicKey], ...]
+
+
+PeerKey = NodePublicKey | KeyRing
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
@@ -47,6 +61,8 @@ def _b64(data: bytes) -> str:
 class NodeKey:
     node_id: str
     key: NodePrivateKey
+    kid: str | None = None  # the fingerprint of this key's node certificate (version 2)
+    version: int = WRITES  # the envelope version this node writes
 
     @classmethod
     def from_pem(cls, node_id: str, pem: bytes) -> NodeKey:
@@ -59,50 +75,85 @@ class NodeKey:
     def algorithm(self) -> str:
         return "Ed25519" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "ES256"
 
-    def sign(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def sign(self, record: Mapping[str, Any], *, kid: bool = False) -> dict[str, Any]:
+        """``record`` with its ``sig``; with ``kid`` (version 2 records), the signature
+        names the node certificate whose key made it."""
         payload = canonical(record)
         if isinstance(self.key, ed25519.Ed25519PrivateKey):
             value = self.key.sign(payload)
         else:
             value = self.key.sign(payload, ec.ECDSA(hashes.SHA256()))
-        return {
-            **record,
-            "sig": {"alg": self.algorithm, "node": self.node_id, "value": _b64(value)},
-        }
+        sig = {"alg": self.algorithm, "node": self.node_id, "value": _b64(value)}
+        if kid and self.kid is not None:
+            sig["kid"] = self.kid
+        return {**record, "sig": sig}
 
 
 SIG_FIELDS = frozenset({"alg", "node", "value"})
+SIG_FIELDS_V2 = SIG_FIELDS | {"kid"}
 
 
-def verify_record(record: Mapping[str, Any], keys: Mapping[str, NodePublicKey], what: str) -> str:
+def _candidates(
+    pinned: PeerKey | None, sig: Mapping[str, Any], node: object, what: str
+) -> list[NodePublicKey]:
+    if pinned is None:
+        raise EnvelopeInvalid(f"{what} is signed by node {node!r}, which this node does not know")
+    if not isinstance(pinned, KeyRing):
+        return [pinned]
+    kid = sig.get("kid")
+    if kid is None:
+        return [key for _, key in pinned.keys]
+    chosen = [key for fingerprint, key in pinned.keys if fingerprint == kid]
+    if not chosen:
+        raise EnvelopeInvalid(
+            f"{what} is signed with key {str(kid)[:16]}… of node {node}, which this node "
+            "has not pinned (its new node certificate is not installed here yet?)"
+        )
+    return chosen
+
+
+def verify_record(record: Mapping[str, Any], keys: Mapping[str, PeerKey], what: str) -> str:
     """The node that signed ``record``. The ``sig`` member must be exactly what a node
-    writes (alg, node, value in canonical base64): anything else in it is unsigned, and
-    the last hop's ``sig`` is covered by no later record, so nothing may ride there."""
+    writes (alg, node, value in canonical base64, and in version 2 kid): anything else in
+    it is unsigned, and the last hop's ``sig`` is covered by no later record, so nothing
+    may ride there. Of several keys pinned for the node, the one the kid names, or (no
+    kid) any one of them, must verify."""
     sig = record.get("sig")
     if not isinstance(sig, dict):
         raise EnvelopeInvalid(f"{what} is not signed")
-    if set(sig) != SIG_FIELDS:
+    if set(sig) not in (SIG_FIELDS, SIG_FIELDS_V2):
         raise EnvelopeInvalid(f"{what}: its signature must name alg, node and value, no more")
     node = sig.get("node")
-    key = keys.get(node) if isinstance(node, str) else None
-    if key is None:
-        raise EnvelopeInvalid(f"{what} is signed by node {node!r}, which this node does not know")
+    candidates = _candidates(keys.get(node) if isinstance(node, str) else None, sig, node, what)
     try:
         payload = canonical({k: v for k, v in record.items() if k != "sig"})
         value = base64.b64decode(sig.get("value", ""), validate=True)
         if _b64(value) != sig.get("value"):  # unused bits set: other text, the same bytes
             raise EnvelopeInvalid(f"{what}: the signature is not in canonical base64")
-        if isinstance(key, ed25519.Ed25519PublicKey) and sig.get("alg") == "Ed25519":
-            key.verify(value, payload)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and sig.get("alg") == "ES256":
-            key.verify(value, payload, ec.ECDSA(hashes.SHA256()))
-        else:
-            raise EnvelopeInvalid(
-                f"{what}: algorithm {sig.get('alg')!r} does not match node {node}'s key"
-            )
-    except (InvalidSignature, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
+    except (ValueError, TypeError) as exc:  # UnicodeError is a ValueError
         raise EnvelopeInvalid(f"{what}: the signature of node {node} does not verify") from exc
-    return str(node)
+    for key in candidates:
+        if not _fits(key, sig.get("alg")):
+            continue
+        try:
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(value, payload)
+            else:
+                key.verify(value, payload, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            continue
+        return str(node)
+    if not any(_fits(key, sig.get("alg")) for key in candidates):
+        raise EnvelopeInvalid(
+            f"{what}: algorithm {sig.get('alg')!r} does not match node {node}'s key"
+        )
+    raise EnvelopeInvalid(f"{what}: the signature of node {node} does not verify")
+
+
+def _fits(key: NodePublicKey, alg: object) -> bool:
+    return (isinstance(key, ed25519.Ed25519PublicKey) and alg == "Ed25519") or (
+        isinstance(key, ec.EllipticCurvePublicKey) and alg == "ES256"
+    )
 
 
 @dataclass(frozen=True)
@@ -163,7 +214,7 @@ def seal(
     issued = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     body = key.sign(
         {
-            "v": VERSION,
+            "v": key.version,
             "message_id": message_id,
             "sha256": sha256,
             "size": size,
@@ -179,7 +230,8 @@ def seal(
             **({"status_at": status_at} if status_at else {}),
             **({"business": dict(business)} if business else {}),
             **({"pdf_signatures": [dict(p) for p in pdf_signatures]} if pdf_signatures else {}),
-        }
+        },
+        kid=key.version >= 2,
     )
     return append_hop(canonical({"envelope": body, "hops": []}), key, when=when, bridged=bridged)
 
@@ -206,7 +258,9 @@ def append_hop(
     }
     if bridged:
         record["bridged"] = sorted(set(bridged))
-    hops.append(key.sign(record))
+    # a hop is written in its envelope's version: a version 1 envelope stays readable by
+    # every node its entry node could send it to
+    hops.append(key.sign(record, kid=document["envelope"].get("v") == 2))
     return canonical(document)
 
 
@@ -249,15 +303,16 @@ def envelope_hops(wire: bytes) -> tuple[tuple[str, str], ...]:
     )
 
 
-def open_envelope(wire: bytes, data: bytes | None, keys: Mapping[str, NodePublicKey]) -> Envelope:
+def open_envelope(wire: bytes, data: bytes | None, keys: Mapping[str, PeerKey]) -> Envelope:
     """Check the entry node's signature, the bytes' digest and every hop, in order. With
     ``data`` None (a claim: the bytes came over HTTP), the transfer checked the digest the
     envelope names, and only the rest is checked here."""
     document = _load(wire)
     body = document["envelope"]
-    if body.get("v") != VERSION:
+    if body.get("v") not in READS or isinstance(body.get("v"), bool):
         raise EnvelopeInvalid(
-            f"envelope version {body.get('v')!r} is not understood (expected {VERSION})"
+            f"envelope version {body.get('v')!r} is not understood (this node reads "
+            f"{' and '.join(map(str, READS))})"
         )
     signer = verify_record(body, keys, "the envelope")
     if signer != body.get("origin"):

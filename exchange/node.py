@@ -52,7 +52,7 @@ from exchange.edxml import kid, kids, message_block, text
 from exchange.envelope import (
     Envelope,
     NodeKey,
-    NodePublicKey,
+    PeerKey,
     append_hop,
     envelope_hops,
     envelope_recipients,
@@ -311,7 +311,7 @@ class Node:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         crash: CrashHook = _no_crash,
         parent_transport: Transport | None = None,
-        peer_keys: Mapping[str, NodePublicKey] | None = None,
+        peer_keys: Mapping[str, PeerKey] | None = None,
         directory: DirectoryKeeping | None = None,
         receipts: IssueReceipt | None = None,
         observer: Observer = NO_OBSERVER,
@@ -333,6 +333,10 @@ class Node:
         self.peer_keys = dict(peer_keys or {})
         self._admit = admit
         self._key = node_key
+        # where pinned node keys are read again from (the node's files), when a neighbour
+        # signs with a key not pinned yet; None: never
+        self.peer_keys_source: Callable[[], Mapping[str, PeerKey]] | None = None
+        self._peer_keys_read = 0.0
         self._clock = clock
         self._new_id = new_id
         self._crash = crash
@@ -1775,12 +1779,54 @@ class Node:
         return "dead-lettered"
 
     def _open_link_envelope(self, wire: bytes, data: bytes | None, topology: Topology) -> Envelope:
-        """The checked envelope, from this node's parent or a child."""
-        envelope = open_envelope(wire, data, self.peer_keys)
+        """The checked envelope, from this node's parent or a child. A signature by a key
+        this node has not pinned may be a neighbour that just rotated its key: the pinned
+        certificates are read again (at most every few seconds), and the envelope checked
+        once more, before it is refused."""
+        try:
+            envelope = open_envelope(wire, data, self.peer_keys)
+        except EnvelopeInvalid:
+            if not self._reread_peer_keys():
+                raise
+            envelope = open_envelope(wire, data, self.peer_keys)
         came_from, me = envelope.last_node, self.settings.node_id
         if came_from != self.settings.parent and topology.parents.get(came_from) != me:
             raise EnvelopeInvalid(f"node {came_from} is neither this node's parent nor a child")
         return envelope
+
+    def _reread_peer_keys(self) -> bool:
+        """True when the node certificates were read again and something changed."""
+        now = time.monotonic()
+        if self.peer_keys_source is None or now - self._peer_keys_read < 3.0:
+            return False
+        self._peer_keys_read = now
+        fresh = dict(self.peer_keys_source())
+        if fresh == self.peer_keys:
+            return False
+        self.use_peer_keys(fresh)
+        return True
+
+    def use_peer_keys(self, keys: Mapping[str, PeerKey]) -> None:
+        """Pin these node keys from now on (the same dict: everything that holds it sees
+        them)."""
+        self.peer_keys.clear()
+        self.peer_keys.update(keys)
+        log.info("trust.node_keys", node=self.settings.node_id, pinned=len(keys))
+
+    def use_key(
+        self,
+        key: NodeKey,
+        receipts: Callable[[OutboxRow, Sequence[str], datetime, Sequence[Mapping[str, Any]]], bytes]
+        | None,
+    ) -> None:
+        """Sign with this key from now on (a rotation): hop records, envelopes, reports,
+        checkpoints and, given, receipts. What was signed before stays verifiable by the
+        old certificate, which peers keep pinned beside the new one."""
+        self._key = key
+        self.reports.use_key(key)
+        if receipts is not None:
+            self._receipts = receipts
+        log.info("trust.node_key", node=self.settings.node_id, kid=key.kid)
 
     async def _take_directory(self, delivery: Delivery, *, from_parent: bool) -> str:
         if self.directory_sync is None or not from_parent:

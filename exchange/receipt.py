@@ -166,7 +166,10 @@ class ReceiptSigner:
     def from_pem(cls, node_id: str, key_pem: bytes, cert_pem: bytes) -> ReceiptSigner:
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
-            cert = x509.load_pem_x509_certificate(cert_pem)
+            certs = x509.load_pem_x509_certificates(cert_pem)
+            # after a rotation the file holds the node's certificates, old and new: the
+            # one of this key signs
+            cert = next((c for c in certs if _same_key(c.public_key(), key.public_key())), certs[0])
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(
                 f"node {node_id}: the node key or certificate cannot be read: {exc}"
@@ -177,6 +180,14 @@ class ReceiptSigner:
         if receipt.node != self.node_id:
             raise ValueError(f"node {self.node_id} cannot sign a receipt of node {receipt.node}")
         return issue_receipt(receipt, self.key, self.cert)
+
+
+def _same_key(one: object, other: object) -> bool:
+    encoding, form = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    try:
+        return bool(one.public_bytes(encoding, form) == other.public_bytes(encoding, form))  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 # --- reading --------------------------------------------------------------------------
@@ -246,9 +257,25 @@ def _check_key_info(signature: etree._Element, node: str, cert: x509.Certificate
             )
 
 
+def _pinned_for(
+    signature: etree._Element, pinned: x509.Certificate | tuple[x509.Certificate, ...]
+) -> tuple[x509.Certificate, ...]:
+    certs = pinned if isinstance(pinned, tuple) else (pinned,)
+    path = f"{_ds('KeyInfo')}/{_ds('X509Data')}/{_ds('X509Certificate')}"
+    carried = signature.find(path)
+    if carried is None or len(certs) == 1:
+        return certs
+    try:
+        der = base64.b64decode("".join((carried.text or "").split()), validate=True)
+    except (binascii.Error, ValueError):
+        return certs[:1]  # _check_key_info says what is wrong with it
+    chosen = tuple(c for c in certs if c.public_bytes(serialization.Encoding.DER) == der)
+    return chosen or certs[:1]
+
+
 def read_receipt(
     data: bytes,
-    node_certs: Mapping[str, x509.Certificate],
+    node_certs: Mapping[str, x509.Certificate | tuple[x509.Certificate, ...]],
     *,
     limits: ParseLimits | None = None,
 ) -> VerifiedReceipt:
@@ -258,14 +285,23 @@ def read_receipt(
     root = parse_receipt(data, limits)
     signature = check_document(root)
     node = text_of(root, "r:Node")
-    cert = node_certs.get(node)
-    if cert is None:
+    pinned = node_certs.get(node)
+    if pinned is None:
         raise ReceiptInvalid(
             f"node {node} is unknown (no certificate): its receipt cannot be checked"
         )
     _check_reference(signature)
     issued_at = instant(text_of(root, "r:IssuedAt"), "IssuedAt")
-    verified = _verify(root, node, cert, issued_at)
+    # several certificates are pinned for a node that rotated its key: the one KeyInfo
+    # carries, or (none carried) whichever verifies
+    candidates = _pinned_for(signature, pinned)
+    for cert in candidates:
+        try:
+            verified = _verify(root, node, cert, issued_at)
+            break
+        except ReceiptInvalid:
+            if cert is candidates[-1]:
+                raise
     _check_key_info(signature, node, cert)
     receipt = receipt_from(verified)
     if receipt.node != node or receipt.issued_at != issued_at:

@@ -26,7 +26,7 @@ import structlog
 
 from exchange import reporting
 from exchange.checkpoint import open_checkpoint
-from exchange.envelope import NodeKey, NodePublicKey
+from exchange.envelope import NodeKey, PeerKey
 from exchange.errors import CheckpointInvalid, TransientFault
 from exchange.evidence import Event, EventKind
 from exchange.store import Store
@@ -59,7 +59,7 @@ class ReportRelay:
         key: NodeKey,
         send: SendFn,
         topology: Callable[[], Topology | None],
-        peer_keys: Callable[[], dict[str, NodePublicKey]],
+        peer_keys: Callable[[], dict[str, PeerKey]],
         batch: int = reporting.REPORT_BATCH,
         recheck_s: float = RECHECK_S,
         clock: Callable[[], float] = time.monotonic,
@@ -75,6 +75,10 @@ class ReportRelay:
         self._recheck_s = recheck_s
         self._clock = clock
         self._looked = clock()  # when the store was last asked
+
+    def use_key(self, key: NodeKey) -> None:
+        """Seal batches with this key from now on (the node rotated its key)."""
+        self._key = key
 
     def note(self, events: Sequence[Event]) -> None:
         """Events were recorded: when one is bound for another node, look next round."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from exchange.envelope import Envelope, NodeKey, NodePublicKey, verify_record
+from exchange.envelope import Envelope, NodeKey, PeerKey, verify_record
 from exchange.errors import EnvelopeInvalid
 from exchange.evidence import Event, EventKind
 from exchange.model import Package
@@ -246,7 +246,7 @@ def seal_reports(key: NodeKey, events: Sequence[Event]) -> bytes:
 
 
 def open_reports(
-    body: bytes, keys: Mapping[str, NodePublicKey], neighbours: Sequence[str]
+    body: bytes, keys: Mapping[str, PeerKey], neighbours: Sequence[str]
 ) -> tuple[str, list[Event]]:
     """The sending node and its events; refused unless a neighbour signed them."""
     try:
