@@ -38,7 +38,7 @@ class TreeProcesses:
     heartbeat, ``publish_timeout_s`` each publish's deadline. Per node: ``broker_urls`` puts
     its own broker elsewhere, ``link_lines`` adds keys to its ``[link]``, and ``extra`` is
     TOML appended to its node file (its own tables); ``ids`` names the nodes (by default,
-    each name with a random suffix)."""
+    each name with a random suffix); ``trust_lines`` adds keys to every node's ``[trust]``."""
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class TreeProcesses:
         link_lines: Mapping[str, Sequence[str]] | None = None,
         extra: Mapping[str, str] | None = None,
         ids: Mapping[str, str] | None = None,
+        trust_lines: Sequence[str] = (),
     ) -> None:
         self.folder = folder
         suffix = uuid.uuid4().hex[:6]
@@ -98,6 +99,7 @@ class TreeProcesses:
                 '[store]\nkind = "sqlite"\npath = "store"\n\n'
                 f'[trust]\nca = "{self.pki}/ca.pem"\ndirectory = "{self.pki}/directory.toml"\n'
                 f'node_key = "{self.pki}/nodes/{node}.key"\nnode_certs = "{self.pki}/nodes"\n'
+                + "".join(f"{line}\n" for line in trust_lines)
                 + ("\n[link]\n" + "\n".join(link) + "\n" if link else "")
                 + (f"\n[deadlines]\nttl_hours = {ttl_hours}\n" if ttl_hours else "")
                 + (extra or {}).get(name, "")
