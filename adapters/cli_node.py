@@ -8,13 +8,12 @@ import getpass
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from adapters import cli_http, cli_ops, cli_quarantine, cli_status, logs
 from adapters.client import NodeClient
 from adapters.config_files import load_node_config
 from adapters.service import open_store, serve
-from adapters.tls import client_context
+from adapters.tls import broker_login, client_context
 from adapters.transport_amqp import AmqpTransport
 from exchange.node import Queues, operator_event, replay_dead_letter
 
@@ -153,7 +152,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
                         dead_id,
                         timeout=config.publish_timeout_s,
                         # a trusted credential keeps the letter's own source (docs/wire.md)
-                        user_id=urlsplit(config.amqp_url).username,
+                        user_id=broker_login(config.broker_urls, config.amqp_tls),
                     )
                 except KeyError:
                     print(f"{dead_id}: no such dead letter")

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from adapters.client import NodeClient
 from adapters.pki_files import init_tls
@@ -27,6 +31,7 @@ from adapters.store_sqlite import SqliteStore
 from adapters.tls import client_context
 from adapters.transport_amqp import AmqpTransport
 from exchange.config_tls import TlsClient
+from exchange.devpki import Issued, issue_tls
 from exchange.errors import TransientFault
 from tests.chaos.rabbit_cluster import BrokerTls, SingleBroker, available
 from tests.integration.broker import AMQP_URL, wait_for_count
@@ -162,6 +167,8 @@ async def _https_up(stand: Stand) -> None:
 @pytest.fixture
 async def up(stand: Stand) -> Stand:
     await _https_up(stand)
+    for child in ("province", "rogue"):  # their own broker is the machine's
+        await stand.tree.ready_inbound(child)
     return stand
 
 
@@ -201,6 +208,60 @@ async def test_https_asks_every_caller_for_a_certificate(up: Stand) -> None:
         with pytest.raises(aiohttp.ClientError):
             async with plain.get(f"http://127.0.0.1:{up.port}/healthz") as got:
                 await got.read()
+
+
+async def test_a_childs_tls_certificate_is_replaced_while_packages_flow(up: Stand) -> None:
+    """The child's new certificate (same CN, another key, another validity) is written over
+    the old one; the node takes it up without a restart, and its next connection presents
+    it. Packages sent meanwhile, across the broker closing every connection, all arrive."""
+    tree, province = up.tree, up.tree.ids["province"]
+    ca = Issued(
+        serialization.load_pem_private_key((up.tls / "ca.key").read_bytes(), None),  # type: ignore[arg-type]
+        x509.load_pem_x509_certificate((up.tls / "ca.pem").read_bytes()),
+    )
+    already = len(await tree.mailbox(CENTRAL))
+    sent: list[str] = []
+    stop = asyncio.Event()
+
+    async def flow() -> None:
+        async with NodeClient(AMQP_URL, province, timeout_s=60) as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                (answer,) = await client.submit(
+                    [tree.signed(PROVINCE, [CENTRAL], 2000 + n)], as_organ=PROVINCE
+                )
+                assert answer.outcome == "accepted", answer
+                sent.append(str(answer.message_id))
+                await asyncio.sleep(0.2)
+
+    running = asyncio.create_task(flow())
+    await asyncio.sleep(2)
+    renewed = issue_tls(ca, province, addresses=("127.0.0.1",), days=400)
+    log = tree.folder / "province" / "node.log"
+    before = log.read_text(errors="replace").count("trust.reloaded")
+    for name, data in (("key", renewed.key_pem), ("pem", renewed.cert_pem)):
+        (up.tls / f"{province}.{name}.new").write_bytes(data)
+        os.replace(up.tls / f"{province}.{name}.new", up.tls / f"{province}.{name}")
+    async with asyncio.timeout(30):
+        while log.read_text(errors="replace").count("trust.reloaded") <= before:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    up.broker.ctl(0, "close_all_connections", "certificate rotation")  # each reconnects
+    await asyncio.sleep(4)
+    stop.set()
+    await running
+    expiry = f"{province}\t{renewed.cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} - "
+    deadline = time.monotonic() + 60
+    while expiry not in (
+        listed := up.broker.ctl(0, "list_connections", "user", "peer_cert_validity")
+    ):
+        assert time.monotonic() < deadline, f"no connection presents the new certificate:\n{listed}"
+        await asyncio.sleep(0.5)
+    arrived = await tree.wait_for_mailbox(CENTRAL, already + len(sent), timeout=90)
+    assert len(sent) > 10
+    assert sorted(set(arrived) & set(sent)) == sorted(sent)
+    assert len(arrived) == len(set(arrived)), "a package arrived twice"
+    assert len(tree.processes["province"]) == 1, "the node was not restarted"
 
 
 @pytest.mark.parametrize(
