@@ -184,12 +184,32 @@ def cmd_certs_tls(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    if args.write_only:
+        return _sandbox_write_only(args)
     from adapters import sandbox
 
     links = dict(item.split("=", 1) for item in args.parent_url or [] if "=" in item)
     if len(links) != len(args.parent_url or []):
         raise ConfigurationError("--parent-url is NODE=AMQP_URL")
     return sandbox.run(Path(args.dir), once=args.once, suffix=args.suffix, parent_urls=links)
+
+
+def _sandbox_write_only(args: argparse.Namespace) -> int:
+    """The tree's files for containers, checked; nothing started (docs/containers.md)."""
+    from adapters.sandbox_containers import write_for_containers
+    from adapters.sandbox_tree import load_topology, topology_file
+
+    if args.once or args.parent_url:
+        raise ConfigurationError(
+            "--write-only starts nothing: --once and --parent-url do not apply"
+        )
+    folder = Path(args.dir)
+    topology = load_topology(topology_file(), args.suffix)
+    files = write_for_containers(folder, topology, Path(args.write_only))
+    for node_id, path in files.items():
+        print(f"node {node_id}: {path}")
+    print(f"sandbox: {len(files)} node files, the PKI and the signed directory in {folder}")
+    return EXIT_OK
 
 
 def _add_trust_options(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -281,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NODE=AMQP_URL",
         help="open NODE's link to its parent through this URL (a proxy: to watch a link break)",
+    )
+    p.add_argument(
+        "--write-only",
+        metavar="FOLDER",
+        help="start nothing: write the PKI, the signed directory and the node files into "
+        "--dir, each completed from FOLDER/<node id>.toml (containers: docs/containers.md)",
     )
     p.set_defaults(func=cmd_sandbox)
     return parser

@@ -117,7 +117,7 @@ def write_tree(
         pki, [a.organ_id for a in topology.agencies], [n.id for n in topology.nodes], key_type="ec"
     )
     ministry_pki(pki)
-    text = _directory(pki, topology) + "\n".join(ministry_entry(pki))
+    text = directory_toml(pki, topology) + "\n".join(ministry_entry(pki))
     (pki / "directory.toml").write_text(text, encoding="utf-8")
     root = topology.root
     key = NodeKey.from_pem(root, (pki / "nodes" / f"{root}.key").read_bytes())
@@ -199,7 +199,9 @@ def _http_face(
     return "\n".join(lines), face
 
 
-def _directory(pki: Path, topology: Topology) -> str:
+def directory_toml(pki: Path, topology: Topology) -> str:
+    """The directory of the sandbox: its node tree, and each agency with its home node and
+    the fingerprint of its certificate in ``pki``."""
     lines = ["# The sandbox directory, written by `lienthong sandbox` from its topology.", ""]
     lines += ["version = 1", ""]
     for node in topology.nodes:
