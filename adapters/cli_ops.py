@@ -68,7 +68,7 @@ def _when(value: str | None) -> str:
 
 
 def _lanes(counts: dict[str, int]) -> str:
-    return "/".join(str(counts.get(lane, 0)) for lane in ("urgent", "normal", "bulk"))
+    return "/".join(str(counts.get(lane, 0)) for lane in ("urgent", "normal", "large"))
 
 
 def links_lines(view: dict[str, Any]) -> list[str]:
@@ -78,7 +78,7 @@ def links_lines(view: dict[str, Any]) -> list[str]:
         f"node {node['id']} ({node['level']}), version {node['version']}, "
         f"up {node['uptime_s'] / 3600:.1f} h; "
         + (f"DRAINING since {_when(drain['since'])} by {drain['by']}" if drain else "serving"),
-        "times are Vietnam time (UTC+7); backlog per lane: urgent/normal/bulk",
+        "times are Vietnam time (UTC+7); backlog per lane: urgent/normal/large",
         "",
         f"  {'LINK':<24} {'ROLE':<8} {'STATE':<8} {'SINCE':<19} {'OUT':<10} {'IN':<10} "
         f"{'TOTAL':>6}  LAST ERROR",
