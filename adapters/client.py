@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -36,13 +37,21 @@ class Fetched:
 
 class NodeClient:
     def __init__(
-        self, amqp_url: str | Sequence[str], node_id: str, *, timeout_s: float = 30.0
+        self,
+        amqp_url: str | Sequence[str],
+        node_id: str,
+        *,
+        timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        login: str | None = None,
     ) -> None:
-        """``amqp_url``: the node's broker, or its cluster's nodes (tried in turn)."""
-        self.transport = AmqpTransport(amqp_url)
+        """``amqp_url``: the node's broker, or its cluster's nodes (tried in turn);
+        ``ssl_context`` for amqps:// (adapters/tls.py); ``login``: the broker login when
+        the URL does not name it (with auth=external, the CN of the client certificate)."""
+        self.transport = AmqpTransport(amqp_url, ssl_context=ssl_context)
         first = amqp_url if isinstance(amqp_url, str) else amqp_url[0]
         # RabbitMQ refuses a user_id other than the login; the node trusts only it
-        self.user_id = urlsplit(first).username or "guest"
+        self.user_id = login or urlsplit(first).username or "guest"
         self.queues = Queues(node_id)
         self.timeout_s = timeout_s
 

@@ -47,14 +47,16 @@ def available() -> bool:
     return (SBIN / "rabbitmq-server").exists() and shutil.which("rabbitmq-server") is not None
 
 
-def _free_port(low: int, high: int, taken: set[int]) -> int:
-    """A port in [low, high) nobody listens on (nor on port + 10000: the CLI's range)."""
+def _free_port(low: int, high: int, taken: set[int], *, pair: bool = False) -> int:
+    """A port in [low, high) nobody listens on (nor on port + 10000: the CLI's range);
+    with ``pair``, the next port too (a TLS listener beside it)."""
     for _ in range(500):
         port = low + int.from_bytes(os.urandom(2), "big") % (high - low)
-        if port in taken or port + 10000 in taken:
+        ports = (port, port + 1) if pair else (port,)
+        if any(p in taken or p + 10000 in taken for p in ports):
             continue
-        if all(_bindable(p) for p in (port, port + 10000)):
-            taken.add(port)
+        if all(_bindable(p) for q in ports for p in (q, q + 10000)):
+            taken.update(ports)
             return port
     raise RuntimeError(f"no free port in {low}..{high}")
 
@@ -77,11 +79,16 @@ class BrokerTls:
     ca: Path
     cert: Path
     key: Path
+    plain: bool = False  # also plain AMQP, with passwords (PLAIN), on the node's amqp_port
 
     def conf(self, port: int) -> str:
+        listen = (
+            f"listeners.tcp.default = 127.0.0.1:{port}\nauth_mechanisms.2 = PLAIN\n"
+            if self.plain
+            else "listeners.tcp = none\n"
+        )
         return (
-            "listeners.tcp = none\n"
-            f"listeners.ssl.default = 127.0.0.1:{port}\n"
+            listen + f"listeners.ssl.default = 127.0.0.1:{port + 1}\n"
             f"ssl_options.cacertfile = {self.ca}\n"
             f"ssl_options.certfile = {self.cert}\n"
             f"ssl_options.keyfile = {self.key}\n"
@@ -125,7 +132,7 @@ class BrokerNode:
             RABBITMQ_CTL_ERL_ARGS=f"-kernel net_ticktime {NET_TICKTIME_S}",
             ERL_EPMD_ADDRESS="127.0.0.1",
         )
-        if self.tls is not None:  # these would open a plain listener beside the TLS one
+        if self.tls is not None:  # the listeners are the config file's
             del env["RABBITMQ_NODE_PORT"], env["RABBITMQ_NODE_IP_ADDRESS"]
         return env
 
@@ -150,9 +157,14 @@ class BrokerNode:
 
     @property
     def url(self) -> str:
-        if self.tls is not None:
-            return f"amqps://127.0.0.1:{self.amqp_port}/?auth=external"
+        if self.tls is not None and not self.tls.plain:
+            return self.tls_url
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    @property
+    def tls_url(self) -> str:
+        """The TLS listener (the port after amqp_port), logins by certificate."""
+        return f"amqps://127.0.0.1:{self.amqp_port + 1}/?auth=external"
 
     def pids(self) -> list[int]:
         """This node's processes: the session its start script leads."""
@@ -207,7 +219,7 @@ class _Nodes:
         for i in range(self.count):
             node = BrokerNode(
                 name=f"lt-chaos-{self.suffix}-{i + 1}@localhost",
-                amqp_port=_free_port(16000, 19000, taken),
+                amqp_port=_free_port(16000, 19000, taken, pair=self.tls is not None),
                 dist_port=_free_port(20000, 24000, taken),
                 folder=self.root / f"n{i + 1}",
                 home=home,
