@@ -53,10 +53,16 @@ class NodeClient:
         # RabbitMQ refuses a user_id other than the login; the node trusts only it
         self.user_id = login or urlsplit(first).username or "guest"
         self.queues = Queues(node_id)
+        self.gate = self.queues.gate  # the node's shared gate, or this login's own
         self.timeout_s = timeout_s
 
     async def __aenter__(self) -> NodeClient:
         await self.transport.connect()
+        # the login's own gate, when the node keeps a queue for it: what it sends waits
+        # behind its own submissions only (docs/amqp-face.md, "Fair share")
+        own = self.queues.login_gate(self.user_id)
+        if await self.transport.exchange_exists(own):
+            self.gate = own
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -111,7 +117,7 @@ class NodeClient:
                     headers={SOURCE_HEADER: source, AS_HEADER: as_organ},
                 ),
                 timeout=self.timeout_s,
-                exchange=self.queues.gate,
+                exchange=self.gate,
             )
         answers: dict[str, Answer] = {}
         stream = self.transport.consume(reply, prefetch=64)
@@ -147,7 +153,7 @@ class NodeClient:
                 headers={OP_HEADER: op, AS_HEADER: as_organ, **(headers or {})},
             ),
             timeout=self.timeout_s,
-            exchange=self.queues.gate,
+            exchange=self.gate,
         )
         got: list[Message] = []
         stream = self.transport.consume(reply, prefetch=64)

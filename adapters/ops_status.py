@@ -140,6 +140,9 @@ class OpsView:
     def _own_queues(self) -> list[str]:
         node, me = self.node, self.node.settings.node_id
         names = [node.queues.inbound, node.queues.requests, node.queues.dead]
+        names += [
+            node.queues.login_inbound(login) for login in sorted(node.settings.credentials or {})
+        ]
         if node.settings.topology is not None:
             names += [up_queue(me, lane) for lane in LANES]
             names += [down_queue(me, c, lane) for c in node.settings.children for lane in LANES]

@@ -1,8 +1,10 @@
 """``lienthong agencies provision``: a RabbitMQ login for one agency system (or a hosted
 system serving many), allowed only what it needs (DESIGN §5):
 
-- write: the node's gate exchange, which leads to the intake and request queues only, and
-  never the default exchange (which would reach every queue);
+- write: its own gate exchange at the node, which leads to its own intake queue and the
+  request queue only, and never the default exchange (which would reach every queue); the
+  node declares both for every [credentials] login, so the login works once the node
+  restarts with it;
 - configure and read: its own reply queues, ``lienthong.reply.<login>.*``.
 
 The broker then checks every message's ``user_id`` against the login, and the node maps
@@ -39,7 +41,9 @@ def permissions(node_id: str, login: str, push: Sequence[str] = ()) -> tuple[str
     if push:
         queues = "|".join(re.escape(Queues(node_id).mailbox(organ)) for organ in push)
         read = rf"^(lienthong\.reply\.{re.escape(login)}\..*|{queues})$"
-    return own, rf"^{re.escape(Queues(node_id).gate)}$", read
+    # write: its own gate only, so what it sends lands in its own intake queue, which the
+    # node takes from in turn with every other login's: a flood waits behind itself
+    return own, rf"^{re.escape(Queues(node_id).login_gate(login))}$", read
 
 
 def link_permissions(parent: str, child: str) -> tuple[str, str, str]:

@@ -216,7 +216,7 @@ class AmqpTransport:
                 exchange = await channel.declare_exchange(
                     spec.exchange, aio_pika.ExchangeType.DIRECT, durable=True
                 )
-                await queue.bind(exchange, routing_key=spec.name)
+                await queue.bind(exchange, routing_key=spec.routing_key or spec.name)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TransientFault(
                 f"queue {spec.name} exists with other settings than configured: {exc}"
@@ -306,6 +306,24 @@ class AmqpTransport:
             self._inspector = None
             raise TransientFault(f"inspecting {queue}: {exc}") from exc
         return QueueInfo(queue, int(result.message_count or 0), int(result.consumer_count or 0))
+
+    async def exchange_exists(self, exchange: str) -> bool:
+        """Whether the broker has this exchange (a passive declare; its 404 is an answer)."""
+        if self._connection is None:
+            await self.connect()
+        assert self._connection is not None
+        try:
+            if self._inspector is None or self._inspector.is_closed:
+                self._inspector = await self._connection.channel(publisher_confirms=False)
+            raw = await self._inspector.get_underlay_channel()
+            await raw.exchange_declare(exchange=exchange, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._inspector = None
+            return False
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            self._inspector = None
+            raise TransientFault(f"looking for exchange {exchange}: {exc}") from exc
+        return True
 
     @property
     def connected(self) -> bool:

@@ -59,20 +59,23 @@ class MemoryTransport:
     def __init__(self) -> None:
         self.queues: dict[str, _Queue] = {}
         self.published: list[tuple[str, Message]] = []
-        self.bound: dict[str, set[str]] = {}  # exchange -> the queues bound to it
+        # exchange -> routing key -> the queue bound to it under that key
+        self.bound: dict[str, dict[str, str]] = {}
 
     async def declare(self, spec: QueueSpec) -> None:
         self.queues.setdefault(spec.name, _Queue(spec))
         if spec.exchange is not None:
-            self.bound.setdefault(spec.exchange, set()).add(spec.name)
+            self.bound.setdefault(spec.exchange, {})[spec.routing_key or spec.name] = spec.name
 
     async def publish(
         self, queue: str, message: Message, *, timeout: float, exchange: str = ""
     ) -> None:
         del timeout
-        target = self.queues.get(queue)
-        if exchange and queue not in self.bound.get(exchange, set()):
-            target = None
+        if exchange:  # through an exchange: to what is bound under that routing key
+            bound = self.bound.get(exchange, {}).get(queue)
+            target = self.queues.get(bound) if bound is not None else None
+        else:
+            target = self.queues.get(queue)
         if target is None:
             raise Unroutable(f"no queue {queue!r} took the message")
         limit = target.spec.max_length_bytes

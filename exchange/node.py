@@ -140,6 +140,7 @@ log = structlog.get_logger("lienthong.node")
 SOURCE_HEADER = "lienthong-source"
 OP_HEADER = "lienthong-op"
 AS_HEADER = "lienthong-as"
+LOGIN_QUEUE_BYTES = 64 * 1024 * 1024  # a login's own intake queue refuses publishes past this
 HTTP_CALLER = "http:"  # the user_id under which the HTTP faces hand a call to intake
 REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
 
@@ -186,6 +187,14 @@ class Queues:
         """The direct exchange to intake and requests: a login allowed to write to it
         reaches those two queues and no other (adapters/provision.py)."""
         return f"lienthong.{self.node_id}.gate"
+
+    def login_gate(self, login: str) -> str:
+        """A login's own gate: what it sends to intake lands in its own queue, which the
+        node takes from in turn with every other login's (docs/amqp-face.md, "Fair share")."""
+        return f"lienthong.{self.node_id}.gate.{login}"
+
+    def login_inbound(self, login: str) -> str:
+        return f"lienthong.{self.node_id}.inbound.{login}"
 
 
 def queues_of(node_id: str, parent: str | None) -> list[str]:
@@ -403,6 +412,20 @@ class Node:
         await self.transport.declare(
             QueueSpec(self.queues.requests, quorum=q, exchange=self.queues.gate)
         )
+        for login in self._intake_logins():  # each its own queue: one cannot crowd the rest
+            gate = self.queues.login_gate(login)
+            await self.transport.declare(
+                QueueSpec(
+                    self.queues.login_inbound(login),
+                    quorum=q,
+                    delivery_limit=limit,
+                    dead_letter_to=self.queues.dead if q else None,
+                    exchange=gate,
+                    routing_key=self.queues.inbound,
+                    max_length_bytes=LOGIN_QUEUE_BYTES,
+                )
+            )
+            await self.transport.declare(QueueSpec(self.queues.requests, quorum=q, exchange=gate))
         await self.transport.declare(QueueSpec(self.queues.dead, quorum=q))
         for organ in sorted(self.settings.push & self.settings.hosted):
             await self.transport.declare(QueueSpec(self.queues.mailbox(organ), quorum=q))
@@ -479,24 +502,39 @@ class Node:
 
     # --- intake ---------------------------------------------------------------------
 
+    def _intake_logins(self) -> list[str]:
+        """The logins with an intake queue of their own: every [credentials] login."""
+        return sorted(self.settings.credentials or {})
+
     async def consume_intake(self) -> None:
         """Take submissions while the node is not draining; a drain stops taking them,
-        lets those in flight finish, and gives the rest back to the queue."""
+        lets those in flight finish, and gives the rest back to the queue.
+
+        The node's inbound queue and each login's own take turns at one set of slots: a
+        login that floods fills its own queue, and a submission of another login waits for
+        one slot, not behind the flood (docs/amqp-face.md, "Fair share")."""
+        queues = [self.queues.inbound, *map(self.queues.login_inbound, self._intake_logins())]
         while True:
             await self._intake_open.wait()
-            await self._consume_until_drained()
+            slots = asyncio.Semaphore(self.settings.intake_concurrency)
+            alone = asyncio.Lock()
+            async with asyncio.TaskGroup() as group:
+                for queue in queues:
+                    group.create_task(self._consume_until_drained(queue, slots, alone))
 
-    async def _consume_until_drained(self) -> None:
-        """Up to ``intake_concurrency`` submissions at once, each owned by this task group:
-        admission of one overlaps the store and broker round trips of the others.
+    async def _consume_until_drained(
+        self, queue: str, slots: asyncio.Semaphore, alone: asyncio.Lock
+    ) -> None:
+        """Up to ``intake_concurrency`` submissions at once (``slots``, shared by every
+        intake queue), each owned by this task group: admission of one overlaps the store
+        and broker round trips of the others.
 
         A redelivered submission may be the one that killed the process, so it is taken
         alone, once the others in flight are done: a crash then counts an attempt against
         it only, never against an innocent package that happened to be in flight."""
-        inbound = self.transport.consume(self.queues.inbound, prefetch=self.settings.prefetch)
+        inbound = self.transport.consume(queue, prefetch=self.settings.prefetch)
         backoff = Backoff()
         width = self.settings.intake_concurrency
-        slots = asyncio.Semaphore(width)
         try:
             async with asyncio.TaskGroup() as group:
                 async for delivery in inbound:
@@ -504,10 +542,11 @@ class Node:
                         await _requeue(delivery)
                         break
                     if delivery.redelivered:
-                        for _ in range(width):  # drain
-                            await slots.acquire()
-                        for _ in range(width - 1):
-                            slots.release()
+                        async with alone:  # one queue at a time gathers every slot
+                            for _ in range(width):  # drain
+                                await slots.acquire()
+                            for _ in range(width - 1):
+                                slots.release()
                         await self._intake_one(delivery, slots, backoff)
                         continue
                     await slots.acquire()

@@ -37,6 +37,9 @@ class QueueSpec:
     # also reachable through this direct exchange, under the queue's name as routing key:
     # a login may be allowed to write to the exchange and no other queue (DESIGN §5)
     exchange: str | None = None
+    # the routing key of that binding, when not the queue's name (a login's own intake
+    # queue takes, from its own gate, what is addressed to the node's inbound queue)
+    routing_key: str | None = None
 
 
 @dataclass(frozen=True)

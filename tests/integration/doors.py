@@ -19,8 +19,10 @@ from pathlib import Path
 import aiohttp
 
 from adapters.provision import _grant, _login, permissions
+from exchange.node import Queues
 from exchange.signing import SigningKey, sign
 from tests.conftest import EXAMPLES, example
+from tests.integration.broker import delete_queues
 from tests.integration.harness import COMMUNE, G22, H53, NodeProcess
 
 STAMP = "20112026T103000+0123"  # the SDK's timestamp, fixed for its process's life
@@ -214,6 +216,8 @@ async def wait_open(door: Door, timeout: float = 60) -> None:
 
 async def close_door(door: Door) -> None:
     await door.node.cleanup()
+    own = Queues(door.node.node_id)
+    await delete_queues([own.login_inbound("guest"), own.login_inbound(door.flood_login)])
     subprocess.run(
         ["rabbitmqctl", "delete_user", door.flood_login],
         capture_output=True,

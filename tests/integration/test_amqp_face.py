@@ -91,7 +91,7 @@ async def test_a_provisioned_login_sends_as_its_agency_and_reaches_nothing_else(
         async with connection:
             # the broker checks user_id against the login: a spoofed one closes the channel
             channel = await connection.channel(publisher_confirms=True)
-            gate = await channel.get_exchange(f"lienthong.{node}.gate", ensure=False)
+            gate = await channel.get_exchange(f"lienthong.{node}.gate.{login}", ensure=False)
             with pytest.raises(
                 aio_pika.exceptions.AMQPError, match=r"PRECONDITION_FAILED|user_id"
             ) as spoofed:
@@ -101,6 +101,15 @@ async def test_a_provisioned_login_sends_as_its_agency_and_reaches_nothing_else(
                     timeout=10,
                 )
             assert "user_id" in str(spoofed.value)  # the broker's own words
+            # not the node's shared gate: it writes to its own, whose queue it alone fills
+            channel = await connection.channel(publisher_confirms=True)
+            shared = await channel.get_exchange(f"lienthong.{node}.gate", ensure=False)
+            with pytest.raises(aio_pika.exceptions.AMQPError, match="ACCESS_REFUSED"):
+                await shared.publish(
+                    aio_pika.Message(b"<x/>", user_id=login),
+                    routing_key=f"lienthong.{node}.inbound",
+                    timeout=10,
+                )
             # not the default exchange: it would reach any queue
             channel = await connection.channel(publisher_confirms=True)
             with pytest.raises(aio_pika.exceptions.AMQPError, match="ACCESS_REFUSED"):
