@@ -284,7 +284,8 @@ async def test_a_spoofed_user_id_is_refused_by_the_broker(door: Door) -> None:
     connection = await aio_pika.connect(door.flood_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        gate = await channel.get_exchange(f"lienthong.{door.node.node_id}.gate", ensure=False)
+        own = f"lienthong.{door.node.node_id}.gate.{door.flood_login}"  # the one it may use
+        gate = await channel.get_exchange(own, ensure=False)
         with pytest.raises(aio_pika.exceptions.AMQPError, match="user_id"):
             await gate.publish(
                 aio_pika.Message(door.package(H53, [G22]), user_id="guest"),
