@@ -140,6 +140,7 @@ log = structlog.get_logger("lienthong.node")
 SOURCE_HEADER = "lienthong-source"
 OP_HEADER = "lienthong-op"
 AS_HEADER = "lienthong-as"
+PACE_FACTOR, PACE_FLOOR = 10.0, 20.0  # a rated login's queue is taken at most this fast
 LOGIN_QUEUE_BYTES = 64 * 1024 * 1024  # a login's own intake queue refuses publishes past this
 HTTP_CALLER = "http:"  # the user_id under which the HTTP faces hand a call to intake
 REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
@@ -518,12 +519,31 @@ class Node:
             await self._intake_open.wait()
             slots = asyncio.Semaphore(self.settings.intake_concurrency)
             alone = asyncio.Lock()
+            paces = self._intake_paces()
             async with asyncio.TaskGroup() as group:
                 for queue in queues:
-                    group.create_task(self._consume_until_drained(queue, slots, alone))
+                    group.create_task(
+                        self._consume_until_drained(queue, slots, alone, paces.get(queue))
+                    )
+
+    def _intake_paces(self) -> dict[str, TokenBucket]:
+        """How fast the node takes from each rated login's own queue: ten times its rate
+        (at least 20 a second), so that what it sends past its rate is still answered
+        ``intake.rate_limited`` soon, but a flood costs the node a bounded share of its
+        time; the rest of a flood waits in the login's own queue, at no cost."""
+        paces = {}
+        for login, credential in (self.settings.credentials or {}).items():
+            if credential.rate_per_s is not None:
+                work = max(PACE_FLOOR, PACE_FACTOR * credential.rate_per_s)
+                paces[self.queues.login_inbound(login)] = TokenBucket(work, 2 * work)
+        return paces
 
     async def _consume_until_drained(
-        self, queue: str, slots: asyncio.Semaphore, alone: asyncio.Lock
+        self,
+        queue: str,
+        slots: asyncio.Semaphore,
+        alone: asyncio.Lock,
+        pace: TokenBucket | None = None,
     ) -> None:
         """Up to ``intake_concurrency`` submissions at once (``slots``, shared by every
         intake queue), each owned by this task group: admission of one overlaps the store
@@ -549,6 +569,8 @@ class Node:
                                 slots.release()
                         await self._intake_one(delivery, slots, backoff)
                         continue
+                    while pace is not None and not pace.take():  # noqa: ASYNC110 (a clock)
+                        await asyncio.sleep(pace.wait_s())
                     await slots.acquire()
                     group.create_task(self._intake_one(delivery, slots, backoff))
         finally:  # only now, with the acks of those in flight done, is the channel closed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -82,12 +83,12 @@ async def _taken_before_legit(node: Node, pki: DevPki, *, own_gates: bool) -> in
     return taken.index("legit")
 
 
-def _settings() -> NodeSettings:
+def _settings(rate: float | None = None) -> NodeSettings:
     return NodeSettings(
         "province-h53",
         hosted=frozenset({G22, H53, "000.21.31.H53"}),
         credentials={
-            "flooder": Credential(organs=frozenset({H53}), rate_per_s=1.0),
+            "flooder": Credential(organs=frozenset({H53}), rate_per_s=rate),
             "qlvb": Credential(organs=frozenset({G22})),
         },
         intake_concurrency=4,
@@ -110,3 +111,39 @@ async def test_through_one_shared_queue_the_same_flood_goes_first(
     async with one_node(tmp_path, admission, _settings()) as node:
         ahead = await _taken_before_legit(node, pki, own_gates=False)
     assert ahead > FLOOD - 20
+
+
+async def test_a_rated_logins_flood_is_taken_no_faster_than_ten_times_its_rate(
+    tmp_path: Path, admission: Admission
+) -> None:
+    """Past its rate a login is answered ``intake.rate_limited``, but the node takes from its
+    queue at most ten times its rate (bursts of twice that): the rest of a flood waits in
+    the login's own queue and costs the node nothing."""
+    async with one_node(tmp_path, admission, _settings(rate=10.0)) as node:
+        for n in range(400):
+            await node.transport.publish(
+                node.queues.inbound,
+                Message(b"<flood/>", reply_to=ANSWERS, correlation_id=f"f{n}", user_id="flooder"),
+                timeout=5,
+                exchange=node.queues.login_gate("flooder"),
+            )
+        began = time.monotonic()
+        intake = asyncio.create_task(node.consume_intake())
+        codes = []
+        stream = node.transport.consume(ANSWERS, prefetch=1000)
+        try:
+            async with asyncio.timeout(30):
+                async for delivery in stream:
+                    await delivery.ack()
+                    codes.append(Answer.decode(delivery.message.body).code)
+                    if len(codes) == 400:
+                        break
+        finally:
+            await stream.aclose()
+            intake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await intake
+        took = time.monotonic() - began
+    # 100 a second after a burst of 200: 400 take at least two seconds
+    assert took >= 1.9, f"the flood was taken in {took:.2f} s"
+    assert codes.count("intake.rate_limited") >= 400 - 2 * 10 - 10 * took - 5
