@@ -5,7 +5,8 @@ Legitimate agencies submit at a steady paced rate, half over REST (H53's system)
 AMQP (a login for H53), for ``seconds``; once without attack (baseline) and once while
 attackers hit every door at the same time: slowloris connections, the admission corpus at
 REST and at the SDK facade, tampered HMACs, wrong tokens, one agency's token sending as
-another, a flood from one AMQP login. Rounds alternate; figures are median (min–max).
+another, a flood from one AMQP login. Every HTTP client and the flooding login have the
+documented default rate, 20 a second. Rounds alternate; figures are median (min–max).
 
 Reported: the legitimate p50/p99 with and without the attack (target: p99 ≤ 3×), packages
 lost (every accepted legitimate package is in its recipient's mailbox exactly once), and
@@ -184,7 +185,11 @@ def run(*, rounds: int, quick: bool, plots: Path | None = None) -> Section:
     seconds, rate = (4.0, 10.0) if quick else (60.0, 30.0)
     results: dict[bool, list[dict[str, object]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
-        door = open_door(Path(tmp), header_timeout_s=5, body_timeout_s=5, flood_rate=20)
+        # every HTTP client at the documented default rate (20 a second), the flooding
+        # AMQP login at 20 a second: the node as an operator would run it
+        door = open_door(
+            Path(tmp), header_timeout_s=5, body_timeout_s=5, flood_rate=20, rate_per_s=20.0
+        )
         try:
             asyncio.run(wait_open(door))
             for repeat in range(repeats):
