@@ -51,6 +51,7 @@ from exchange.store import (
     UpstreamLink,
     Withdrawal,
     business_of,
+    check_schema,
     owns_document_id,
     trail_state,
 )
@@ -375,6 +376,9 @@ class PostgresStore:
                 cursor = await conn.execute("SELECT max(version) FROM schema_version")
                 row = await cursor.fetchone()
                 current = (row[0] if row else None) or 0
+                check_schema(
+                    current, len(MIGRATIONS), f"the PostgreSQL store in schema {self.schema}"
+                )
                 for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
                     await conn.execute(script.encode())
                     await conn.execute(

@@ -54,6 +54,7 @@ from exchange.store import (
     UpstreamLink,
     Withdrawal,
     business_of,
+    check_schema,
     owns_document_id,
     trail_state,
 )
@@ -407,6 +408,7 @@ class SqliteStore:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT max(version) FROM schema_version").fetchone()
             current = row[0] or 0
+            check_schema(current, len(MIGRATIONS), f"the SQLite store at {self.folder}")
             for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
                 if callable(step):
                     step(db, self.blobs)

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from exchange.errors import ConfigurationError
 from exchange.evidence import Event, LogEntry
 from exchange.model import BusinessType, Kind, Package
 
@@ -274,11 +275,24 @@ class Operations:
     quarantined: int
 
 
+def check_schema(found: int, known: int, store: str) -> None:
+    """Migrations only run forward: a store whose schema is newer than this code (a newer
+    release ran on it, then this one was started again) is refused before anything reads
+    or writes it, for rows this code does not understand could be lost or misread."""
+    if found > known:
+        raise ConfigurationError(
+            f"{store} is at schema version {found}, newer than this lienthong "
+            f"knows (version {known}): run the newer lienthong, or restore the backup "
+            "taken before the upgrade"
+        )
+
+
 class Store(Protocol):
     chain: str  # this instance's evidence chain
 
     async def migrate(self) -> int:
-        """Bring the schema to the current version; returns it."""
+        """Bring the schema to the current version; returns it. A schema newer than this
+        code is refused (``check_schema``)."""
 
     async def close(self) -> None: ...
 

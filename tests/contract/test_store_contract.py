@@ -6,21 +6,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from adapters.store_postgres import MIGRATIONS as PG_MIGRATIONS
 from adapters.store_postgres import PostgresStore
 from adapters.store_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from adapters.store_sqlite import SqliteStore
-from exchange.errors import PackageTooLarge
+from exchange.errors import ConfigurationError, PackageTooLarge
 from exchange.model import BusinessType
 from exchange.store import Attempt, Destination, Outcome
-from tests.contract.stores import BACKENDS, drop_location, intake, new_location, open_store
+from tests.contract.stores import (
+    BACKENDS,
+    PG_DSN,
+    drop_location,
+    intake,
+    new_location,
+    open_store,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +51,49 @@ async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
     latest = len(SQLITE_MIGRATIONS if isinstance(store, SqliteStore) else PG_MIGRATIONS)
     assert await store.migrate() == latest
     assert await store.migrate() == latest
+
+
+async def test_a_store_written_by_a_newer_release_is_refused_and_left_as_it_was(
+    store: Store,
+) -> None:
+    """Started again after a downgrade, the code finds a schema it does not know: it says
+    both versions and what to do, and changes nothing."""
+    latest = len(SQLITE_MIGRATIONS if isinstance(store, SqliteStore) else PG_MIGRATIONS)
+    await store.commit_intake(intake(b"<d/>", message_id="m-1"))
+    await newer_release_ran(store, latest + 1)
+    with pytest.raises(ConfigurationError) as refused:
+        await store.migrate()
+    message = refused.value.message
+    assert f"schema version {latest + 1}, newer than this lienthong knows (version {latest})" in (
+        message
+    )
+    assert message.endswith(
+        "run the newer lienthong, or restore the backup taken before the upgrade"
+    )
+    await newer_release_ran(store, None)  # the newer release's mark taken away again
+    assert await store.migrate() == latest  # the refusal left the store as it was
+    trail = await store.trail("m-1")
+    assert trail is not None
+    assert [step.target for step in trail.steps] == ["000.00.00.H53"]
+
+
+async def newer_release_ran(store: Store, version: int | None) -> None:
+    """What a newer release's migration leaves behind: its row in ``schema_version``
+    (``None`` deletes the rows above this code's own)."""
+    latest = len(SQLITE_MIGRATIONS if isinstance(store, SqliteStore) else PG_MIGRATIONS)
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.folder / "lienthong.db") as db:
+            if version is None:
+                db.execute("DELETE FROM schema_version WHERE version > ?", (latest,))
+            else:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        return
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        table = f"{store.schema}.schema_version"
+        if version is None:
+            conn.execute(f"DELETE FROM {table} WHERE version > %s".encode(), (latest,))
+        else:
+            conn.execute(f"INSERT INTO {table} (version) VALUES (%s)".encode(), (version,))
 
 
 async def test_the_document_index_finds_sender_and_recipients(store: Store) -> None:

@@ -108,12 +108,19 @@ class TreeProcesses:
     def config(self, name: str) -> Path:
         return self.folder / name / "node.toml"
 
-    def start(self, name: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, crash_at: str | None = None, *, code: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the node's process: the code under test, or with ``code`` another
+        release's (a folder holding its ``adapters`` and ``exchange``), run by this Python."""
         env = {**os.environ, "LIENTHONG_CRASH_AT": crash_at or ""}
+        if code is not None:
+            env["PYTHONPATH"] = str(code)
         with open(self.folder / name / "node.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "adapters.cli", "serve", "--config", str(self.config(name))],
                 env=env,
+                cwd=code,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )

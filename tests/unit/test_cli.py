@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sandbox_tree import load_topology, topology_file, write_tree
-from adapters.store_sqlite import SqliteStore
+from adapters.store_sqlite import MIGRATIONS, SqliteStore
 from tests.conftest import EXAMPLES
 from tests.contract.stores import intake
 
@@ -261,3 +262,27 @@ def test_an_operator_tracks_each_copy_of_a_package_at_a_node(tmp_path: Path) -> 
     assert steps[1].endswith(": expired: waited a week")
     missing = lienthong("ops", "track", "--config", node_file, "m-8")
     assert (missing.returncode, missing.stdout.strip()) == (1, "m-8: not at node province-h53-t")
+
+
+def test_a_store_newer_than_the_code_stops_the_command_and_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """After a downgrade: the operator is told both versions and the two ways out."""
+    files = write_tree(tmp_path, load_topology(topology_file(), "-n"), "amqp://127.0.0.1/")
+    folder = files["province-h53-n"].parent / "store"
+    asyncio.run(migrated(folder))
+    with sqlite3.connect(folder / "lienthong.db") as db:  # what the newer release left
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))
+    refused = lienthong("ops", "dlq", "list", "--config", files["province-h53-n"])
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (
+        f"lienthong: the SQLite store at {folder} is at schema version {len(MIGRATIONS) + 1}, "
+        f"newer than this lienthong knows (version {len(MIGRATIONS)}): run the newer "
+        "lienthong, or restore the backup taken before the upgrade\n"
+    )
+
+
+async def migrated(folder: Path) -> None:
+    store = SqliteStore(folder)
+    await store.migrate()
+    await store.close()
