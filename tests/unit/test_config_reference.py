@@ -5,6 +5,7 @@ default in it is what an absent key gets, and a key it does not know is refused 
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,8 +22,9 @@ from adapters.config_reference import (
     reference_markdown,
 )
 from adapters.sandbox_tree import load_topology, topology_file, write_tree
+from exchange import config_alerts, config_http, config_upstream
 from exchange.config import NodeConfig, node_config_from_mapping
-from exchange.config_keys import schema_path
+from exchange.config_keys import refuse_unknown, schema_path
 from exchange.config_schema import Key, Table, node_file_tables
 from exchange.errors import ConfigurationError
 
@@ -224,3 +226,18 @@ def test_the_sandbox_node_files_load(tmp_path: Path) -> None:
     configs = {node: load_node_config(path) for node, path in files.items()}
     assert configs[child].link.parent_url == "amqp://127.0.0.1:1/"
     assert any(c.upstreams for c in configs.values())  # the bridge to the national axis
+
+
+def test_the_node_file_snippets_of_the_docs_use_only_known_keys() -> None:
+    pages = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+    texts = {str(page.relative_to(ROOT)): page.read_text(encoding="utf-8") for page in pages}
+    texts |= {m.__name__: m.__doc__ or "" for m in (config_http, config_alerts, config_upstream)}
+    checked = []
+    for where, text in texts.items():
+        for block in re.findall(r"```toml\n(.*?)```", text, re.DOTALL):
+            data = tomllib.loads(block)
+            if "agency" in data or isinstance(data.get("node"), list):
+                continue  # a directory, not a node file
+            refuse_unknown(data, where)
+            checked.append(where)
+    assert {"docs/alerts.md", "docs/bridge.md", "exchange.config_http"} <= set(checked)
