@@ -23,8 +23,9 @@ A node reads one TOML file, its node file, when it starts (`lienthong serve --co
 node.toml`), and checks every key then. A wrong value stops the node with one message
 naming the file, the key and what was expected; so does a key this page does not list,
 with the closest one it does ("did you mean 'parent_url'?"). Relative paths are read from
-the node file's folder. Secrets are never written in the node file: a key ending in
-`_file` names a file that holds one, read when the node starts and never logged.
+the node file's folder. Tokens, HMAC keys and passwords, but for those in a broker's URL,
+stay out of the node file: a key ending in `_file` names the file that holds one, read when
+the node starts and never logged.
 
 A table with a part in angle brackets, such as `[credentials.<login>]`, is one you give
 once per thing you name: a source, a RabbitMQ login, a calling system, an operator, a child

@@ -347,8 +347,8 @@ LINK = Table(
             "15",
             "15",
             "AMQP heartbeat of the link and of the node's own broker connection (a "
-            "`?heartbeat=N` in a URL wins): a link dead without a word is given up after "
-            "about three.",
+            "`?heartbeat=N` in a URL wins): a link silent for about three heartbeats is "
+            "given up.",
         ),
         Key(
             "transfer_url",
@@ -426,7 +426,7 @@ DEADLINES = Table(
 SOURCES = Table(
     "sources.<name>",
     "One table per source: the verification policy that judges what it submits. A source "
-    'is "amqp" (any login without its own `[credentials]`), or a name that '
+    'is "amqp" (the default of every login and calling system), or a name that '
     "`[credentials.<login>]` or `[http.clients.<name>]` gives as its `source`. A source "
     'without a table is judged "strict".',
     (
@@ -470,7 +470,7 @@ CREDENTIALS = Table(
             BOOL,
             "false",
             "false",
-            "May name the source of what it sends itself (operators' replays, bridges).",
+            "May say itself which source what it sends comes from (operators' replays, bridges).",
         ),
         Key(
             "rate_per_s",

@@ -31,14 +31,14 @@ from exchange.errors import ConfigurationError
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "configuration.md"
 NODE_EXAMPLE = ROOT / "config" / "node.example.toml"
-Path_ = tuple[str, ...]
+KeyPath = tuple[str, ...]
 
 
 class Recording(Mapping[str, Any]):
     """A table of a node file that notes the path of every key the loaders ask it for,
     present or not, and hands out its inner tables recording too."""
 
-    def __init__(self, data: Mapping[str, Any], at: Path_, read: set[Path_]) -> None:
+    def __init__(self, data: Mapping[str, Any], at: KeyPath, read: set[KeyPath]) -> None:
         self.data, self.at, self.read = data, at, read
 
     def __getitem__(self, key: str) -> Any:
@@ -52,7 +52,7 @@ class Recording(Mapping[str, Any]):
         return len(self.data)
 
 
-def _recording(value: Any, at: Path_, read: set[Path_]) -> Any:
+def _recording(value: Any, at: KeyPath, read: set[KeyPath]) -> Any:
     if isinstance(value, Mapping):
         return Recording(value, at, read)
     if isinstance(value, list):  # [[...]]: each table of the list records under one path
@@ -60,8 +60,8 @@ def _recording(value: Any, at: Path_, read: set[Path_]) -> Any:
     return value
 
 
-def keys_read(data: Mapping[str, Any], base: Path) -> set[Path_]:
-    read: set[Path_] = set()
+def keys_read(data: Mapping[str, Any], base: Path) -> set[KeyPath]:
+    read: set[KeyPath] = set()
     node_config_from_mapping(Recording(data, (), read), "node.toml", base)
     return read
 
@@ -74,7 +74,7 @@ def _value(literal: str) -> Any:
     return tomllib.loads(f"v = {literal}")["v"]
 
 
-def _table_at(data: dict[str, Any], path: Path_) -> dict[str, Any]:
+def _table_at(data: dict[str, Any], path: KeyPath) -> dict[str, Any]:
     for part in path:
         data = data[part]
         if isinstance(data, list):  # [[...]]: its first table
@@ -207,7 +207,7 @@ def test_each_default_is_what_an_absent_key_gets(table: Table, key: Key, base: P
     ],
 )
 def test_a_key_the_schema_does_not_know_is_refused_with_the_closest(
-    path: Path_, right: str | None, wrong: str, message: str, base: Path
+    path: KeyPath, right: str | None, wrong: str, message: str, base: Path
 ) -> None:
     data = full_example()
     table = _table_at(data, path)
