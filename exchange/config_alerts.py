@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exchange.alerting import Thresholds
-from exchange.config_schema_more import ALERTS
+from exchange.config_schema_alerts import ALERTS
 from exchange.errors import ConfigurationError
 
 _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+")
