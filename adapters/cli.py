@@ -18,6 +18,7 @@ from adapters import (
     cli_evidence,
     cli_node,
     cli_receipt,
+    config_reference,
     pki_files,
     provision,
     render,
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evidence.add_commands(sub)
     cli_receipt.add_commands(sub)
     provision.add_commands(sub)
+    config_reference.add_commands(sub)
 
     p = sub.add_parser("sandbox", help="a development playground on this machine")
     p.add_argument("--dir", default=".sandbox", help="where the sandbox keeps its files")

@@ -21,36 +21,23 @@ backoff_s = 1                                # before the 2nd try; doubled each 
 link_down_after_s = 300
 cert_warn_days = 30
 ```
+
+Unknown keys are refused before this module reads the table (exchange/config_keys.py).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from exchange.alerting import Thresholds
+from exchange.config_schema_alerts import ALERTS
 from exchange.errors import ConfigurationError
 
-_KEYS = (
-    "webhook_url",
-    "webhook_token_file",
-    "email_to",
-    "email_from",
-    "smtp_host",
-    "smtp_port",
-    "smtp_starttls",
-    "smtp_user",
-    "smtp_password_file",
-    "check_every_s",
-    "deadline_s",
-    "attempts",
-    "backoff_s",
-    "thresholds",
-)
 _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+")
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]_-]+")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -123,12 +110,6 @@ def alert_settings(table: object, source: str, base: Path) -> AlertSettings | No
         return None
     if not isinstance(table, Mapping):
         raise ConfigurationError(f"{source}: key 'alerts': expected a table")
-    unknown = sorted(set(table) - set(_KEYS))
-    if unknown:
-        raise ConfigurationError(
-            f"{source}: key 'alerts': unknown key(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(_KEYS)}"
-        )
     t = _Table(table, source, base)
     webhook_url = t.text("webhook_url", "an http:// or https:// address")
     if webhook_url is not None:
@@ -202,7 +183,8 @@ def _email(t: _Table, settings: AlertSettings) -> AlertSettings:
 
 
 def _no_email(t: _Table, settings: AlertSettings) -> AlertSettings:
-    given = [k for k in _KEYS if k.startswith(("smtp_", "email_")) and k in t.table]
+    e_mail = [key.name for key in ALERTS.keys if key.name.startswith(("smtp_", "email_"))]
+    given = [name for name in e_mail if name in t.table]
     if given:
         raise t.fail(given[0], "email_to as well (no e-mail is sent without recipients)")
     return settings
@@ -212,13 +194,6 @@ def _thresholds(t: _Table, source: str) -> Thresholds:
     table = t.table.get("thresholds", {})
     if not isinstance(table, Mapping):
         raise t.fail("thresholds", "a table")
-    names = [f.name for f in fields(Thresholds)]
-    unknown = sorted(set(table) - set(names))
-    if unknown:
-        raise ConfigurationError(
-            f"{source}: key 'alerts.thresholds': unknown key(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(names)}"
-        )
     sub = _Table(table, source, t.base)
     sub.where = f"{source}: key 'alerts.thresholds"
     values: dict[str, Any] = {}

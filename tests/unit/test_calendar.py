@@ -236,7 +236,7 @@ def test_link_expire_after_hours_is_read_as_the_older_name_of_ttl_hours() -> Non
             "ttl_hours = 0",
             "key 'deadlines.ttl_hours': expected a positive number of hours, found float 0.0",
         ),
-        ('holiday = ["2027-02-05"]', "unknown key 'deadlines.holiday'; expected one of"),
+        ('holiday = ["2027-02-05"]', "unknown key 'deadlines.holiday'; did you mean 'holidays'?"),
         (
             "ttl_hours = 72\n[link]\nexpire_after_hours = 24",
             "key 'deadlines.ttl_hours': 72 hours, but 'link.expire_after_hours' "

@@ -77,7 +77,7 @@ token_sha256 = "{"b" * 64}"
         ),
         (
             f'[http]\nlisten = "h:1"\n[http.clients.x]\ntoken_sha256 = "{HEX}"\nrate = 3',
-            "key 'http.clients.x': unknown key(s) rate",
+            "unknown key 'http.clients.x.rate'; did you mean 'rate_per_s'?",
         ),
     ],
 )
@@ -105,7 +105,7 @@ token_sha256 = "{HEX}"
     [
         (
             '[http]\nlisten = "h:1"\n[http.links.c]\nrole = "operator"',
-            "key 'http.links.c': unknown key(s) role",
+            "unknown key 'http.links.c.role'; it is a key of [http.operators.<name>]",
         ),
         (
             '[http]\nlisten = "h:1"\n[http.links.c]\ntoken_sha256 = "abc"',
