@@ -108,11 +108,18 @@ class TreeProcesses:
     def config(self, name: str) -> Path:
         return self.folder / name / "node.toml"
 
-    def start(self, name: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, crash_at: str | None = None, *, instance: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """The node's process; ``instance`` names one of several service instances of the
+        node (``serve --instance``, its evidence chain), which logs to ``node-NAME.log``."""
         env = {**os.environ, "LIENTHONG_CRASH_AT": crash_at or ""}
-        with open(self.folder / name / "node.log", "ab") as log:
+        command = [sys.executable, "-m", "adapters.cli", "serve", "--config"]
+        command += [str(self.config(name)), *(["--instance", instance] if instance else [])]
+        log_name = f"node-{instance}.log" if instance else "node.log"
+        with open(self.folder / name / log_name, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli", "serve", "--config", str(self.config(name))],
+                command,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
