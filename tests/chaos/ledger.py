@@ -21,8 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exchange.evidence import Event, EventKind
-from tests.chaos.load import Sent
-from tests.chaos.stand import Stand
+from tests.chaos.load import Sent, Tree
 
 PAGE = 5000
 
@@ -65,7 +64,7 @@ class Findings:
 
 
 class Ledger:
-    def __init__(self, stand: Stand) -> None:
+    def __init__(self, stand: Tree) -> None:
         self.stand = stand
         self._cursor: dict[tuple[str, str], int] = {}  # (node, chain) → last seq read
         self._delivered: set[tuple[str, str]] = set()  # (message id, recipient)

@@ -3,6 +3,9 @@ sender submits signed documents over AMQP to its home node at a paced rate, and 
 submission that gets no answer (its node was killed, the broker restarted, a disk was
 full) is sent again, the same bytes, until the node answers ``accepted`` or ``duplicate``.
 What each sender was told is the ledger's account of what was accepted.
+
+The load and the ledger run against any ``Tree``: the chaos stand (tests/chaos/stand.py),
+or one node served by two instances (tests/integration/test_scaleout_cluster.py).
 """
 
 from __future__ import annotations
@@ -14,15 +17,33 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from adapters.client import NodeClient
-from tests.chaos.stand import Stand
+from adapters.sandbox_tree import Topology
+from adapters.store_postgres import PostgresStore
+from adapters.store_sqlite import SqliteStore
 
 BATCH_EVERY_S = 0.25  # a sender submits what is due in one request, four times a second
 ANSWER_TIMEOUT_S = 20.0
 RETRY_PAUSE_S = 1.0
 AT_ONCE = 4  # batches in flight per sender
 TRANSIENT_REFUSALS = {"node.draining", "store.disk_full", "intake.rate_limited"}
+
+
+class Tree(Protocol):
+    """What the load and the ledger need of the nodes they run against: where each agency
+    lives, the brokers' URLs, a signed document, and each node's store (opened anew)."""
+
+    topology: Topology
+    urls: list[str]
+
+    @property
+    def nodes(self) -> list[str]: ...
+
+    def document(self, sender: str, recipients: Sequence[str], number: int) -> bytes: ...
+
+    def open_store(self, node: str) -> SqliteStore | PostgresStore: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +71,7 @@ class Load:
 
     def __init__(
         self,
-        stand: Stand,
+        stand: Tree,
         senders: Sequence[str],
         agencies: Sequence[str],
         rate: float,

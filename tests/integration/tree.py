@@ -109,16 +109,26 @@ class TreeProcesses:
         return self.folder / name / "node.toml"
 
     def start(
-        self, name: str, crash_at: str | None = None, *, code: Path | None = None
+        self,
+        name: str,
+        crash_at: str | None = None,
+        *,
+        code: Path | None = None,
+        instance: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start the node's process: the code under test, or with ``code`` another
-        release's (a folder holding its ``adapters`` and ``exchange``), run by this Python."""
+        release's (a folder holding its ``adapters`` and ``exchange``), run by this Python;
+        ``instance`` names one of several service instances of the node (``serve
+        --instance``, its evidence chain), which logs to ``node-NAME.log``."""
         env = {**os.environ, "LIENTHONG_CRASH_AT": crash_at or ""}
         if code is not None:
             env["PYTHONPATH"] = str(code)
-        with open(self.folder / name / "node.log", "ab") as log:
+        command = [sys.executable, "-m", "adapters.cli", "serve", "--config"]
+        command += [str(self.config(name)), *(["--instance", instance] if instance else [])]
+        log_name = f"node-{instance}.log" if instance else "node.log"
+        with open(self.folder / name / log_name, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli", "serve", "--config", str(self.config(name))],
+                command,
                 env=env,
                 cwd=code,
                 stdout=subprocess.DEVNULL,
