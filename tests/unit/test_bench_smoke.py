@@ -62,6 +62,7 @@ def test_the_pdf_signature_scenario_checks_a_valid_signature_and_reports_a_ratio
 
 
 @pytest.mark.integration
+@pytest.mark.ondemand  # 7-14 s each: the CI suite keeps under 15 minutes
 def test_the_route_scenario_runs_both_systems_and_reports_latency() -> None:
     stdout = _bench("route", "--quick")
     for system in ("lienthong", "raw aio-pika forwarders"):
@@ -143,6 +144,7 @@ def test_the_sizes_scenario_measures_every_size_and_system_on_both_chains(tmp_pa
 
 
 @pytest.mark.integration
+@pytest.mark.ondemand  # 7-14 s each: the CI suite keeps under 15 minutes
 def test_the_scaleout_scenario_serves_one_node_once_and_twice_and_finds_no_duplicate() -> None:
     stdout = _bench("scaleout", "--quick")
     for row in ("1 instance (baseline)", "2 instances"):
@@ -197,6 +199,7 @@ def test_an_unknown_scenario_is_named() -> None:
     assert "unknown scenario(s): nonsense" in result.stderr
 
 
+@pytest.mark.ondemand  # 7-14 s each: the CI suite keeps under 15 minutes
 def test_the_hostile_scenario_attacks_every_door_and_loses_nothing() -> None:
     stdout = _bench("hostile", "--quick")
     for row in ("baseline", "under attack"):
