@@ -290,40 +290,38 @@ class AmqpTransport:
             if not channel.is_closed:
                 await channel.close()
 
-    async def inspect(self, queue: str) -> QueueInfo | None:
+    async def _passive(self, what: str, declare: Any) -> Any | None:
+        """A passive declare on the inspector channel: its result, or None for the broker's
+        404 (which closes the channel: a new one is opened next time)."""
         if self._connection is None:
             await self.connect()
         assert self._connection is not None
         try:
             if self._inspector is None or self._inspector.is_closed:
                 self._inspector = await self._connection.channel(publisher_confirms=False)
-            raw = await self._inspector.get_underlay_channel()
-            result = await raw.queue_declare(queue=queue, passive=True)
+            return await declare(await self._inspector.get_underlay_channel())
         except aiormq.exceptions.ChannelNotFoundEntity:
-            self._inspector = None  # the broker closed the channel with its 404
+            self._inspector = None
             return None
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             self._inspector = None
-            raise TransientFault(f"inspecting {queue}: {exc}") from exc
+            raise TransientFault(f"looking for {what}: {exc}") from exc
+
+    async def inspect(self, queue: str) -> QueueInfo | None:
+        result = await self._passive(
+            f"queue {queue}", lambda raw: raw.queue_declare(queue=queue, passive=True)
+        )
+        if result is None:
+            return None
         return QueueInfo(queue, int(result.message_count or 0), int(result.consumer_count or 0))
 
     async def exchange_exists(self, exchange: str) -> bool:
         """Whether the broker has this exchange (a passive declare; its 404 is an answer)."""
-        if self._connection is None:
-            await self.connect()
-        assert self._connection is not None
-        try:
-            if self._inspector is None or self._inspector.is_closed:
-                self._inspector = await self._connection.channel(publisher_confirms=False)
-            raw = await self._inspector.get_underlay_channel()
-            await raw.exchange_declare(exchange=exchange, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            self._inspector = None
-            return False
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            self._inspector = None
-            raise TransientFault(f"looking for exchange {exchange}: {exc}") from exc
-        return True
+        found = await self._passive(
+            f"exchange {exchange}",
+            lambda raw: raw.exchange_declare(exchange=exchange, passive=True),
+        )
+        return found is not None
 
     @property
     def connected(self) -> bool:
