@@ -153,10 +153,29 @@ def write_tree(
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
+    """A port nobody listens on, below the kernel's range for outgoing connections: a port
+    from that range, free when probed, may be taken by a connection to the broker before
+    the node binds it (EADDRINUSE)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = 20000 + secrets.randbelow(max(1000, low - 20000))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as probe:  # a crowded machine: any port the kernel gives
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        found: int = probe.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _http_face(

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
 import subprocess
 import uuid
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from adapters.provision import _grant, _login, permissions
+from adapters.sandbox_tree import free_port as sandbox_free_port
 from exchange.node import Queues
 from exchange.signing import SigningKey, sign
 from tests.conftest import EXAMPLES, example
@@ -37,10 +37,7 @@ def promised(path: Path) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return sandbox_free_port()  # below the kernel's range for outgoing connections
 
 
 def _sha(token: str) -> str:
