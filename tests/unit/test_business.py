@@ -14,6 +14,7 @@ from tests.pki import G22, DevPki
 from tests.unit.memory_tree import COMMUNE, H41, Tree, document
 
 H53 = "000.00.00.H53"
+FINAL_OR_DELIVERED = ("delivered", "fetched", "failed")
 
 
 def about(number: int) -> bytes:
@@ -73,7 +74,12 @@ async def test_a_revoke_withdraws_what_was_not_fetched_and_says_what_it_found(
     assert revoke.outcome == "accepted", revoke
     # the province never fetched it: it is gone from its mailbox, and the revoke is there
     await holds(tree, H53, "province-h53", [revoke.message_id])
-    view = await settle(central, str(original.message_id), lambda v: rows(v)[H53][0] == "failed")
+    # the commune's fetched receipt travels back on its own: wait until both rows are final
+    view = await settle(
+        central,
+        str(original.message_id),
+        lambda v: rows(v)[H53][0] == "failed" and rows(v)[COMMUNE][0] in ("fetched", "failed"),
+    )
     assert rows(view)[COMMUNE][0] == "fetched"  # too late to withdraw: it stays fetched
     assert "revoked by its sender" in str(rows(view)[H53][1])
     # the revoke's own view says what it found at each recipient
@@ -119,8 +125,11 @@ async def test_an_update_reaches_an_added_recipient_and_is_withdrawn_from_a_remo
     assert await tree.wait(H41) == [update.message_id]
     # kept: H53 has both; removed: the commune has neither
     await holds(tree, H53, "province-h53", [original.message_id, update.message_id])
+    # H53's delivered receipt travels back on its own: wait until it is in too
     view = await settle(
-        central, str(original.message_id), lambda v: rows(v)[COMMUNE][0] == "failed"
+        central,
+        str(original.message_id),
+        lambda v: rows(v)[COMMUNE][0] == "failed" and rows(v)[H53][0] in FINAL_OR_DELIVERED,
     )
     assert await unfetched(tree, COMMUNE, "commune-21-31-h53") == []
     assert rows(view)[H53][0] == "delivered"
