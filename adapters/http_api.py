@@ -21,6 +21,7 @@ from aiohttp import web
 from adapters.agency_gate import AgencyGate, Caller
 from adapters.console import add_console_routes
 from adapters.durable import PLAIN, Disk
+from adapters.http_brake import RefusalBrake
 from adapters.openapi_doc import openapi
 from adapters.rate_limit import TokenBucket
 from adapters.sdk_facade import add_sdk_routes
@@ -61,6 +62,8 @@ GATE, SETTINGS, LIMITS, MAX_BYTES = (
 )
 DISK = web.AppKey("disk", Disk)  # where spooled bodies are written
 CAP = web.AppKey("cap", int)  # the package cap: a submission past it is refused
+BRAKE = web.AppKey("brake", RefusalBrake)  # holds answers to callers refused again and again
+WAIT_S = "lienthong.wait_s"  # a rate-limited request: until its caller may call again
 MAX_WAIT_S = 30.0  # the longest a mailbox request waits for mail
 STATUS_OF_CODE = {
     RequestInvalid.code: 400,
@@ -113,6 +116,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except LienthongError as fault:
+        brake = request.app[BRAKE]  # a caller refused again and again waits for its answer
+        if isinstance(fault, Unauthenticated):
+            await brake.unauthenticated(request.remote)
+        elif isinstance(fault, RateLimited):
+            await brake.rate_limited(request.get(WAIT_S, 1.0))
         return problem_for(fault)
 
 
@@ -146,6 +154,7 @@ def _limit(request: web.Request, name: str) -> None:
     rate = client.rate_per_s if client else 20.0
     bucket = request.app[LIMITS].setdefault(name, TokenBucket(rate, max(1.0, 2 * rate)))
     if not bucket.take():
+        request[WAIT_S] = bucket.wait_s()
         raise RateLimited(f"more than {rate:g} requests a second for {name}")
 
 
@@ -367,6 +376,7 @@ def build_app(
     )
     app[GATE], app[SETTINGS], app[LIMITS], app[MAX_BYTES] = gate, settings, {}, inline
     app[CAP], app[DISK] = max_bytes, disk
+    app[BRAKE] = RefusalBrake(settings.refusal_hold_s)
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
     if extra is not None:  # the operator's endpoints (adapters/ops_http.py)
@@ -374,6 +384,11 @@ def build_app(
     add_console_routes(app)  # the operator console's files, /ops/ (docs/console.md)
     if any(c.systemid for c in settings.clients.values()):  # the national-axis SDK's face
         add_sdk_routes(
-            app, gate, settings.clients, max_bytes=inline, body_timeout_s=settings.body_timeout_s
+            app,
+            gate,
+            settings.clients,
+            max_bytes=inline,
+            body_timeout_s=settings.body_timeout_s,
+            brake=app[BRAKE],
         )
     return app

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from adapters.agency_gate import AgencyGate, Caller
+from adapters.http_brake import RefusalBrake
 from adapters.rate_limit import TokenBucket
 from adapters.spooling import body_deadline
 from exchange import xroad
@@ -105,8 +106,10 @@ class SdkFacade:
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         body_timeout_s: float = 60.0,
+        brake: RefusalBrake | None = None,
     ) -> None:
         self._gate = gate
+        self._brake = brake or RefusalBrake(0)  # off unless the HTTP face gives its own
         self._max_bytes = max_bytes
         self._body_timeout_s = body_timeout_s
         self._systems: dict[str, HttpClient] = {}
@@ -148,6 +151,10 @@ class SdkFacade:
                     response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
                 if isinstance(error, RequestTimeout):  # the rest of that body is not waited for
                     response.force_close()
+                if isinstance(error, _UNAUTHENTICATED):  # again and again: held (http_brake)
+                    await self._brake.unauthenticated(request.remote)
+                elif isinstance(error, RateLimited):
+                    await self._brake.rate_limited(wait)
             log.info(
                 "sdk.request",
                 op=name,
@@ -366,6 +373,7 @@ def add_sdk_routes(
     max_bytes: int,
     clock: Callable[[], float] = time.monotonic,
     body_timeout_s: float = 60.0,
+    brake: RefusalBrake | None = None,
 ) -> None:
     """Mount the SDK's endpoints under ``prefix`` (the QLVB's configured endpoint).
 
@@ -373,7 +381,12 @@ def add_sdk_routes(
     may call. ``max_bytes`` is the node's ``max_package_bytes``. ``clock`` drives the rate
     limits (tests move it themselves)."""
     facade = SdkFacade(
-        gate, clients, max_bytes=max_bytes, clock=clock, body_timeout_s=body_timeout_s
+        gate,
+        clients,
+        max_bytes=max_bytes,
+        clock=clock,
+        body_timeout_s=body_timeout_s,
+        brake=brake or RefusalBrake(0),
     )
     base = prefix.rstrip("/")
     post: dict[str, Operation] = {

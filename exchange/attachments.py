@@ -77,6 +77,11 @@ def _inflate(
         limits.max_inflated_bytes,
         max(1024 * 1024, max(entry.compress_size, 1) * limits.max_ratio),
     )
+    if entry.file_size > ceiling:  # says so itself: refused without inflating a byte
+        raise AttachmentBomb(
+            f"attachment {label}: the ZIP entry claims {entry.file_size} bytes from "
+            f"{entry.compress_size} compressed bytes, past {ceiling}; refused as a ZIP bomb"
+        )
     digest = hashlib.sha256()
     total = 0
     with archive.open(entry) as stream:

@@ -6,6 +6,7 @@ listen, and who may call them.
 listen = "127.0.0.1:8480"          # host:port; no [http] table, no HTTP faces
 header_timeout_s = 15              # a connection sends its request's headers within this
 body_timeout_s = 60                # and a body within this, plus a second per 64 KiB
+refusal_hold_s = 1                 # a caller refused again and again waits this for its answer
 
 [http.tls]                         # HTTPS (exchange/config_tls.py): cert, key, client_ca
 cert = "tls/http.pem"
@@ -94,6 +95,9 @@ class HttpSettings:
     # rate), else 408 (http.request_timeout)
     header_timeout_s: float = 15.0
     body_timeout_s: float = 60.0
+    # past 10 unauthenticated answers to one address (5 a second), each further one is held
+    # this long; a 429 is held until the caller may call again, at most this (http_brake.py)
+    refusal_hold_s: float = 1.0
     tls: TlsServer | None = None  # HTTPS, client certificates optional ([http.tls])
 
 
@@ -130,6 +134,10 @@ def http_settings(
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             raise ConfigurationError(f"{where}.{key}': expected a positive number of seconds")
         timeouts[key] = float(value)
+    hold = table.get("refusal_hold_s", HttpSettings.refusal_hold_s)
+    if not isinstance(hold, int | float) or isinstance(hold, bool) or not 0 <= hold <= 60:
+        raise ConfigurationError(f"{where}.refusal_hold_s': expected seconds from 0 to 60")
+    timeouts["refusal_hold_s"] = float(hold)
     return HttpSettings(
         found["host"],
         int(found["port"]),

@@ -43,6 +43,16 @@ HTTP = Table(
             "A request body arrives within this plus a second per 64 KiB it brings, else "
             "408 (http.request_timeout).",
         ),
+        Key(
+            "refusal_hold_s",
+            "seconds, 0 to 60",
+            "1",
+            "1",
+            "A caller refused again and again waits for its answer: past 10 unauthenticated "
+            "answers to one address (5 a second on average), each further 401 goes out after "
+            "this; a 429 goes out when its caller may call again, after at most this. At most "
+            "1,024 answers are held at once. 0: every answer at once.",
+        ),
     ),
 )
 

@@ -140,7 +140,7 @@ log = structlog.get_logger("lienthong.node")
 SOURCE_HEADER = "lienthong-source"
 OP_HEADER = "lienthong-op"
 AS_HEADER = "lienthong-as"
-PACE_FACTOR, PACE_FLOOR = 10.0, 20.0  # a rated login's queue is taken at most this fast
+PACE_FACTOR, PACE_FLOOR = 2.0, 20.0  # a rated login's queue is taken at most this fast
 LOGIN_QUEUE_BYTES = 64 * 1024 * 1024  # a login's own intake queue refuses publishes past this
 HTTP_CALLER = "http:"  # the user_id under which the HTTP faces hand a call to intake
 REPLY_PREFIXES = ("lienthong.reply.", "amq.rabbitmq.reply-to")
@@ -527,8 +527,9 @@ class Node:
                     )
 
     def _intake_paces(self) -> dict[str, TokenBucket]:
-        """How fast the node takes from each rated login's own queue: ten times its rate
-        (at least 20 a second), so that what it sends past its rate is still answered
+        """How fast the node takes from each rated login's own queue: twice its rate (at
+        least 20 a second, bursts of twice that, so never slower than the login's own
+        bucket lets it send), so that what it sends past its rate is still answered
         ``intake.rate_limited`` soon, but a flood costs the node a bounded share of its
         time; the rest of a flood waits in the login's own queue, at no cost."""
         paces = {}

@@ -19,6 +19,7 @@ from exchange.directory import AgencyEntry, Directory, SubjectBinding
 from exchange.edxml import DSIG_NS, header, kid
 from exchange.errors import (
     AttachmentBomb,
+    AttachmentInvalid,
     CertificateExpired,
     CertificateNotYetValid,
     CertificateRevoked,
@@ -403,12 +404,36 @@ def _with_attachment(payload: bytes) -> bytes:
     return _bytes(root)
 
 
-def test_a_zip_bomb_is_stopped_by_the_bytes_inflated(pki: DevPki, admission: Admission) -> None:
+def _understated(archive: bytes, size: int) -> bytes:
+    """The archive with its one entry's uncompressed size, local and central, set to
+    ``size``: a bomb that lies about what it holds."""
+    changed = bytearray(archive)
+    changed[22:26] = size.to_bytes(4, "little")  # the local header
+    central = archive.rindex(b"PK\x01\x02")
+    changed[central + 24 : central + 28] = size.to_bytes(4, "little")
+    return bytes(changed)
+
+
+def test_a_zip_bomb_is_refused_by_what_its_entry_claims_without_inflating_it(
+    pki: DevPki, admission: Admission
+) -> None:
     bomb = _one_entry_zip(b"\0" * (64 * 1024 * 1024))
     assert len(bomb) < 200_000
     data = sign(_with_attachment(bomb), pki.key(G22))
     message = refuse(data, admission, AttachmentBomb)
+    assert f"claims {64 * 1024 * 1024} bytes from" in message
     assert "ZIP bomb" in message
+
+
+def test_a_zip_bomb_that_understates_its_size_is_refused_at_its_claim(
+    pki: DevPki, admission: Admission
+) -> None:
+    """Inflation stops at the size the entry claims: past it the content does not match
+    its checksum, and the attachment is refused as damaged, not inflated to the end."""
+    bomb = _understated(_one_entry_zip(b"\0" * (64 * 1024 * 1024)), 1000)
+    assert zipfile.ZipFile(io.BytesIO(bomb)).infolist()[0].file_size == 1000
+    data = sign(_with_attachment(bomb), pki.key(G22))
+    refuse(data, admission, AttachmentInvalid)
 
 
 def test_an_attachment_is_described_by_its_unzipped_content(
