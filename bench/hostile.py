@@ -192,6 +192,7 @@ class Attacker:
 
 async def _round(door: Door, seconds: float, rate: float) -> dict[str, object]:
     latencies: list[float] = []
+    by_door: dict[str, list[float]] = {"rest": [], "amqp": []}
     accepted: list[str] = []
     refused: Counter[str] = Counter()
     async with (
@@ -214,6 +215,7 @@ async def _round(door: Door, seconds: float, rate: float) -> dict[str, object]:
                     str(answer.code),
                 )
             latencies.append(time.perf_counter() - started)
+            by_door[over].append(latencies[-1])
             if ok:
                 accepted.append(ident)
             else:
@@ -233,6 +235,8 @@ async def _round(door: Door, seconds: float, rate: float) -> dict[str, object]:
     return {
         "p50": _p(latencies, 0.5) * 1000,
         "p99": _p(latencies, 0.99) * 1000,
+        "p99 rest": _p(by_door["rest"], 0.99) * 1000,
+        "p99 amqp": _p(by_door["amqp"], 0.99) * 1000,
         "sent": len(latencies),
         "refused": sum(refused.values()),
         "lost": lost,
