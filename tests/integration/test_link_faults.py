@@ -237,12 +237,13 @@ async def test_an_urgent_package_overtakes_the_backlog_of_an_offline_child(
     backlog = await send(tree, DISTRICT_AGENCY, COMMUNE_AGENCY, range(500, 540))
     (urgent,) = await send(tree, DISTRICT_AGENCY, COMMUNE_AGENCY, range(600, 601), priority=3)
     district, commune = tree.ids["district"], tree.ids["commune"]
-    await until(
-        lambda: holds(down_queue(district, commune, "normal"), len(backlog)),
-        "the backlog waits in the normal lane",
-        20,
-    )
-    assert await queue_depth(down_queue(district, commune, "urgent")) == 1
+
+    async def both_waiting() -> bool:  # the urgent one is published after the backlog
+        return await holds(down_queue(district, commune, "normal"), len(backlog)) and (
+            await holds(down_queue(district, commune, "urgent"), 1)
+        )
+
+    await until(both_waiting, "the backlog waits in the normal lane, the urgent one in its", 20)
     tree.start("commune")
     await tree.wait_for_mailbox(COMMUNE_AGENCY, len(backlog) + 1, timeout=30)
     delivered = {e.message_id: e.delivered_at for e in await tree.mailbox_entries(COMMUNE_AGENCY)}

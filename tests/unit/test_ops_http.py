@@ -40,6 +40,7 @@ from tests.conftest import example
 from tests.ops_stand_in import realistic_status
 from tests.pki import DevPki
 from tests.unit.memory_tree import COMMUNE, G14, H41, Tree, document
+from tests.unit.test_tracking import wait_for
 
 TOKENS = {"commune": "t-commune-0001", "ops": "t-ops-0002", "viewer": "t-viewer-0003"}
 CENTRAL, COMMUNE_NODE = "central", "commune-21-31-h53"
@@ -525,6 +526,8 @@ async def test_overdue_acknowledgements_and_the_agencies_certificates_are_listed
     central.node.settings = replace(central.node.settings, deadlines=DueAtOnce())
     answer = await tree.submit(COMMUNE_NODE, document(pki, COMMUNE, G14, H41, 801))
     await tree.wait(G14)
+    # H41's delivery at its province reaches central in a report, on its way back
+    await wait_for(central.node, str(answer.message_id), {G14: "delivered", H41: "delivered"})
     view = await central.status()
     # both recipients: G14's mail here, and H41's at its province, reported on the way back
     late = {row["recipient"]: row for row in view["overdue"]["items"]}
