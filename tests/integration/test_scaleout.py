@@ -537,7 +537,12 @@ async def test_two_instances_of_one_node_deliver_publish_and_report_each_thing_o
                 "SELECT (SELECT count(*) FROM outbox WHERE done_at IS NULL) + (SELECT count(*)"
                 " FROM evidence WHERE report_to IS NOT NULL AND reported_at IS NULL)",
             )
-            return not left and len(await heard_from(c)) == 3 * len(down)
+            return (
+                not left
+                and len(await heard_from(c)) == 3 * len(down)
+                # the parent's own intake and relay write its mailbox, after its outbox
+                and len(await mail(c.parent, G14)) >= len(up) + len(twice)
+            )
 
         await _until(settled)
         # every package in each of its mailboxes exactly once, at both nodes
