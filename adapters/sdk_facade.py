@@ -386,7 +386,7 @@ def add_sdk_routes(
         max_bytes=max_bytes,
         clock=clock,
         body_timeout_s=body_timeout_s,
-        brake=brake or RefusalBrake(0),
+        brake=brake,
     )
     base = prefix.rstrip("/")
     post: dict[str, Operation] = {
