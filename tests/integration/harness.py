@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +154,15 @@ class NodeProcess:
 
     async def cleanup(self) -> None:
         self.stop()
+        logins = tomllib.loads(self.config.read_text()).get("credentials", {})
         await delete_queues(
-            f"lienthong.{self.node_id}.{suffix}" for suffix in ("inbound", "requests", "dead")
+            [
+                *(
+                    f"lienthong.{self.node_id}.{suffix}"
+                    for suffix in ("inbound", "requests", "dead")
+                ),
+                *(f"lienthong.{self.node_id}.inbound.{login}" for login in logins),  # their own
+            ]
         )
         if self.store_kind == "postgres":
             drop_location("postgres", self.schema)

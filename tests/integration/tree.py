@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -206,6 +207,11 @@ class TreeProcesses:
         await delete_queues(
             [name for node, parent in self.parents.items() for name in queues_of(node, parent)]
             + [Queues(home).mailbox(organ) for organ, home in self.homes.items()]  # push
+            + [  # each [credentials] login's own intake queue
+                Queues(node).login_inbound(login)
+                for name, node in self.ids.items()
+                for login in tomllib.loads(self.config(name).read_text()).get("credentials", {})
+            ]
         )
 
 
